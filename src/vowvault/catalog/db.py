@@ -1,0 +1,117 @@
+"""Engines, sessions and migrations of the catalog."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.orm import Session, sessionmaker
+
+from vowvault.errors import CatalogError
+from vowvault.settings import Settings, load_settings, normalise_database_url
+
+
+def make_engine(url: str) -> sa.Engine:
+    url = normalise_database_url(url)
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("vowvault.catalog") / "migrations"))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", normalise_database_url(url).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Migrate the catalog to ``revision`` (idempotent)."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def postgres_ddl() -> str:
+    """The PostgreSQL DDL the migrations produce, rendered offline (no server needed)."""
+    cfg = alembic_config("postgresql+psycopg://offline/vowvault")
+    buf = io.StringIO()
+    cfg.output_buffer = buf
+    command.upgrade(cfg, "head", sql=True)
+    return buf.getvalue()
+
+
+class Catalog:
+    """A handle on one catalog database: its engine and a session factory."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, migrate_embedded: bool = True) -> Catalog:
+        """Open the configured catalog; the embedded SQLite one is migrated on first use, a
+        PostgreSQL one must be migrated explicitly (``vowvault db upgrade``)."""
+        settings = settings or load_settings()
+        engine = make_engine(settings.database_url)
+        catalog = cls(engine)
+        try:
+            rev = current_revision(engine)
+        except sa.exc.OperationalError as exc:
+            raise CatalogError(f"cannot reach the catalog at {engine.url.render_as_string()}: "
+                               f"{_first_line(exc)}") from exc
+        if rev != head_revision():
+            if settings.is_embedded and migrate_embedded:
+                upgrade(engine)
+            elif migrate_embedded:
+                raise CatalogError(
+                    f"catalog at {engine.url.render_as_string()} is at revision {rev or 'none'}, "
+                    f"this vowvault needs {head_revision()}: run `vowvault db upgrade`")
+        return catalog
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]

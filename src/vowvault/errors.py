@@ -1,0 +1,54 @@
+"""One small hierarchy of errors; the CLI maps each to a one-line message and an exit code.
+
+Exit codes: 1 for operational failures (a backup that failed, storage down), 2 for bad
+input the user can fix (policy file, arguments), 3 for integrity failures (a backup that
+does not verify), 4 for a catalog that needs migrating or is unreachable.
+"""
+
+from __future__ import annotations
+
+
+class VowvaultError(Exception):
+    """Base of every error vowvault raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(VowvaultError):
+    """Settings or arguments that cannot work; the message says what to change."""
+
+    exit_code = 2
+
+
+class PolicyError(ConfigError):
+    """A policy file that does not validate; the message names file, policy and field."""
+
+    def __init__(self, message: str, *, file: str | None = None, policy: str | None = None,
+                 field: str | None = None, line: int | None = None) -> None:
+        self.file, self.policy, self.field, self.line = file, policy, field, line
+        where = []
+        if file:
+            where.append(f"{file}:{line}" if line else file)
+        if policy:
+            where.append(f"policy {policy!r}")
+        if field:
+            where.append(f"field {field}")
+        super().__init__(": ".join([*where, message]) if where else message)
+
+
+class NotFound(VowvaultError):
+    """A named thing (policy, backup, organization) does not exist in the catalog."""
+
+    exit_code = 2
+
+
+class CatalogError(VowvaultError):
+    """The catalog is unreachable or not at the schema version this code needs."""
+
+    exit_code = 4
+
+
+class IntegrityError(VowvaultError):
+    """Stored data does not match what was written: tampered, truncated or corrupted."""
+
+    exit_code = 3

@@ -1,0 +1,46 @@
+"""Where vowvault keeps its state, read from the environment once per call.
+
+``VOWVAULT_HOME`` (default ``~/.vowvault``) holds the embedded catalog (SQLite), local
+key files and the default local storage. ``VOWVAULT_DATABASE_URL`` points the catalog at
+PostgreSQL instead (``postgresql://user@host/db``; credentials from libpq's usual places).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    actor: str
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept libpq-style URLs and pick the psycopg 3 driver for SQLAlchemy."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def load_settings() -> Settings:
+    home = Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
+    url = os.environ.get("VOWVAULT_DATABASE_URL") or f"sqlite:///{home / 'catalog.db'}"
+    actor = os.environ.get("VOWVAULT_ACTOR") or _os_user()
+    return Settings(home=home, database_url=normalise_database_url(url), actor=actor)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
