@@ -1,0 +1,1 @@
+"""Turning backup policies into Prefect deployments."""

@@ -23,6 +23,7 @@ schedules as they are, so no home-made scheduler is involved.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -77,7 +78,8 @@ def normalize_cron(expr: str) -> str:
         raise ScheduleError(f"cron {expr!r} must have 5 fields (minute hour day-of-month "
                             f"month day-of-week), not {len(fields)}")
     for name, field in zip(_FIELD_NAMES, fields, strict=True):
-        if any(ch in field.upper() for ch in "L#W?"):
+        bare = re.sub(r"[A-Z]{3}", "", field.upper())  # month and day names are fine
+        if any(ch in bare for ch in "L#W?"):
             raise ScheduleError(f"cron {expr!r}: {name} field {field!r} uses L, W, # or ?, "
                                 f"which vowvault does not support")
     try:
@@ -197,13 +199,15 @@ def expected_runs(schedules: Iterable[str], tz: str, start: dt.datetime,
 
 
 def effective_schedules(cron: str, multiplier: int = DEFAULT_PEAK_MULTIPLIER,
-                        peak_months: Iterable[int] = PEAK_MONTHS) -> list[str]:
+                        peak_months: Iterable[int] = PEAK_MONTHS,
+                        peak_schedules: Sequence[str] | None = None) -> list[str]:
     """The cron expressions that together run ``cron`` off-peak and ``multiplier`` times as
-    often during the peak months. ``cron`` must be canonical (``normalize_cron``)."""
+    often during the peak months, or ``peak_schedules`` instead when given. Every cron must
+    be canonical (``normalize_cron``)."""
     peak = set(peak_months)
     if multiplier < 1:
         raise ScheduleError(f"peak-season multiplier must be at least 1, not {multiplier}")
-    if multiplier == 1 or not peak:
+    if not peak or (multiplier == 1 and peak_schedules is None):
         return [cron]
     minute, hour, dom, month, dow = cron.split(" ")
     months = set(range(1, 13)) if month == "*" else _expand(month)
@@ -211,6 +215,8 @@ def effective_schedules(cron: str, multiplier: int = DEFAULT_PEAK_MULTIPLIER,
     out = [] if not off else [_with_month(cron, off)]
     if not on:
         return out or [cron]
+    if peak_schedules is not None:
+        return sorted({*out, *(_with_month(c, on) for c in peak_schedules)})
     if dom != "*":
         raise ScheduleError(
             f"cannot multiply cron {cron!r} in peak season: it names days of the month, so "

@@ -27,16 +27,25 @@ def make_engine(url: str) -> sa.Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (below).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock up front: concurrent writers wait (busy_timeout)
+    # instead of failing when a read snapshot cannot be upgraded to a write.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -104,10 +113,21 @@ class Catalog:
         return catalog
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any error."""
-        with self._sessions.begin() as session:
+    def session(self, *, commit: bool = True) -> Iterator[Session]:
+        """A transaction: committed on success (unless ``commit`` is false, for dry runs),
+        rolled back on any error."""
+        session = self._sessions()
+        try:
             yield session
+            if commit:
+                session.commit()
+            else:
+                session.rollback()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -34,10 +34,10 @@ from vowvault.catalog.enums import (
     VerificationStatus,
 )
 from vowvault.catalog.types import (
+    BigIntPK,
     JSONDoc,
     TZDateTime,
     UUIDList,
-    BigIntPK,
     check_enum,
     gen_random_uuid,
     pg_enum,
@@ -478,7 +478,9 @@ class AuditEntry(Base):
     summary: Mapped[str | None] = mapped_column(sa.Text)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
-    prev_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    # UNIQUE prev_hash keeps the chain linear: two writers racing for the same head cannot
+    # both append, the loser retries on the new head.
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False, unique=True)
     row_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False, unique=True)
 
     __table_args__ = (

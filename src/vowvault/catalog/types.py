@@ -62,7 +62,7 @@ def _values(enum_cls: type[enum.Enum]) -> list[str]:
     return [str(m.value) for m in enum_cls]
 
 
-class gen_random_uuid(FunctionElement[Any]):  # noqa: N801 - reads like the SQL it renders
+class gen_random_uuid(FunctionElement[Any]):
     """Server-side UUID default: gen_random_uuid() on PostgreSQL, random hex on SQLite."""
 
     type = sa.Uuid()

@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('row_hash', sa.String(length=64), nullable=False),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_audit_log_organization_id_organizations'), ondelete='RESTRICT'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log')),
+    sa.UniqueConstraint('prev_hash', name=op.f('uq_audit_log_prev_hash')),
     sa.UniqueConstraint('row_hash', name=op.f('uq_audit_log_row_hash'))
     )
     op.create_index('idx_audit_log_org_time', 'audit_log', ['organization_id', sa.literal_column('occurred_at DESC')], unique=False)

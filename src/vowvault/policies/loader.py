@@ -1,0 +1,195 @@
+"""Reading policy files: YAML with line numbers, ``${VAR}`` expansion, one-line errors.
+
+Every error names the file and line, the policy, the field, and what to change, e.g.::
+
+    policies.yaml:21: policy 'venue-db': field schedule.cron: invalid cron '61 2 * * *' ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from vowvault.errors import PolicyError
+from vowvault.policies.spec import PolicyFile, _RefError
+
+Loc = tuple[str | int, ...]
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_policy_file(path: str | Path, env: Mapping[str, str] | None = None) -> PolicyFile:
+    """Parse and validate a policy file; raise ``PolicyError`` with a one-line message."""
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError("no such file", file=name) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read: {exc}", file=name) from None
+    return parse_policy_text(text, name, env)
+
+
+def parse_policy_text(text: str, name: str = "<policies>",
+                      env: Mapping[str, str] | None = None) -> PolicyFile:
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PolicyError(f"not valid YAML: {problem}", file=name,
+                          line=mark.line + 1 if mark else None) from None
+    if node is None:
+        raise PolicyError("is empty; it needs at least 'policies:'", file=name)
+    lines: dict[Loc, int] = {}
+    data = _build(node, (), lines, name, env, yaml.SafeLoader(""))
+    if not isinstance(data, dict):
+        raise PolicyError("must be a mapping with 'organizations:' and 'policies:'", file=name)
+    try:
+        return PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        raise _policy_error(exc, data, lines, name) from None
+
+
+def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], name: str,
+           env: Mapping[str, str], scalars: yaml.SafeLoader) -> Any:
+    """YAML node -> plain data, recording the line of every location, refusing duplicate
+    keys (YAML would silently keep the last one) and expanding ``${VAR}``."""
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in out:
+                raise PolicyError(f"key {key!r} appears twice", file=name,
+                                  line=key_node.start_mark.line + 1,
+                                  field=_dotted((*loc, key)) if loc else None)
+            out[key] = _build(value_node, (*loc, key), lines, name, env, scalars)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*loc, i), lines, name, env, scalars)
+                for i, item in enumerate(node.value)]
+    value = scalars.construct_object(node)
+    if isinstance(value, str):
+        return _expand(value, env, name, lines[loc], loc)
+    return value
+
+
+def _expand(value: str, env: Mapping[str, str], name: str, line: int, loc: Loc) -> str:
+    def sub(match: re.Match[str]) -> str:
+        var, default = match.group(1), match.group(2)
+        if var in env:
+            return env[var]
+        if default is not None:
+            return default
+        raise PolicyError(f"environment variable {var} is not set (or give a default: "
+                          f"${{{var}:-value}})", file=name, line=line, field=_dotted(loc))
+
+    return _VAR.sub(sub, value)
+
+
+def _policy_error(exc: ValidationError, data: dict[str, Any], lines: dict[Loc, int],
+                  name: str) -> PolicyError:
+    # A misspelt key also makes the real one "missing": report the misspelling first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
+    loc: Loc = tuple(err["loc"])
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, _RefError):
+        loc = cause.loc
+    message = _describe(err, loc)
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    policy = None
+    field_loc = loc
+    if len(loc) >= 2 and loc[0] == "policies" and isinstance(loc[1], int):
+        policies = data.get("policies") or []
+        if loc[1] < len(policies) and isinstance(policies[loc[1]], dict):
+            policy = str(policies[loc[1]].get("name") or f"#{loc[1] + 1}")
+        field_loc = loc[2:]
+    field_loc = tuple(p for p in field_loc if p not in ("postgres", "directory"))
+    return PolicyError(message, file=name, line=_line_of(loc, lines), policy=policy,
+                       field=_dotted(field_loc) or None)
+
+
+def _describe(err: Any, loc: Loc) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        return f"unknown key {key!r}" + _suggest(key, loc)
+    if kind == "missing":
+        return "is required"
+    if kind == "enum":
+        return f"{value!r} is not one of {err['ctx']['expected']}"
+    if kind == "literal_error":
+        return f"{value!r} is not one of {err['ctx']['expected']}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+                 "less_than": "<"}[kind]
+        limit = next(iter(err["ctx"].values()))
+        return f"must be {bound} {limit}, not {value!r}"
+    if kind == "string_pattern_mismatch":
+        return (f"{value!r} must be lower-case letters, digits and dashes "
+                f"(at most 63, starting with a letter or digit)")
+    if kind == "union_tag_invalid":
+        return f"kind {err['ctx']['tag']!r} is not one of {err['ctx']['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return "needs 'kind:' (postgres or directory)"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    return err["msg"][0].lower() + err["msg"][1:]
+
+
+def _suggest(key: str, loc: Loc) -> str:
+    fields = _fields_at(loc[:-1])
+    close = difflib.get_close_matches(key, fields, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """The field names a model accepts at ``loc`` (for did-you-mean hints)."""
+    model: Any = PolicyFile
+    for part in loc:
+        if isinstance(part, int) or part in ("postgres", "directory"):
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = _model_of(info.annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
+    loc = tuple(p for p in loc if p not in ("postgres", "directory"))
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc)
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

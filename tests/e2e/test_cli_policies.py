@@ -1,0 +1,142 @@
+"""`vowvault policies ...` and `vowvault db ...` as a platform engineer uses them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from vowvault.catalog.db import make_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "policies.yaml"
+
+
+def counts(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        out = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+               for t in ("organizations", "backup_policies", "audit_log", "wedding_calendar")}
+    engine.dispose()
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path, cli_env: dict[str, str]) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{Path(cli_env['VOWVAULT_HOME']) / 'catalog.db'}"
+    url = request.getfixturevalue("pg_database")()
+    cli_env["VOWVAULT_DATABASE_URL"] = url
+    return url
+
+
+def test_apply_is_idempotent_and_audited(cli, catalog_url: str) -> None:
+    if catalog_url.startswith("postgresql"):
+        assert "migrated from empty" in cli("db", "upgrade").stdout
+    first = cli("policies", "apply", str(EXAMPLE))
+    assert "create     policy grand-hall-db" in first.stdout
+    assert "8 changed, 0 unchanged" in first.stdout
+    after_first = counts(catalog_url)
+    assert after_first == {"organizations": 3, "backup_policies": 3, "audit_log": 8,
+                           "wedding_calendar": 2}
+    second = cli("policies", "apply", str(EXAMPLE))
+    assert "0 changed, 3 unchanged" in second.stdout
+    assert counts(catalog_url) == after_first
+    assert "audit log intact: 8 rows" in cli("audit", "verify").stdout
+
+
+def test_removed_policy_is_deactivated_and_changes_are_shown(cli, catalog_url: str,
+                                                             tmp_path: Path) -> None:
+    cli("db", "upgrade")
+    cli("policies", "apply", str(EXAMPLE))
+    text = EXAMPLE.read_text()
+    start = text.index("  # Platform configuration")
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(text[:start].replace('cron: "0 */6 * * *"', 'cron: "0 */4 * * *"'))
+    plan = cli("policies", "apply", "--dry-run", str(edited)).stdout
+    assert "would deactivate policy platform-config" in plan
+    assert "would update     policy grand-hall-db" in plan and "schedule_cron" in plan
+    assert "yes" in cli("policies", "list").stdout.split("platform-config")[1].splitlines()[0]
+    cli("policies", "apply", str(edited))
+    listed = cli("policies", "list").stdout
+    assert "platform-config" not in listed
+    assert "platform-config" in cli("policies", "list", "--all").stdout
+    shown = cli("policies", "show", "grand-hall-db").stdout
+    assert "0 0,4,8,12,16,20 * * *" in shown
+    log = cli("audit", "list", "--limit", "5").stdout
+    assert "policy.deactivate" in log and "policy.update" in log
+    # Putting it back reactivates the same policy: its history is kept.
+    applied = cli("policies", "apply", str(EXAMPLE)).stdout
+    assert "reactivate policy platform-config" in applied
+
+
+BAD_EDITS = [
+    ('cron: "0 1 * * *"', 'cron: "0 25 * * *"',
+     "policy 'lumiere-photos': field schedule.cron: invalid cron '0 25 * * *'"),
+    ("tier: WARM", "tier: TEPID", "policy 'platform-config': field storage[0].tier: 'TEPID'"),
+    ("days: 90,", "days: -90,", "policy 'grand-hall-db': field retention.days: must be >= 1"),
+    ("name: platform-config", "name: grand-hall-db", "policy name 'grand-hall-db' is used twice"),
+    ("    priority: normal", "    priorty: normal",
+     "policy 'platform-config': field priorty: unknown key 'priorty' (did you mean "
+     "'priority'?)"),
+]
+
+
+def test_bad_files_exit_2_with_one_line_and_leave_the_catalog_alone(
+        cli, catalog_url: str, tmp_path: Path) -> None:
+    cli("db", "upgrade")
+    cli("policies", "apply", str(EXAMPLE))
+    before = counts(catalog_url)
+    text = EXAMPLE.read_text()
+    # Every kind of mistake on the embedded catalog; one of them is enough on PostgreSQL.
+    edits = BAD_EDITS if catalog_url.startswith("sqlite") else BAD_EDITS[:1]
+    for i, (old, new, message) in enumerate(edits):
+        bad = tmp_path / f"bad{i}.yaml"
+        assert old in text
+        bad.write_text(text.replace(old, new, 1))
+        for command in ("validate", "apply"):
+            proc = cli("policies", command, str(bad), check=False)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+            assert proc.stderr.startswith(f"vowvault: error: {bad}:")
+            assert message in proc.stderr
+    assert counts(catalog_url) == before
+
+
+def test_list_shows_next_runs_and_wedding_day_priority(cli) -> None:
+    cli("policies", "apply", str(EXAMPLE))
+    listed = cli("policies", "list").stdout
+    for name in ("lumiere-photos", "grand-hall-db", "platform-config"):
+        assert name in listed
+    assert "NEXT RUN" in listed and "+5 peak" in listed
+    shown = cli("policies", "show", "lumiere-photos").stdout
+    assert "effective schedules" in shown and "2027-06-12" in shown
+
+
+def test_unknown_policy_and_missing_file(cli) -> None:
+    proc = cli("policies", "show", "nope", check=False)
+    assert proc.returncode == 2 and "no policy named 'nope'" in proc.stderr
+    proc = cli("policies", "validate", "/nonexistent.yaml", check=False)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_db_schema_prints_the_postgres_ddl(cli) -> None:
+    ddl = cli("db", "schema").stdout
+    assert ddl == (ROOT / "schema.sql").read_text()
+
+
+def test_unreachable_postgres_catalog_is_one_line(cli) -> None:
+    proc = cli("policies", "list", check=False,
+               VOWVAULT_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere")
+    assert proc.returncode == 4
+    assert proc.stderr.startswith("vowvault: error: cannot reach the catalog")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_postgres_catalog_must_be_migrated_explicitly(cli, pg_database) -> None:
+    url = pg_database()
+    proc = cli("policies", "list", check=False, VOWVAULT_DATABASE_URL=url)
+    assert proc.returncode == 4 and "run `vowvault db upgrade`" in proc.stderr
+    assert shutil.which("psql")
