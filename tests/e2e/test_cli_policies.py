@@ -39,12 +39,14 @@ def test_apply_is_idempotent_and_audited(cli, catalog_url: str) -> None:
     assert "create     policy grand-hall-db" in first.stdout
     assert "8 changed, 0 unchanged" in first.stdout
     after_first = counts(catalog_url)
-    assert after_first == {"organizations": 3, "backup_policies": 3, "audit_log": 8,
+    # 8 changes and the migration that created the catalog.
+    assert after_first == {"organizations": 3, "backup_policies": 3, "audit_log": 9,
                            "wedding_calendar": 2}
     second = cli("policies", "apply", str(EXAMPLE))
     assert "0 changed, 3 unchanged" in second.stdout
     assert counts(catalog_url) == after_first
-    assert "audit log intact: 8 rows" in cli("audit", "verify").stdout
+    assert "audit log intact: 9 rows" in cli("audit", "verify").stdout
+    assert "catalog.upgrade" in cli("audit", "list").stdout
 
 
 def test_removed_policy_is_deactivated_and_changes_are_shown(cli, catalog_url: str,

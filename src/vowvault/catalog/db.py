@@ -67,12 +67,23 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Migrate the catalog to ``revision`` (idempotent)."""
+def upgrade(engine: sa.Engine, revision: str = "head", *, actor: str | None = None) -> None:
+    """Migrate the catalog to ``revision`` (idempotent). With an ``actor``, a migration that
+    changed something is recorded in the audit log."""
     cfg = alembic_config()
+    before = current_revision(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+    after = current_revision(engine)
+    if actor and after != before:
+        from vowvault.catalog import audit
+
+        with Session(engine) as session, session.begin():
+            audit.record(session, actor=actor, action="catalog.upgrade", target_type="catalog",
+                         target_id=after, summary=f"schema migrated from {before or 'empty'} "
+                                                  f"to {after}",
+                         before={"revision": before}, after={"revision": after})
 
 
 def postgres_ddl() -> str:
@@ -105,7 +116,7 @@ class Catalog:
                                f"{_first_line(exc)}") from exc
         if rev != head_revision():
             if settings.is_embedded and migrate_embedded:
-                upgrade(engine)
+                upgrade(engine, actor=settings.actor)
             elif migrate_embedded:
                 raise CatalogError(
                     f"catalog at {engine.url.render_as_string()} is at revision {rev or 'none'}, "

@@ -67,7 +67,7 @@ def db_upgrade() -> None:
     settings = load_settings()
     engine = make_engine(settings.database_url)
     before = current_revision(engine)
-    upgrade(engine)
+    upgrade(engine, actor=settings.actor)
     after = current_revision(engine)
     where = engine.url.render_as_string(hide_password=True)
     engine.dispose()
