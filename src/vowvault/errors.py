@@ -52,3 +52,43 @@ class IntegrityError(VowvaultError):
     """Stored data does not match what was written: tampered, truncated or corrupted."""
 
     exit_code = 3
+
+
+class StorageError(VowvaultError):
+    """A storage target failed; the message names the target and the object."""
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist on the target."""
+
+
+class StoragePermissionError(StorageError):
+    """The target refused access: credentials, permissions or a bucket policy."""
+
+    exit_code = 2
+
+
+class StorageFullError(StorageError):
+    """The target has no room left (or a quota was reached)."""
+
+
+class TransientStorageError(StorageError):
+    """A failure that may pass (timeout, throttling, 5xx); retried by the retry wrapper."""
+
+
+class ArchivedObjectError(StorageError):
+    """The object is in an archive tier and must be restored (rehydrated) before reading."""
+
+
+class SourceError(VowvaultError):
+    """The thing being backed up (a database, a directory) could not be read as a whole."""
+
+
+class KeyUnavailableError(VowvaultError):
+    """A key-encryption key is missing, destroyed or wrong for this backup."""
+
+    exit_code = 3
+
+
+class RestoreError(VowvaultError):
+    """A restore could not start or did not produce what the backup holds."""

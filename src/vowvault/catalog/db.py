@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -71,6 +72,7 @@ def upgrade(engine: sa.Engine, revision: str = "head", *, actor: str | None = No
     """Migrate the catalog to ``revision`` (idempotent). With an ``actor``, a migration that
     changed something is recorded in the audit log."""
     cfg = alembic_config()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     before = current_revision(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -98,6 +98,7 @@ class CopyRole(enum.StrEnum):
 
 class ObjectKind(enum.StrEnum):
     DATA = "DATA"
+    INDEX = "INDEX"
     MANIFEST = "MANIFEST"
     KEY = "KEY"
 

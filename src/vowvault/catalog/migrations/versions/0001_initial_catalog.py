@@ -282,7 +282,7 @@ def upgrade() -> None:
     sa.Column('storage_provider', sa.String(length=100), nullable=False),
     sa.Column('storage_url', sa.Text(), nullable=False),
     sa.Column('copy_role', sa.Enum('PRIMARY', 'COPY', name='copy_role', native_enum=False, create_constraint=True, length=32), nullable=False),
-    sa.Column('object_kind', sa.Enum('DATA', 'MANIFEST', 'KEY', name='object_kind', native_enum=False, create_constraint=True, length=32), nullable=False),
+    sa.Column('object_kind', sa.Enum('DATA', 'INDEX', 'MANIFEST', 'KEY', name='object_kind', native_enum=False, create_constraint=True, length=32), nullable=False),
     sa.Column('storage_tier', sa.Enum('HOT', 'WARM', 'COLD', 'ARCHIVE', 'DEEP_ARCHIVE', name='storage_tier', create_constraint=True), server_default='HOT', nullable=False),
     sa.Column('file_path', sa.Text(), nullable=False),
     sa.Column('file_size_bytes', sa.BigInteger(), nullable=False),

@@ -1,0 +1,68 @@
+"""What engine functions need, built once from settings: catalog, storage, keys, clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vowvault.catalog.db import Catalog
+from vowvault.codec.frames import DEFAULT_FRAME_SIZE
+from vowvault.keys import KeyProvider, provider
+from vowvault.settings import Settings, load_settings
+from vowvault.storage import StorageBackend, open_backend
+
+log = logging.getLogger("vowvault")
+
+Progress = Callable[[str, int, int | None], None]
+"""(what, bytes done, bytes expected or None)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _no_progress(what: str, done: int, total: int | None) -> None:
+    return None
+
+
+@dataclass
+class Context:
+    settings: Settings
+    catalog: Catalog
+    clock: Callable[[], dt.datetime] = utcnow
+    frame_size: int = DEFAULT_FRAME_SIZE
+    workers: int = 2
+    """Compression threads."""
+    queue_depth: int = 4
+    """Frames waiting between two stages."""
+    progress: Progress = _no_progress
+    heartbeat_seconds: float = 15.0
+    stale_after: dt.timedelta = dt.timedelta(minutes=5)
+    """An IN_PROGRESS job without a heartbeat for this long is taken for dead."""
+    _backends: dict[str, StorageBackend] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **kw: object) -> Context:
+        settings = settings or load_settings()
+        return cls(settings=settings, catalog=Catalog.open(settings), **kw)  # type: ignore[arg-type]
+
+    def backend(self, url: str) -> StorageBackend:
+        if url not in self._backends:
+            self._backends[url] = open_backend(url)
+        return self._backends[url]
+
+    def keys(self, name: str) -> KeyProvider:
+        return provider(name, self.settings.home)
+
+    def memory_bound(self) -> int:
+        """Bytes of backup data in flight at most (excluding the interpreter): frames in
+        the three channels, in the compressor pool, and per-target upload queues."""
+        frames = 3 * self.queue_depth + 2 * self.workers + 2 + 2 * self.queue_depth
+        return frames * self.frame_size
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            backend.close()
+        self.catalog.dispose()

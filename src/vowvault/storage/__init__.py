@@ -1,0 +1,37 @@
+"""Storage targets: one interface (``base.StorageBackend``), one module per backend, one
+registry mapping URL schemes to backends, and one place (``wrap``) that adds retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from vowvault.errors import ConfigError
+from vowvault.storage.base import ObjectInfo, Properties, StorageBackend
+
+__all__ = ["ObjectInfo", "Properties", "StorageBackend", "open_backend", "register"]
+
+_REGISTRY: dict[str, Callable[[str], StorageBackend]] = {}
+
+
+def register(scheme: str, factory: Callable[[str], StorageBackend]) -> None:
+    _REGISTRY[scheme] = factory
+
+
+def _local(url: str) -> StorageBackend:
+    from vowvault.storage.local import LocalBackend, LocalConfig
+
+    return LocalBackend(LocalConfig.from_url(url))
+
+
+register("file", _local)
+
+
+def open_backend(url: str) -> StorageBackend:
+    """The backend for a target URL (``file://``, and the cloud schemes once registered)."""
+    scheme = urlsplit(url).scheme
+    factory = _REGISTRY.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in sorted(_REGISTRY))
+        raise ConfigError(f"no storage backend for {url!r}: known schemes are {known}")
+    return factory(url)

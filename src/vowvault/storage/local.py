@@ -1,0 +1,215 @@
+"""Local disk or NAS (``file:///path``).
+
+Writes go to a temporary name in the same directory, are fsync'ed, then renamed, and the
+directory is fsync'ed: a crash leaves either the old object, the new one, or a ``.tmp-``
+file that ``delete`` and ``list`` know about, never a partial object under its name.
+Tiers have no meaning on a local disk; they are recorded in a ``.vvmeta`` sidecar so that
+the catalog and the target agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from vowvault.catalog.enums import Tier
+from vowvault.errors import (
+    ObjectNotFound,
+    StorageError,
+    StorageFullError,
+    StoragePermissionError,
+)
+from vowvault.storage.base import ObjectInfo, Properties, StorageBackend
+
+_META = ".vvmeta"
+_TMP = ".tmp-"
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    root: Path
+    fsync: bool = True
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalConfig:
+        parts = urlsplit(url)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise ValueError(f"not a local storage URL: {url!r} (use file:///absolute/path)")
+        return cls(root=Path(unquote(parts.path)))
+
+
+class LocalBackend(StorageBackend):
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        self.root = config.root
+        self.url = f"file://{config.root}"
+
+    def properties(self) -> Properties:
+        return Properties(provider="local", native_tiers=False, archive_needs_restore=False,
+                          max_connections=8)
+
+    def _path(self, name: str) -> Path:
+        if not name or name.startswith("/") or ".." in name.split("/"):
+            raise StorageError(f"invalid object name {name!r}")
+        return self.root / name
+
+    def save(self, name: str, chunks: Iterable[bytes], *, tier: Tier = Tier.HOT) -> ObjectInfo:
+        path = self._path(name)
+        tmp = path.with_name(f"{_TMP}{path.name}.{uuid.uuid4().hex[:8]}")
+        size = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    size += len(chunk)
+                f.flush()
+                if self.config.fsync:
+                    os.fsync(f.fileno())
+            self._write_tier(path, tier)
+            os.replace(tmp, path)
+            if self.config.fsync:
+                _fsync_dir(path.parent)
+        except OSError as exc:
+            _remove(tmp)
+            raise self._error(exc, name) from exc
+        except BaseException:
+            _remove(tmp)
+            raise
+        return ObjectInfo(name=name, size=size, tier=tier, modified=_now())
+
+    def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._path(name), "rb") as f:
+                f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except OSError as exc:
+            raise self._error(exc, name) from exc
+
+    def open(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            f = open(self._path(name), "rb")  # noqa: SIM115 - closed by the generator
+        except OSError as exc:
+            raise self._error(exc, name) from exc
+        return _read_chunks(f, chunk_size, self, name)
+
+    def stat(self, name: str) -> ObjectInfo:
+        path = self._path(name)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise self._error(exc, name) from exc
+        return ObjectInfo(name=name, size=st.st_size, tier=self._read_tier(path),
+                          modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        found: list[tuple[str, os.stat_result, Path]] = []
+        base = self.root
+        if not base.exists():
+            return iter(())
+        for dirpath, _dirs, files in os.walk(base):
+            for fn in files:
+                if fn.endswith(_META):
+                    continue
+                full = Path(dirpath) / fn
+                rel = full.relative_to(base).as_posix()
+                if rel.startswith(prefix):
+                    try:
+                        found.append((rel, full.stat(), full))
+                    except FileNotFoundError:
+                        continue
+        found.sort(key=lambda item: item[0])
+        return iter([ObjectInfo(name=rel, size=st.st_size, tier=self._read_tier(full),
+                                modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+                     for rel, st, full in found])
+
+    def delete(self, names: Iterable[str]) -> None:
+        for name in names:
+            path = self._path(name)
+            try:
+                path.unlink(missing_ok=True)
+                Path(str(path) + _META).unlink(missing_ok=True)
+                if path.parent.exists():
+                    for leftover in path.parent.glob(f"{_TMP}{path.name}.*"):
+                        leftover.unlink(missing_ok=True)
+            except OSError as exc:
+                raise self._error(exc, name) from exc
+            _prune_empty_dirs(path.parent, self.root)
+
+    def set_tier(self, name: str, tier: Tier) -> None:
+        path = self._path(name)
+        if not path.exists():
+            raise ObjectNotFound(f"{self.url}/{name}: no such object")
+        try:
+            self._write_tier(path, tier)
+        except OSError as exc:
+            raise self._error(exc, name) from exc
+
+    def _write_tier(self, path: Path, tier: Tier) -> None:
+        meta = Path(str(path) + _META)
+        if tier == Tier.HOT:
+            meta.unlink(missing_ok=True)
+        else:
+            meta.write_text(json.dumps({"tier": tier.value}))
+
+    def _read_tier(self, path: Path) -> Tier:
+        try:
+            return Tier(json.loads(Path(str(path) + _META).read_text())["tier"])
+        except (OSError, ValueError, KeyError):
+            return Tier.HOT
+
+    def _error(self, exc: OSError, name: str) -> StorageError:
+        where = f"{self.url}/{name}"
+        if exc.errno == errno.ENOENT:
+            return ObjectNotFound(f"{where}: no such object")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoragePermissionError(f"{where}: {exc.strerror}")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return StorageFullError(f"{self.url} is full: {exc.strerror} while writing {name}")
+        return StorageError(f"{where}: {exc.strerror or exc}")
+
+
+def _read_chunks(f, chunk_size: int, backend: LocalBackend, name: str) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    with f:
+        while True:
+            try:
+                data = f.read(chunk_size)
+            except OSError as exc:
+                raise backend._error(exc, name) from exc
+            if not data:
+                return
+            yield data
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _prune_empty_dirs(path: Path, root: Path) -> None:
+    while path != root and root in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
