@@ -1,1 +1,25 @@
-"""Prefect flows: they order tasks and set retries; the work is in ``vowvault``."""
+"""Prefect flows: they order tasks and set retries; the work is in ``vowvault``.
+
+Importing this package sets the offline-friendly Prefect defaults (no telemetry, a patient
+ephemeral server, PREFECT_HOME inside VOWVAULT_HOME, vowvault's own log lines in the UI)
+unless the environment already chose otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+_home = Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
+for _name, _value in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "vowvault",
+    "PREFECT_HOME": str(_home / "prefect"),
+}.items():
+    os.environ.setdefault(_name, _value)
+
+# Prefect gives the "vowvault" logger its handlers (console and the UI); the level is ours.
+logging.getLogger("vowvault").setLevel(os.environ.get("VOWVAULT_LOG_LEVEL", "INFO"))

@@ -41,6 +41,10 @@ app.add_typer(orgs_app, name="orgs")
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+from vowvault.cli import backups as _backups  # noqa: E402 - needs out/err above
+
+_backups.register(app, out, err)
+
 FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).", show_default=False)]
 
 

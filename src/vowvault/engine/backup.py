@@ -54,7 +54,7 @@ from vowvault.catalog.models import (
 )
 from vowvault.codec import frames as codec
 from vowvault.engine import verify as verifier
-from vowvault.engine.context import Context, log
+from vowvault.engine.context import Context, Progress, log
 from vowvault.engine.keyring import active_key, data_key
 from vowvault.engine.objects import (
     KEY_OBJECT_FORMAT,
@@ -186,8 +186,7 @@ class BackupRun:
         self._stop_heartbeat = threading.Event()
         self._heartbeat = threading.Thread(target=self._beat, daemon=True,
                                            name=f"vowvault-heartbeat-{job_id}")
-        self._done_stages: set[str] = set()
-        self._lock = threading.Lock()
+        self.progress: Progress = ctx.progress
 
     @property
     def prefix(self) -> str:
@@ -247,7 +246,7 @@ class BackupRun:
                 for chunk in stream:
                     tap.feed(chunk)
                     done += len(chunk)
-                    self.ctx.progress("dump", done, total)
+                    self.progress("dump", done, total)
                     yield chunk
                 summary = tap.finish()
                 if summary.error:
@@ -272,7 +271,7 @@ class BackupRun:
         def progress(n: int) -> None:
             nonlocal done
             done += n
-            self.ctx.progress("read", done, total)
+            self.progress("read", done, total)
 
         snap.progress = progress
         yield "data", snap.data()
@@ -639,10 +638,12 @@ def get_run(job_id: str) -> BackupRun:
         raise NotFound(f"backup {job_id} is not running in this process") from None
 
 
-def run_stage(job_id: str, stage: str) -> dict[str, Any]:
+def run_stage(job_id: str, stage: str, progress: Progress | None = None) -> dict[str, Any]:
     """Run one stage to its end. A stage stopped because another failed returns normally;
     the stage that failed raises (and stops the others)."""
     run = get_run(job_id)
+    if progress is not None:
+        run.progress = progress
     fn = {"snapshot": run.stage_snapshot, "compress": run.stage_compress,
           "encrypt": run.stage_encrypt, "upload": run.stage_upload}[stage]
     try:

@@ -207,9 +207,9 @@ class ArchiveTap:
     def feed(self, data: bytes) -> None:
         if self._finished:
             raise RuntimeError("ArchiveTap.feed() after finish()")
+        self.summary.archive_bytes += len(data)
         if self._stopped or not data:
             return
-        self.summary.archive_bytes += len(data)
         # The parser consumes everything before it asks for more, so nothing is left over.
         self._buf, self._pos = bytes(data), 0
         try:

@@ -1,0 +1,319 @@
+"""`vowvault backup run`, `backups list|show|reap`, `verify`, `restore`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind
+from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
+from vowvault.engine.context import Context
+from vowvault.errors import IntegrityError, NotFound, VowvaultError
+
+backup_app = typer.Typer(no_args_is_help=True, help="Run backups.")
+backups_app = typer.Typer(no_args_is_help=True, help="Stored backups.")
+
+
+def register(app: typer.Typer, out: Console, err: Console) -> None:
+    global _out, _err
+    _out, _err = out, err
+    app.add_typer(backup_app, name="backup")
+    app.add_typer(backups_app, name="backups")
+    app.command("verify")(verify)
+    app.command("restore")(restore)
+
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+class _Bar:
+    """A Rich progress bar fed by the engine's progress callback (direct mode)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), TransferSpeedColumn(), console=_err,
+                                 transient=True, disable=not enabled)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, what: str, done: int, total: int | None) -> None:
+        task = self.tasks.get(what)
+        if task is None:
+            task = self.tasks[what] = self.progress.add_task(what, total=total)
+        self.progress.update(task, completed=done, total=total)
+
+
+@backup_app.command("run")
+def backup_run(
+    policy: Annotated[str, typer.Argument(help="Policy name.")],
+    direct: Annotated[bool, typer.Option(
+        "--direct", help="Run the engine in this process without Prefect.")] = False,
+) -> None:
+    """Back up one policy now: snapshot, compress, encrypt, upload, verify, record."""
+    if direct:
+        from vowvault.engine.backup import run_backup
+
+        ctx = Context.from_settings()
+        try:
+            with _Bar(_err.is_terminal) as bar:
+                ctx.progress = bar
+                result = run_backup(ctx, policy).as_dict()
+        finally:
+            ctx.close()
+    else:
+        result = _run_flow(policy)
+    _print_result(result)
+
+
+def _run_flow(policy: str) -> dict[str, Any]:
+    import flows  # noqa: F401 - sets Prefect's offline defaults before Prefect loads
+    from vowvault.settings import load_settings
+
+    ctx_settings = load_settings()
+    from vowvault.catalog.db import Catalog
+
+    catalog = Catalog.open(ctx_settings)
+    with catalog.session() as s:
+        row = s.execute(sa.select(BackupPolicy).where(BackupPolicy.name == policy)
+                        ).scalar_one_or_none()
+        retries = row.max_retries if row else 0
+    catalog.dispose()
+    _quiet_expected_errors()
+    from flows.backup import backup
+
+    return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
+
+
+class _NoTracebackForExpected(logging.Filter):
+    """Prefect logs a task's exception with its traceback; for vowvault's own errors (bad
+    input, a source or target down) the one-line message is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], VowvaultError):
+            record.msg = f"{record.getMessage().splitlines()[0]}: {record.exc_info[1]}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_expected_errors() -> None:
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    flt = _NoTracebackForExpected()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(flt)
+
+
+def _print_result(r: dict[str, Any]) -> None:
+    mib = 1024 * 1024
+    ratio = r["stored_bytes"] / r["source_bytes"] if r["source_bytes"] else 0.0
+    what = f"{r['files']} files" if r.get("files") is not None else \
+        f"{r.get('tables') or 0} tables"
+    _out.print(f"backup {r['job_id']} of {r['policy']}: {r['status']} ({r['backup_type']}, "
+               f"{what}, {r['source_bytes'] / mib:.1f} MiB read, "
+               f"{r['stored_bytes'] / mib:.1f} MiB stored, ratio {ratio:.3f}, "
+               f"{r['duration_seconds']:.1f} s)")
+    _out.print("  verified on: " + ", ".join(r["targets"]))
+    for w in r.get("warnings") or []:
+        _err.print(f"vowvault: warning: {w}", markup=False)
+    if r.get("warnings"):
+        raise typer.Exit(5)
+
+
+@backups_app.command("list")
+def backups_list(
+    policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50,
+) -> None:
+    """Backups with id, policy, type, status, size, time and tier."""
+    ctx = Context.from_settings()
+    with ctx.catalog.session() as s:
+        query = sa.select(BackupJob, BackupPolicy.name).join(BackupPolicy, isouter=True)
+        if policy:
+            if s.execute(sa.select(BackupPolicy.id).where(BackupPolicy.name == policy)
+                         ).first() is None:
+                raise NotFound(f"no policy named {policy!r}")
+            query = query.where(BackupPolicy.name == policy)
+        rows = s.execute(query.order_by(BackupJob.created_at.desc()).limit(limit)).all()
+        tiers = _tiers(s, [j.id for j, _ in rows])
+    ctx.close()
+    table = Table(box=None, pad_edge=False)
+    for col in ("ID", "POLICY", "TYPE", "STATUS", "SIZE", "STORED", "TIME (UTC)", "TIER",
+                "COPIES"):
+        table.add_column(col)
+    for job, name in rows:
+        tier, n = tiers.get(job.id, ("-", 0))
+        when = job.completed_at or job.started_at or job.created_at
+        table.add_row(str(job.id), name or "-", job.backup_type.value, _status(job),
+                      _human(job.source_bytes), _human(job.stored_bytes),
+                      f"{when:%Y-%m-%d %H:%M:%S}", tier, str(n))
+    if not rows:
+        _out.print("no backups yet; run one with `vowvault backup run POLICY`")
+        return
+    _out.print(table)
+
+
+def _status(job: BackupJob) -> str:
+    if job.status == BackupStatus.COMPLETED and job.error_message:
+        return "COMPLETED*"
+    return job.status.value
+
+
+def _tiers(s: sa.orm.Session, ids: list[Any]) -> dict[Any, tuple[str, int]]:
+    out: dict[Any, tuple[str, int]] = {}
+    if not ids:
+        return out
+    rows = s.execute(sa.select(BackupStorage.backup_job_id, BackupStorage.storage_tier,
+                               BackupStorage.storage_url).where(
+        BackupStorage.backup_job_id.in_(ids), BackupStorage.object_kind == ObjectKind.DATA,
+        BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED])))
+    seen: dict[Any, list[str]] = {}
+    for job_id, tier, url in rows:
+        seen.setdefault(job_id, []).append(tier.value)
+        del url
+    for job_id, tiers in seen.items():
+        out[job_id] = ("/".join(sorted(set(tiers))), len(tiers))
+    return out
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+@backups_app.command("show")
+def backups_show(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) -> None:
+    """Everything the catalog holds about one backup."""
+    from vowvault.engine.lookup import find_backup
+
+    ctx = Context.from_settings()
+    with ctx.catalog.session() as s:
+        job = find_backup(s, backup)
+        objects = list(s.execute(sa.select(BackupStorage).where(
+            BackupStorage.backup_job_id == job.id).order_by(BackupStorage.storage_url,
+                                                            BackupStorage.file_path)).scalars())
+        rows: list[tuple[str, str]] = [
+            ("id", str(job.id)), ("policy", job.policy.name if job.policy else "-"),
+            ("status", job.status.value), ("type", job.backup_type.value),
+            ("parent", str(job.parent_job_id or "-")),
+            ("started", f"{job.started_at:%Y-%m-%d %H:%M:%S} UTC" if job.started_at else "-"),
+            ("completed", f"{job.completed_at:%Y-%m-%d %H:%M:%S} UTC" if job.completed_at
+             else "-"),
+            ("read / stored", f"{_human(job.source_bytes)} / {_human(job.stored_bytes)}"
+             f" (ratio {job.compression_ratio})"),
+            ("verification", f"{job.verification_status.value if job.verification_status else '-'}"
+             f" {job.verified_at:%Y-%m-%d %H:%M:%S}" if job.verified_at else "-"),
+            ("priority", job.priority.value + (" (wedding day)" if job.is_wedding_day_backup
+                                               else "")),
+            ("retries", str(job.retry_count)),
+            ("stage seconds", ", ".join(f"{k} {v}" for k, v in (job.stage_durations or {})
+                                        .items())),
+            ("expires", f"{job.expires_at:%Y-%m-%d}" if job.expires_at else "-"),
+            ("message", job.error_message or "-"),
+        ]
+        for o in objects:
+            rows.append((f"  {o.object_kind.value.lower()}",
+                         f"{o.storage_url}/{o.file_path} {_human(o.file_size_bytes)} "
+                         f"{o.storage_tier.value} {o.status.value}"))
+    ctx.close()
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in rows:
+        table.add_row(k, v)
+    _out.print(table)
+
+
+@backups_app.command("reap")
+def backups_reap() -> None:
+    """Mark backups whose process died FAILED and remove their partial objects."""
+    from vowvault.engine.reaper import reap
+
+    ctx = Context.from_settings()
+    try:
+        reaped = reap(ctx)
+    finally:
+        ctx.close()
+    _out.print(f"reaped {len(reaped)} abandoned backups" + (": " + ", ".join(reaped)
+                                                             if reaped else ""))
+
+
+def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) -> None:
+    """Re-read a stored backup from every copy and prove it; exit 0 only if intact."""
+    from vowvault.engine.verify import verify_backup
+
+    ctx = Context.from_settings()
+    try:
+        report = verify_backup(ctx, backup)
+    except IntegrityError as exc:
+        ctx.close()
+        _err.print(f"vowvault: error: {exc}", markup=False)
+        raise typer.Exit(3) from None
+    ctx.close()
+    for c in report.copies:
+        state = "intact" if c.ok else ("UNREACHABLE: " if c.unreachable else "CORRUPTED: ") + \
+            str(c.problem)
+        _out.print(f"  {c.url}: {state}")
+    _out.print(f"backup {report.backup_id}: intact on {sum(c.ok for c in report.copies)} of "
+               f"{len(report.copies)} copies")
+
+
+def restore(
+    backup: Annotated[str, typer.Argument(help="Backup id or prefix.")],
+    to_dir: Annotated[Path | None, typer.Option("--to-dir", help="Restore a file tree here.")]
+    = None,
+    to_database: Annotated[str | None, typer.Option(
+        "--to-database", help="Restore a database dump into this DSN (created if missing).")]
+    = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty target.")]
+    = False,
+    password_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the target database password.")] = None,
+) -> None:
+    """Stream a backup back, verifying as it goes, and validate the result."""
+    import os
+
+    from vowvault.engine.restore import restore_backup
+
+    password = os.environ.get(password_env) if password_env else None
+    ctx = Context.from_settings()
+    try:
+        with _Bar(_err.is_terminal) as bar:
+            ctx.progress = bar
+            result = restore_backup(ctx, backup, to_dir=to_dir, to_database=to_database,
+                                    force=force, password=password)
+    finally:
+        ctx.close()
+    v = result.validation
+    checked = (f"{v.get('files')} files, SHA-256 of each checked" if "files" in v else
+               f"{v.get('tables')} tables, {v.get('rows')} rows, row counts and checksums "
+               f"checked" if v.get("checked") else f"not validated: {v.get('reason')}")
+    _out.print(f"restored backup {result.backup_id} to {result.target}: "
+               f"{result.bytes_restored / 1048576:.1f} MiB in {result.duration_seconds:.1f} s "
+               f"from {result.copy_used}; {checked}")
+
+
+
