@@ -271,9 +271,6 @@ def demo(policies: Annotated[Path, typer.Option(help="Policy file to apply.")]
     from vowvault.cli.demo import run_demo
 
     run_demo(policies, out)
-    policies_list()
-    out.print("\nnext: `vowvault policies show NAME`, `vowvault audit verify`, "
-              "`vowvault db schema`")
 
 
 def _wedding_dates(session: sa.orm.Session) -> dict[object, set[dt.date]]:

@@ -1,0 +1,1 @@
+"""Things vowvault backs up: directory trees and PostgreSQL databases."""
