@@ -17,6 +17,8 @@ for _name, _value in {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "vowvault",
+    # vowvault logs outside flow runs too (CLI restores): those stay on the console.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "PREFECT_HOME": str(_home / "prefect"),
 }.items():
     os.environ.setdefault(_name, _value)
