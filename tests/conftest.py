@@ -84,3 +84,51 @@ def catalog(request: pytest.FixtureRequest) -> Catalog:
 def scalar(engine: sa.Engine, sql: str, **params: object) -> object:
     with engine.connect() as conn:
         return conn.execute(sa.text(sql), params).scalar()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def password_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """A throw-away PostgreSQL cluster that demands a password (the shared server trusts
+    everyone on loopback). Run as the postgres user: servers refuse to run as root."""
+    import shutil
+    import subprocess
+
+    bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    if not (bindir / "initdb").exists():
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    import tempfile
+
+    # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
+    base = Path(tempfile.mkdtemp(prefix="vowvault-pg-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    shutil.chown(base, "postgres")
+    shutil.chown(sock, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    pwfile = base / "pw"
+    pwfile.write_text("s3cret-vows\n")
+    shutil.chown(pwfile, "postgres")
+    subprocess.run([*as_pg, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                    "--auth-host=scram-sha-256", "--auth-local=trust", f"--pwfile={pwfile}"],
+                   check=True, capture_output=True)
+    port = free_port()
+    log = base / "log"
+    subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
+                    "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield {"port": port, "password": "s3cret-vows",
+               "url": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
+    finally:
+        subprocess.run([*as_pg, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -7,6 +7,7 @@ Errors the user can act on are printed as one line on stderr, with an exit code 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -57,8 +58,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
                                                 is_eager=True, help="Show the version.")]
-          = False) -> None:
+          = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                                help="Log what the engine does.")] = False,
+          ) -> None:
     """vowvault keeps wedding data safe: see `vowvault COMMAND --help`."""
+    logger = logging.getLogger("vowvault")
+    if verbose:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    else:
+        # Errors reach the user once, as the command's one-line message; warnings that
+        # matter are printed by the command itself.
+        logger.addHandler(logging.NullHandler())
 
 
 def _catalog() -> Catalog:

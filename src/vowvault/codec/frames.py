@@ -9,12 +9,13 @@ sealed with AES-256-GCM under the backup's data key::
     record  = sealed_length u32 (big-endian) | ciphertext | tag (16)
     sealed  = AES-256-GCM(dek, nonce, flag u8 | payload, aad)
     nonce   = kind u32 | frame_index u64          (unique per data key: never reused)
-    aad     = b"vowvault/1" | backup_id | kind u8 | frame_index u64 | final u8
+    aad     = header (32) | frame_index u64 | final u8
     flag    = 0: payload is the plaintext; 1: payload is a zstd frame of the plaintext
 
-Binding backup, object kind, index and the final flag into the nonce and AAD means a frame
-moved to another position, object or backup, a dropped last frame, or anything appended
-after the final frame fails authentication rather than decrypting to wrong data.
+Binding the whole header (backup, object kind, frame size), the index and the final flag
+into the AAD means an edited header, a frame moved to another position, object or backup,
+a dropped last frame, or anything appended after the final frame fails authentication
+rather than decrypting to wrong data.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def header(backup_id: uuid.UUID, kind: str, frame_size: int) -> bytes:
 
 
 def parse_header(data: bytes, backup_id: uuid.UUID, kind: str) -> int:
-    """Check an object's header; return its frame size."""
+    """Check an object's header; return its frame size. (Every frame's tag also
+    authenticates the header, so a change this does not notice is still caught.)"""
     if len(data) < HEADER.size:
         raise IntegrityError(f"{kind} object is truncated: {len(data)} bytes, no full header")
     magic, version, kind_no, _r, bid, frame_size, _r2 = HEADER.unpack_from(data)
@@ -73,6 +75,8 @@ def parse_header(data: bytes, backup_id: uuid.UUID, kind: str) -> int:
     if bid != backup_id.bytes:
         raise IntegrityError(f"{kind} object belongs to backup {uuid.UUID(bytes=bid)}, "
                              f"not {backup_id}")
+    if _r or _r2:
+        raise IntegrityError(f"{kind} object header has reserved bits set")
     if not 0 < frame_size <= MAX_FRAME_SIZE:
         raise IntegrityError(f"{kind} object has an impossible frame size {frame_size}")
     return frame_size
@@ -112,8 +116,8 @@ def _nonce(kind: int, index: int) -> bytes:
     return struct.pack(">IQ", kind, index)
 
 
-def _aad(backup_id: uuid.UUID, kind: int, index: int, final: bool) -> bytes:
-    return b"vowvault/1" + backup_id.bytes + struct.pack(">BQB", kind, index, int(final))
+def _aad(head: bytes, index: int, final: bool) -> bytes:
+    return head + struct.pack(">QB", index, int(final))
 
 
 @dataclass
@@ -123,15 +127,17 @@ class Sealer:
     dek: bytes
     backup_id: uuid.UUID
     kind: str
+    frame_size: int
 
     def __post_init__(self) -> None:
         self._aead = AESGCM(self.dek)
         self._kind_no = object_kind(self.kind)
+        self.header = header(self.backup_id, self.kind, self.frame_size)
 
     def seal(self, index: int, body: bytes, final: bool) -> bytes:
         """A length-prefixed record of ``body`` (flag + payload)."""
         sealed = self._aead.encrypt(_nonce(self._kind_no, index), body,
-                                    _aad(self.backup_id, self._kind_no, index, final))
+                                    _aad(self.header, index, final))
         return RECORD_LEN.pack(len(sealed)) + sealed
 
 
@@ -142,16 +148,20 @@ class Opener:
     dek: bytes
     backup_id: uuid.UUID
     kind: str
+    frame_size: int | None = None
+    """Known up front for ranged reads; read from the header for whole-object reads."""
 
     def __post_init__(self) -> None:
         self._aead = AESGCM(self.dek)
         self._kind_no = object_kind(self.kind)
+        self._header = (header(self.backup_id, self.kind, self.frame_size)
+                        if self.frame_size else b"")
 
     def open(self, index: int, sealed: bytes, final: bool) -> bytes:
         """flag + payload of frame ``index``; IntegrityError if it was tampered with."""
         try:
             return self._aead.decrypt(_nonce(self._kind_no, index), sealed,
-                                      _aad(self.backup_id, self._kind_no, index, final))
+                                      _aad(self._header, index, final))
         except InvalidTag:
             return self._diagnose(index, sealed, final)
 
@@ -160,7 +170,7 @@ class Opener:
         if not final:
             try:
                 self._aead.decrypt(_nonce(self._kind_no, index), sealed,
-                                   _aad(self.backup_id, self._kind_no, index, True))
+                                   _aad(self._header, index, True))
             except InvalidTag:
                 pass
             else:
@@ -173,9 +183,10 @@ class Opener:
         """Plaintext frames of a whole object read as a stream, fully checked: header,
         every tag, frame sizes, order, and that the object ends exactly after its final
         frame."""
-        reader = _Reader(iter(chunks))
+        reader = _Reader(iter(chunks), self.kind)
         head = reader.read(HEADER.size)
         frame_size = parse_header(head, self.backup_id, self.kind)
+        self._header = head
         index = 0
         pending = reader.read_record()
         if pending is None:
@@ -198,9 +209,10 @@ class Opener:
 class _Reader:
     """Exact reads over a stream of chunks of any size."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes], kind: str) -> None:
         self._chunks = chunks
         self._buf = bytearray()
+        self.kind = kind
 
     def read(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -217,14 +229,15 @@ class _Reader:
         if not head:
             return None
         if len(head) < RECORD_LEN.size:
-            raise IntegrityError("object is truncated inside a frame header")
+            raise IntegrityError(f"{self.kind} object is truncated inside a frame header")
         (length,) = RECORD_LEN.unpack(head)
         if length < TAG_SIZE + 1 or length > MAX_FRAME_SIZE + 1024:
-            raise IntegrityError(f"frame length {length} is impossible: corrupted object")
+            raise IntegrityError(f"{self.kind} object: frame length {length} is impossible: "
+                                 f"corrupted")
         body = self.read(length)
         if len(body) < length:
-            raise IntegrityError(f"object is truncated: a frame needs {length} bytes, "
-                                 f"{len(body)} remain")
+            raise IntegrityError(f"{self.kind} object is truncated: a frame needs {length} "
+                                 f"bytes, {len(body)} remain")
         return body
 
 

@@ -339,12 +339,13 @@ class BackupRun:
             with clock:
                 sealer = sealers.get(item.obj)
                 if sealer is None:
-                    sealer = sealers[item.obj] = codec.Sealer(self.dek, self.job_id, item.obj)
+                    sealer = sealers[item.obj] = codec.Sealer(self.dek, self.job_id, item.obj,
+                                                              self.ctx.frame_size)
                 record = sealer.seal(item.index, item.data, item.final)
                 stats = self.stats[item.obj]
                 stats.lengths.append(len(record) - codec.RECORD_LEN.size)
                 if item.index == 0:
-                    record = codec.header(self.job_id, item.obj, self.ctx.frame_size) + record
+                    record = sealer.header + record
                 stats.stored_size += len(record)
             self.ch_sealed.put(Item(item.obj, item.index, record, item.final))
         self.ch_sealed.close()
@@ -366,8 +367,8 @@ class BackupRun:
         with clock:
             manifest = json.dumps(self._manifest(), sort_keys=True).encode()
             self.manifest_sha256 = hashlib.sha256(manifest).hexdigest()
-            sealer = codec.Sealer(self.dek, self.job_id, "manifest")
-            records = [codec.header(self.job_id, "manifest", self.ctx.frame_size)]
+            sealer = codec.Sealer(self.dek, self.job_id, "manifest", self.ctx.frame_size)
+            records = [sealer.header]
             for i, (frame, final) in enumerate(codec.frame_plaintext([manifest],
                                                                        self.ctx.frame_size)):
                 records.append(sealer.seal(i, codec.compress(frame), final))

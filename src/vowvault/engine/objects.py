@@ -136,8 +136,8 @@ class RangeReader:
     def __init__(self, backend: StorageBackend, name: str, dek: bytes, backup_id: uuid.UUID,
                  info: dict[str, Any]) -> None:
         self.backend, self.name = backend, name
-        self.opener = Opener(dek, backup_id, "data")
         self.frame_size = int(info["frame_size"])
+        self.opener = Opener(dek, backup_id, "data", self.frame_size)
         self.lengths = unpack_lengths(info["frame_lengths"])
         self.offsets = array("Q", [HEADER.size])
         for length in self.lengths:

@@ -205,10 +205,22 @@ def _to_directory(ctx: Context, s: Session, backup: OpenBackup, target: Path,
                           f"--to-database")
     if target.exists() and not target.is_dir():
         raise RestoreError(f"{target} exists and is not a directory")
-    if target.exists() and any(target.iterdir()) and not force:
+    was_empty = not target.exists() or not any(target.iterdir())
+    if not was_empty and not force:
         raise RestoreError(f"{target} is not empty: restore into an empty directory, or add "
                            f"--force to overwrite files in it")
     target.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_tree(ctx, s, backup, target)
+    except BaseException:
+        if was_empty:  # leave nothing that looks like a finished restore
+            for child in target.iterdir():
+                _clear(child)
+        raise
+
+
+def _write_tree(ctx: Context, s: Session, backup: OpenBackup,
+                target: Path) -> tuple[int, dict[str, Any]]:
     entries = parse_index(backup.stream("index"))
     data = _Sequential(backup.stream("data"))
     readers: dict[str, RangeReader] = {}

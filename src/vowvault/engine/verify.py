@@ -25,7 +25,7 @@ from vowvault.catalog.models import BackupJob, BackupStorage, Organization
 from vowvault.engine.context import Context, log
 from vowvault.engine.keyring import data_key
 from vowvault.engine.objects import Copy, copies, load_manifest, object_name, read_object
-from vowvault.errors import IntegrityError, StorageError, VowvaultError
+from vowvault.errors import IntegrityError, ObjectNotFound, StorageError, VowvaultError
 from vowvault.sources.directory import parse_index
 
 
@@ -91,6 +91,17 @@ def verify_job(ctx: Context, session: Session, job: BackupJob, *, dek: bytes | N
 
 def _verify_copy(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None, *,
                  check_archive: bool) -> int:
+    try:
+        return _verify_objects(copy, job, dek, expected_sha, check_archive=check_archive)
+    except ObjectNotFound as exc:
+        # The target answered: an object it should hold is gone. That is damage, not an
+        # outage.
+        kind = str(exc).split(": ")[0].rsplit("/", 1)[-1]
+        raise IntegrityError(f"{kind} is missing from {copy.url}") from None
+
+
+def _verify_objects(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None, *,
+                    check_archive: bool) -> int:
     backend = copy.backend
     key_doc = json.loads(backend.load(object_name(job, "key")))
     if base64.b64decode(key_doc["wrapped_dek"]) != job.wrapped_dek:

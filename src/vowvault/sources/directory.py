@@ -78,7 +78,7 @@ def _excluded(rel: str, patterns: list[str]) -> bool:
 
 
 def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = True,
-         on_error: Callable[[str, OSError], None] | None = None,
+         on_error: Callable[[str, OSError], None] | None = None, lenient: bool = False,
          ) -> Iterator[tuple[str, os.stat_result]]:
     """(relative path, lstat) for the root ("") and everything under it, depth first with
     names sorted, symlinks not followed."""
@@ -92,11 +92,12 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
     if not stat.S_ISDIR(root_st.st_mode):
         raise SourceError(f"{root} is not a directory")
     yield "", root_st
-    yield from _walk_dir(root, "", root_st.st_dev, patterns, one_file_system, on_error)
+    yield from _walk_dir(root, "", root_st.st_dev, patterns, one_file_system, on_error,
+                         lenient)
 
 
 def _walk_dir(root: Path, rel: str, dev: int, patterns: list[str], one_fs: bool,
-              on_error: Callable[[str, OSError], None] | None
+              on_error: Callable[[str, OSError], None] | None, lenient: bool,
               ) -> Iterator[tuple[str, os.stat_result]]:
     full = root / rel if rel else root
     try:
@@ -114,7 +115,9 @@ def _walk_dir(root: Path, rel: str, dev: int, patterns: list[str], one_fs: bool,
         try:
             st = os.lstat(root / child)
         except FileNotFoundError:
-            continue  # vanished between listing and stat: it was not there to back up
+            if lenient:
+                continue
+            raise SourceError(f"{root}/{child} vanished during the backup") from None
         except OSError as exc:
             if on_error is None:
                 raise
@@ -122,7 +125,7 @@ def _walk_dir(root: Path, rel: str, dev: int, patterns: list[str], one_fs: bool,
             continue
         yield child, st
         if stat.S_ISDIR(st.st_mode) and not (one_fs and st.st_dev != dev):
-            yield from _walk_dir(root, child, dev, patterns, one_fs, on_error)
+            yield from _walk_dir(root, child, dev, patterns, one_fs, on_error, lenient)
 
 
 class DirectorySnapshot:
@@ -146,7 +149,7 @@ class DirectorySnapshot:
         """(files, bytes) under the root: a quick pre-walk for progress reporting."""
         files = size = 0
         for _rel, st in walk(self.root, self.exclude, self.one_file_system,
-                             on_error=lambda *_: None):
+                             on_error=lambda *_: None, lenient=True):
             if stat.S_ISREG(st.st_mode):
                 files += 1
                 size += st.st_size
