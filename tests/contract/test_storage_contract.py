@@ -100,7 +100,7 @@ def test_delete_is_idempotent_and_batched(backend: StorageBackend, prefix: str) 
     names = [f"{prefix}d/{i}" for i in range(5)]
     for n in names:
         backend.save(n, [b"x"])
-    backend.delete(names[:3] + [prefix + "never-existed"])
+    backend.delete([*names[:3], prefix + "never-existed"])
     assert [o.name for o in backend.list(prefix)] == names[3:]
     backend.delete(names)
     backend.delete(names)

@@ -164,7 +164,7 @@ def test_a_file_vanishing_mid_backup_fails_the_job_cleanly(ctx: Context, policy,
         (src / "b.bin").unlink(missing_ok=True)  # while a.bin is being read
 
     ctx.progress = remove_b
-    with pytest.raises(SourceError, match="b.bin vanished during the backup"):
+    with pytest.raises(SourceError, match=r"b\.bin vanished during the backup"):
         run_backup(ctx, name)
     with ctx.catalog.session() as s:
         job = s.execute(sa.select(BackupJob)).scalar_one()

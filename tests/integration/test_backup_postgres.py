@@ -95,7 +95,7 @@ def test_validation_catches_a_restore_that_differs(ctx: Context, policy, venue_d
         conn.execute("UPDATE venue.bookings SET couple = 'someone else' WHERE id = 7")
     with ctx.catalog.session() as s:
         backup = open_backup(ctx, s, s.get(BackupJob, uuid.UUID(result.job_id)))
-        with pytest.raises(RestoreError, match="venue.bookings: 3000 rows .* content differs"):
+        with pytest.raises(RestoreError, match=r"venue\.bookings: 3000 rows .* content differs"):
             _validate_database(backup, target, None)
 
 
@@ -117,7 +117,7 @@ def test_pg_dump_dying_mid_stream_fails_the_job(ctx: Context, policy, venue_db: 
                 killed.append(pid)
 
     ctx.progress = kill_pg_dump
-    with pytest.raises(SourceError, match="pg_dump .* failed"):
+    with pytest.raises(SourceError, match=r"pg_dump .* failed"):
         run_backup(ctx, name)
     assert killed
     assert_failed_and_clean(ctx)
