@@ -337,7 +337,7 @@ CREATE TABLE backup_storage (
     CONSTRAINT fk_backup_storage_organization_id_organizations FOREIGN KEY(organization_id) REFERENCES organizations (id) ON DELETE RESTRICT, 
     CONSTRAINT uq_backup_storage_storage_url_file_path UNIQUE (storage_url, file_path), 
     CONSTRAINT ck_backup_storage_copy_role CHECK (copy_role IN ('PRIMARY', 'COPY')), 
-    CONSTRAINT ck_backup_storage_object_kind CHECK (object_kind IN ('DATA', 'MANIFEST', 'KEY')), 
+    CONSTRAINT ck_backup_storage_object_kind CHECK (object_kind IN ('DATA', 'INDEX', 'MANIFEST', 'KEY')), 
     CONSTRAINT ck_backup_storage_copy_status CHECK (status IN ('PENDING', 'STORED', 'VERIFIED', 'FAILED', 'DELETING', 'DELETED'))
 );
 

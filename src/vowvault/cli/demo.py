@@ -136,15 +136,19 @@ def demo_database(ctx: object, backup: object, console: Console) -> str:
     dsn = os.environ.get("GRAND_HALL_DSN", "postgresql://postgres@127.0.0.1:5432/grand_hall")
     try:
         import psycopg
-        from psycopg.conninfo import make_conninfo
+        from psycopg import sql
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+        dbname = str(conninfo_to_dict(dsn).get("dbname"))
         admin = make_conninfo(dsn, dbname="postgres")
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'grand_hall'"
-                                  ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (dbname,)).fetchone()
             if not exists:
-                conn.execute("CREATE DATABASE grand_hall")
-        if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            empty = conn.execute("SELECT to_regclass('public.bookings') IS NULL").fetchone()[0]
+        if empty:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(
                     "CREATE TABLE bookings (id serial PRIMARY KEY, couple text, wedding_date "
@@ -164,14 +168,16 @@ def demo_database(ctx: object, backup: object, console: Console) -> str:
 
     console.print("6. PostgreSQL answers: backing up the venue database grand-hall-db")
     result = backup(policy="grand-hall-db")  # type: ignore[operator]
-    target = make_conninfo(dsn, dbname="grand_hall_demo_restore")
+    scratch = f"{dbname}_demo_restore"
+    target = make_conninfo(dsn, dbname=scratch)
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS grand_hall_demo_restore WITH (FORCE)")
+        conn.execute(drop)
     try:
         restored = restore_backup(ctx, result["job_id"], to_database=target)  # type: ignore[arg-type]
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS grand_hall_demo_restore WITH (FORCE)")
+            conn.execute(drop)
     v = restored.validation
     return (f"database backup {result['job_id'][:8]} ({result['tables']} tables) restored into "
             f"a scratch database and validated: {v.get('tables')} tables, {v.get('rows')} rows, "
