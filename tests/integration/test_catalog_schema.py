@@ -100,3 +100,9 @@ def test_sqlite_catalog_has_the_same_tables(tmp_path: Path) -> None:
     names = set(sa.inspect(engine).get_table_names())
     engine.dispose()
     assert set(Base.metadata.tables) | {"alembic_version"} == names
+
+
+def test_head_constant_is_the_migrations_head() -> None:
+    from vowvault.catalog.db import HEAD, migrations_head
+
+    assert migrations_head() == HEAD

@@ -8,16 +8,20 @@ import logging
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session, sessionmaker
 
 from vowvault.errors import CatalogError
 from vowvault.settings import Settings, load_settings, normalise_database_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+HEAD = "0001"
+"""The schema revision this code needs. Kept here so that ordinary commands need not load
+Alembic; a test checks it is the migrations' head."""
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -50,6 +54,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 
 def alembic_config(url: str | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("vowvault.catalog") / "migrations"))
     if url:
@@ -58,6 +64,13 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def head_revision() -> str:
+    return HEAD
+
+
+def migrations_head() -> str:
+    """The head of the migration scripts (what HEAD must equal)."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -65,12 +78,16 @@ def head_revision() -> str:
 
 def current_revision(engine: sa.Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: sa.Engine, revision: str = "head", *, actor: str | None = None) -> None:
     """Migrate the catalog to ``revision`` (idempotent). With an ``actor``, a migration that
     changed something is recorded in the audit log."""
+    from alembic import command
+
     cfg = alembic_config()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     before = current_revision(engine)
@@ -90,6 +107,8 @@ def upgrade(engine: sa.Engine, revision: str = "head", *, actor: str | None = No
 
 def postgres_ddl() -> str:
     """The PostgreSQL DDL the migrations produce, rendered offline (no server needed)."""
+    from alembic import command
+
     cfg = alembic_config("postgresql+psycopg://offline/vowvault")
     buf = io.StringIO()
     cfg.output_buffer = buf

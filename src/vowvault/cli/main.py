@@ -22,8 +22,6 @@ from vowvault.catalog import audit as audit_log
 from vowvault.catalog.db import Catalog, current_revision, head_revision, make_engine, upgrade
 from vowvault.catalog.models import AuditEntry, BackupPolicy, Organization, WeddingDate
 from vowvault.errors import NotFound, VowvaultError
-from vowvault.policies.apply import apply_policy_file
-from vowvault.policies.loader import load_policy_file
 from vowvault.scheduling import effective_priority, local_date, next_run, zone
 from vowvault.settings import load_settings
 
@@ -117,6 +115,8 @@ def db_schema() -> None:
 @policies_app.command("validate")
 def policies_validate(file: FileArg) -> None:
     """Check a policy file without touching the catalog."""
+    from vowvault.policies.loader import load_policy_file
+
     parsed = load_policy_file(file)
     out.print(f"{file}: {len(parsed.organizations)} organizations, "
               f"{len(parsed.policies)} policies, {len(parsed.weddings)} weddings: valid")
@@ -128,6 +128,9 @@ def policies_apply(file: FileArg,
                                                          help="Show the plan only.")] = False,
                    ) -> None:
     """Make the catalog match the file (idempotent); removed policies are deactivated."""
+    from vowvault.policies.apply import apply_policy_file
+    from vowvault.policies.loader import load_policy_file
+
     parsed = load_policy_file(file)
     settings = load_settings()
     catalog = Catalog.open(settings)
@@ -316,6 +319,9 @@ def _ago(delta: dt.timedelta) -> str:
 
 def main() -> None:
     """Console entry point: VowvaultError becomes one line on stderr and an exit code."""
+    from vowvault.runtime import tune_allocator
+
+    tune_allocator()
     try:
         app()
     except VowvaultError as exc:
