@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-VOWVAULT = str(Path(sys.executable).with_name("vowvault"))
+from cliutil import VOWVAULT
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -8,29 +8,12 @@ import os
 import sqlite3
 import struct
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
+from cliutil import write_policy
 
 FRAME_HEADER = 32
-
-
-def write_policy(path: Path, source: str, storage: str) -> Path:
-    path.write_text(textwrap.dedent(f"""\
-        version: 1
-        organizations:
-          - {{slug: lumiere, name: Lumiere, vendor_type: photographer}}
-        policies:
-          - name: photos
-            organization: lumiere
-            source: {source}
-            schedule: {{cron: "0 2 * * *", timezone: UTC}}
-            peak_season: {{multiplier: 1}}
-            storage:
-              - {{url: "file://{storage}", tier: HOT}}
-        """))
-    return path
 
 
 @pytest.fixture

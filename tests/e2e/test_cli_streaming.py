@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import VOWVAULT
-from test_cli_backup import write_policy
+from cliutil import VOWVAULT, write_policy
 
 from vowvault.engine.context import Context
 

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VOWVAULT
+from cliutil import VOWVAULT
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_tree, tree_state
+from trees import make_tree, tree_state
 
 from vowvault.catalog.enums import BackupStatus, BackupType, CopyStatus, ObjectKind
 from vowvault.catalog.models import AuditEntry, BackupJob, BackupStorage, RecoveryJob

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from vowvault.errors import ConfigError
 from vowvault.storage.base import ObjectInfo, Properties, StorageBackend
+from vowvault.storage.wrap import RetryPolicy, wrap
 
 __all__ = ["ObjectInfo", "Properties", "StorageBackend", "open_backend", "register"]
 
@@ -27,11 +28,11 @@ def _local(url: str) -> StorageBackend:
 register("file", _local)
 
 
-def open_backend(url: str) -> StorageBackend:
-    """The backend for a target URL (``file://``, and the cloud schemes once registered)."""
+def open_backend(url: str, *, retries: RetryPolicy | None = None) -> StorageBackend:
+    """The backend for a target URL, wrapped with retries (``wrap``)."""
     scheme = urlsplit(url).scheme
     factory = _REGISTRY.get(scheme)
     if factory is None:
         known = ", ".join(f"{s}://" for s in sorted(_REGISTRY))
         raise ConfigError(f"no storage backend for {url!r}: known schemes are {known}")
-    return factory(url)
+    return wrap(factory(url), retries)

@@ -45,6 +45,27 @@ class Properties:
     legal_hold: bool = False
     """``set_legal_hold`` is enforced by the service."""
     max_connections: int = 4
+    part_size: int = 8 << 20
+    """``save`` cuts streams into parts of this size (the last may be smaller); a part is
+    the unit a retry resends, so at most one part per upload is held in memory."""
+
+
+class Upload(abc.ABC):
+    """One object being written part by part; invisible under its name until ``commit``.
+
+    ``write_part`` may be called again with the same number after a failure (a retry) and
+    must then leave the upload as if it had succeeded once. ``abort`` is idempotent and
+    removes what was uploaded so far (or leaves it where no reader can take it for the
+    object: an uncommitted block list, an abandoned resumable session)."""
+
+    @abc.abstractmethod
+    def write_part(self, number: int, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self) -> ObjectInfo: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
 
 
 class StorageBackend(abc.ABC):
@@ -67,9 +88,21 @@ class StorageBackend(abc.ABC):
     def properties(self) -> Properties: ...
 
     @abc.abstractmethod
+    def begin_upload(self, name: str, *, tier: Tier = Tier.HOT) -> Upload:
+        """Start writing ``name`` in parts (see ``Upload``)."""
+
     def save(self, name: str, chunks: Iterable[bytes], *, tier: Tier = Tier.HOT) -> ObjectInfo:
         """Store the concatenation of ``chunks`` under ``name``, streaming: memory use does
-        not depend on the object's size. Consumes ``chunks`` exactly once."""
+        not depend on the object's size (one part at most). Consumes ``chunks`` exactly
+        once. On any failure, including one raised by ``chunks``, the upload is aborted."""
+        upload = self.begin_upload(name, tier=tier)
+        try:
+            for number, part in enumerate(parts(chunks, self.properties().part_size)):
+                upload.write_part(number, part)
+            return upload.commit()
+        except BaseException:
+            upload.abort()
+            raise
 
     @abc.abstractmethod
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -113,3 +146,18 @@ class StorageBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""
+
+
+def parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Re-cut a stream into parts of exactly ``size`` bytes (the last may be shorter; an
+    empty stream is one empty part, so that empty objects exist too)."""
+    buf = bytearray()
+    sent = False
+    for chunk in chunks:
+        buf += chunk
+        while len(buf) >= size:
+            yield bytes(buf[:size])
+            del buf[:size]
+            sent = True
+    if buf or not sent:
+        yield bytes(buf)

@@ -27,7 +27,7 @@ from vowvault.errors import (
     StorageFullError,
     StoragePermissionError,
 )
-from vowvault.storage.base import ObjectInfo, Properties, StorageBackend
+from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
 
 _META = ".vvmeta"
 _TMP = ".tmp-"
@@ -54,37 +54,20 @@ class LocalBackend(StorageBackend):
 
     def properties(self) -> Properties:
         return Properties(provider="local", native_tiers=False, archive_needs_restore=False,
-                          max_connections=8)
+                          max_connections=8, part_size=1 << 20)
 
     def _path(self, name: str) -> Path:
         if not name or name.startswith("/") or ".." in name.split("/"):
             raise StorageError(f"invalid object name {name!r}")
         return self.root / name
 
-    def save(self, name: str, chunks: Iterable[bytes], *, tier: Tier = Tier.HOT) -> ObjectInfo:
+    def begin_upload(self, name: str, *, tier: Tier = Tier.HOT) -> Upload:
         path = self._path(name)
-        tmp = path.with_name(f"{_TMP}{path.name}.{uuid.uuid4().hex[:8]}")
-        size = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    size += len(chunk)
-                f.flush()
-                if self.config.fsync:
-                    os.fsync(f.fileno())
-            self._write_tier(path, tier)
-            os.replace(tmp, path)
-            if self.config.fsync:
-                _fsync_dir(path.parent)
         except OSError as exc:
-            _remove(tmp)
             raise self._error(exc, name) from exc
-        except BaseException:
-            _remove(tmp)
-            raise
-        return ObjectInfo(name=name, size=size, tier=tier, modified=_now())
+        return _LocalUpload(self, name, path, tier)
 
     def load(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
@@ -175,6 +158,52 @@ class LocalBackend(StorageBackend):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return StorageFullError(f"{self.url} is full: {exc.strerror} while writing {name}")
         return StorageError(f"{where}: {exc.strerror or exc}")
+
+
+class _LocalUpload(Upload):
+    """A temporary file beside the target, fsync'ed and renamed into place on commit."""
+
+    def __init__(self, backend: LocalBackend, name: str, path: Path, tier: Tier) -> None:
+        self.backend, self.name, self.path, self.tier = backend, name, path, tier
+        self.tmp = path.with_name(f"{_TMP}{path.name}.{uuid.uuid4().hex[:8]}")
+        self.next_part = 0
+        self.size = 0
+        try:
+            self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit/abort
+        except OSError as exc:
+            raise backend._error(exc, name) from exc
+
+    def write_part(self, number: int, data: bytes) -> None:
+        if number < self.next_part:
+            return  # already written: a retry after success
+        if number != self.next_part:
+            raise StorageError(f"{self.name}: part {number} out of order")
+        try:
+            self.file.write(data)
+        except OSError as exc:
+            raise self.backend._error(exc, self.name) from exc
+        self.size += len(data)
+        self.next_part += 1
+
+    def commit(self) -> ObjectInfo:
+        try:
+            self.file.flush()
+            if self.backend.config.fsync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            self.backend._write_tier(self.path, self.tier)
+            os.replace(self.tmp, self.path)
+            if self.backend.config.fsync:
+                _fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.abort()
+            raise self.backend._error(exc, self.name) from exc
+        return ObjectInfo(name=self.name, size=self.size, tier=self.tier, modified=_now())
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        _remove(self.tmp)
 
 
 def _read_chunks(f, chunk_size: int, backend: LocalBackend, name: str) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
