@@ -431,6 +431,8 @@ class Sampler(threading.Thread):
 class Measured:
     wall: float
     cpu: float            # user + sys of the process and every child it waited for
+    sys_cpu: float        # the sys part of it
+    minflt: int           # minor page faults, same scope
     maxrss_kib: int       # wait4: the largest of the process and its waited descendants
     own_kib: int          # sampled VmHWM of the process itself
     children_kib: dict[str, int]
@@ -458,7 +460,8 @@ def measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
         _CURRENT.pop(proc.pid, None)
         out.seek(0)
         err.seek(0)
-        result = Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss,
+        result = Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_stime,
+                          usage.ru_minflt, usage.ru_maxrss,
                           sampler.own_kib, sampler.children_kib,
                           out.read().decode(errors="replace"), err.read().decode(errors="replace"),
                           proc.returncode)
@@ -496,6 +499,18 @@ policies:
     retention: {{days: 7}}
     storage:
       - {{url: "file://{store}", tier: HOT}}
+  - name: {policy}-empty
+    organization: bench
+    description: the same backup of a database with one 100-row table (fixed overhead)
+    source:
+      kind: postgres
+      dsn: {server}/{empty_db}
+    backup_type: full
+    schedule: {{cron: "0 3 * * *", timezone: UTC}}
+    peak_season: {{multiplier: 1}}
+    retention: {{days: 7}}
+    storage:
+      - {{url: "file://{store}", tier: HOT}}
 """
 
 
@@ -510,6 +525,10 @@ class Bench:
         return self.tmp / "home"
 
     @property
+    def empty_db(self) -> str:
+        return f"{self.args.db}_empty"
+
+    @property
     def restore_dsn(self) -> str:
         return f"{SERVER}/{self.args.restore_db}"
 
@@ -522,7 +541,7 @@ class Bench:
         self.env.pop("VOWVAULT_DATABASE_URL", None)
         policy = self.tmp / "policies.yaml"
         policy.write_text(POLICY_FILE.format(policy=POLICY, server=SERVER, db=self.args.db,
-                                             store=self.tmp / "store"))
+                                             empty_db=self.empty_db, store=self.tmp / "store"))
         r = measured([VOWVAULT, "policies", "apply", str(policy)], env=self.env)
         print("policies apply: " + " ".join(r.stdout.split()))
 
@@ -549,6 +568,8 @@ class Bench:
 class BackupRun:
     wall: float
     cpu: float
+    sys_cpu: float
+    minflt: int
     verify: float
     stages: dict[str, float]
     own_mib: float
@@ -563,6 +584,8 @@ class BackupRun:
 class RefRun:
     wall: float
     cpu: float
+    sys_cpu: float
+    minflt: int
     fsync: float
     stored_bytes: int
     path: Path
@@ -577,7 +600,7 @@ def vowvault_backup(b: Bench) -> BackupRun:
         raise RuntimeError(f"cannot find the backup id in: {text}")
     job = b.newest_job()
     stages = job["stages"]
-    return BackupRun(r.wall, r.cpu, float(stages.get("verify", 0.0)), stages,
+    return BackupRun(r.wall, r.cpu, r.sys_cpu, r.minflt, float(stages.get("verify", 0.0)), stages,
                      r.own_kib / 1024, r.maxrss_kib / 1024,
                      {k: v / 1024 for k, v in r.children_kib.items()},
                      job["source_bytes"], job["stored_bytes"], m.group(1))
@@ -597,7 +620,8 @@ def reference_backup(b: Bench, n: int) -> RefRun:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return RefRun(r.wall, r.cpu, time.perf_counter() - t0, path.stat().st_size, path)
+    return RefRun(r.wall, r.cpu, r.sys_cpu, r.minflt, time.perf_counter() - t0,
+                  path.stat().st_size, path)
 
 
 @dataclass
@@ -675,13 +699,15 @@ def spread(values: list[float]) -> str:
     return f"{min(values):.1f}-{max(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
-def baseline_rss(b: Bench) -> float:
-    """Peak RSS of a bare interpreter that imports what ``backup run --direct`` imports."""
-    code = ("import vowvault.cli.main, vowvault.engine.backup, vowvault.sources.postgres, "
-            "vowvault.sources.pgarchive, vowvault.engine.verify, vowvault.storage.local, "
-            "psycopg, zstandard, cryptography.hazmat.primitives.ciphers.aead")
-    r = measured([str(BIN / "python"), "-c", code], env=b.env)
-    return r.maxrss_kib / 1024
+def fixed_overhead(b: Bench) -> Measured:
+    """The same backup command on a database with one 100-row table: what vowvault holds
+    whatever the size of the data (interpreter, imports, catalog, connections)."""
+    drop_db(b.empty_db)
+    create_db(b.empty_db)
+    with connect(b.empty_db) as conn:
+        conn.execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100) g")
+    return measured([VOWVAULT, "backup", "run", f"{POLICY}-empty", "--direct"], env=b.env)
 
 
 def memory_bound(b: Bench) -> tuple[int, str]:
@@ -698,6 +724,10 @@ def memory_bound(b: Bench) -> tuple[int, str]:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -718,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{tool} is not on PATH")
     sys.path.insert(0, str(ROOT / "src"))
 
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C
     print(f"start: {load()}")
     tmp = Path(tempfile.mkdtemp(prefix="vv-bench-"))
     bench = Bench(args, tmp)
@@ -735,7 +766,9 @@ def main(argv: list[str] | None = None) -> int:
         drop_db(args.restore_db)
         bench.setup()
         bound, how = memory_bound(bench)
-        base = baseline_rss(bench)
+        empty = fixed_overhead(bench)
+        print(f"fixed overhead: the same backup of a 100-row database takes {empty.wall:.1f} s "
+              f"and peaks at {empty.own_kib / 1024:.0f} MiB RSS")
 
         backups: list[BackupRun] = []
         refs: list[RefRun] = []
@@ -743,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
             v = vowvault_backup(bench)
             backups.append(v)
             st = v.stages
-            print(f"backup {i + 1}/{args.runs} vowvault  {v.wall:6.1f} s  cpu {v.cpu:5.1f} s  "
+            print(f"backup {i + 1}/{args.runs} vowvault  {v.wall:6.1f} s  cpu {v.cpu:5.1f} s "
+                  f"(sys {v.sys_cpu:.1f}, {v.minflt / 1000:.0f}k minor faults)  "
                   f"verify {v.verify:.1f} s  stages "
                   + " ".join(f"{k} {st[k]:.1f}" for k in ("snapshot", "compress", "encrypt",
                                                           "upload", "record", "wall") if k in st)
@@ -752,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
                   + f")  {v.source_bytes / MIB:.0f} -> {v.stored_bytes / MIB:.0f} MiB")
             r = reference_backup(bench, i)
             refs.append(r)
-            print(f"backup {i + 1}/{args.runs} reference {r.wall:6.1f} s  cpu {r.cpu:5.1f} s  "
+            print(f"backup {i + 1}/{args.runs} reference {r.wall:6.1f} s  cpu {r.cpu:5.1f} s "
+                  f"(sys {r.sys_cpu:.1f}, {r.minflt / 1000:.0f}k minor faults)  "
                   f"(+ fsync {r.fsync:.1f} s)  {r.stored_bytes / MIB:.0f} MiB")
 
         restores: list[RestoreRun] = []
@@ -781,9 +816,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backup   vowvault {vb:.1f} s ({spread([x.wall for x in backups])}, verify "
               f"{vv:.1f} s)  reference {rb:.1f} s ({spread([x.wall for x in refs])})  "
               f"ratio {ratio:.2f} ({ratio_nv:.2f} without verify)")
-        print(f"cpu      vowvault {median([x.cpu for x in backups]):.1f} s (incl. pg_dump, "
-              f"pg_restore)  reference {median([x.cpu for x in refs]):.1f} s (pg_dump, zstd, "
-              f"openssl); server backend not counted")
+        print(f"cpu      vowvault {median([x.cpu for x in backups]):.1f} s (sys "
+              f"{median([x.sys_cpu for x in backups]):.1f}, "
+              f"{median([x.minflt for x in backups]) / 1000:.0f}k minor faults; incl. pg_dump, "
+              f"pg_restore)  reference {median([x.cpu for x in refs]):.1f} s (sys "
+              f"{median([x.sys_cpu for x in refs]):.1f}, "
+              f"{median([x.minflt for x in refs]) / 1000:.0f}k faults; pg_dump, zstd, openssl);"
+              f" PostgreSQL server not counted")
         if restores:
             vr = median([x.wall for x in restores])
             rr = median([x.wall for x in ref_restores])
@@ -801,8 +840,9 @@ def main(argv: list[str] | None = None) -> int:
         for x in backups:
             for k, m in x.children_mib.items():
                 children[k] = max(children.get(k, 0.0), m)
-        print(f"peak RSS vowvault {rss:.0f} MiB (process alone; imports alone {base:.0f} MiB; "
-              f"in-flight data bound {bound / MIB:.0f} MiB: {how}); children "
+        print(f"peak RSS vowvault {rss:.0f} MiB (process alone; {empty.own_kib / 1024:.0f} MiB "
+              f"for an empty database; in-flight data bound {bound / MIB:.0f} MiB: {how}); "
+              f"children "
               + ", ".join(f"{k} {m:.0f} MiB" for k, m in sorted(children.items())))
         print(f"target   backup ratio <= {TARGET_RATIO:.1f}: "
               f"{'met' if ratio <= TARGET_RATIO else 'NOT met'} ({ratio:.2f}; without verify "
@@ -817,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         kill_current()
+        with contextlib.suppress(Exception):
+            drop_db(bench.empty_db)
         if not args.keep:
             with contextlib.suppress(Exception):
                 drop_db(args.restore_db)

@@ -25,7 +25,3 @@ for _name, _value in {
 
 # Prefect gives the "vowvault" logger its handlers (console and the UI); the level is ours.
 logging.getLogger("vowvault").setLevel(os.environ.get("VOWVAULT_LOG_LEVEL", "INFO"))
-
-from vowvault.runtime import tune_allocator  # noqa: E402 - after the environment defaults
-
-tune_allocator()

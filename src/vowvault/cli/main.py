@@ -319,9 +319,6 @@ def _ago(delta: dt.timedelta) -> str:
 
 def main() -> None:
     """Console entry point: VowvaultError becomes one line on stderr and an exit code."""
-    from vowvault.runtime import tune_allocator
-
-    tune_allocator()
     try:
         app()
     except VowvaultError as exc:
