@@ -241,13 +241,32 @@ class BackupRun:
             tap = ArchiveTap()
             stream = stack.enter_context(source.dump())
 
+            # The tap parses in its own thread, beside the one reading pg_dump's pipe
+            # and hashing (which spends most of its time outside the GIL).
+            feed = Channel(self.abort, 64)
+
+            def run_tap() -> None:
+                try:
+                    for chunk in feed:
+                        tap.feed(chunk)
+                except Aborted:
+                    return  # the backup failed elsewhere; its error is reported there
+
+            tapper = threading.Thread(target=run_tap, daemon=True, name="vowvault-tap")
+            tapper.start()
+
             def tapped() -> Iterator[bytes]:
                 done = 0
-                for chunk in stream:
-                    tap.feed(chunk)
-                    done += len(chunk)
-                    self.progress("dump", done, total)
-                    yield chunk
+                try:
+                    for chunk in stream:
+                        feed.put(chunk)
+                        done += len(chunk)
+                        self.progress("dump", done, total)
+                        yield chunk
+                finally:
+                    if not self.abort.failed:
+                        feed.close()
+                tapper.join()
                 summary = tap.finish()
                 if summary.error:
                     self.warnings.append(f"per-table checksums unavailable: {summary.error}")
