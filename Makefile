@@ -24,8 +24,14 @@ install: $(STAMP)
 demo: install
 	@$(BIN)/vowvault demo
 
-test: install
-	$(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
+# Azurite (the Azure Storage emulator) from npm, for the storage tests.
+AZURITE := .tools/node_modules/.bin/azurite-blob
+$(AZURITE):
+	@echo "installing azurite (npm) into .tools ..."
+	@mkdir -p .tools && npm install --prefix .tools --no-audit --no-fund --silent azurite@3
+
+test: install $(AZURITE)
+	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -35,4 +41,4 @@ schema: install
 	$(BIN)/vowvault db schema > schema.sql
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

@@ -126,3 +126,45 @@ def test_names_cannot_escape_the_target(backend: StorageBackend) -> None:
     for bad in ("../escape", "/abs", "a/../../b"):
         with pytest.raises(StorageError):
             backend.save(bad, [b"x"])
+
+
+def test_archived_objects_are_restored_before_reading(backend: StorageBackend,
+                                                      prefix: str) -> None:
+    from vowvault.errors import ArchivedObjectError
+
+    backend.save(prefix + "old", [b"photos from 2019"], tier=Tier.HOT)
+    backend.set_tier(prefix + "old", Tier.ARCHIVE)
+    info = backend.stat(prefix + "old")
+    assert info.tier == Tier.ARCHIVE
+    if not backend.properties().archive_needs_restore:
+        assert backend.load(prefix + "old") == b"photos from 2019"
+        return
+    assert info.archived
+    with pytest.raises(ArchivedObjectError, match="restore"):
+        backend.load(prefix + "old")
+    backend.start_restore(prefix + "old", days=1)
+    backend.start_restore(prefix + "old", days=1)  # asking twice is fine
+    import time
+
+    deadline = time.monotonic() + 30
+    while backend.stat(prefix + "old").restore_state != "restored":
+        assert time.monotonic() < deadline, "restore never completed"
+        time.sleep(0.2)
+    assert backend.load(prefix + "old") == b"photos from 2019"
+
+
+def test_legal_hold_where_the_service_has_it(backend: StorageBackend, prefix: str) -> None:
+    backend.save(prefix + "evidence", [b"contract"])
+    if not backend.properties().legal_hold:
+        with pytest.raises(NotImplementedError):
+            backend.set_legal_hold(prefix + "evidence", True)
+        return
+    from vowvault.errors import StorageError
+
+    backend.set_legal_hold(prefix + "evidence", True)
+    with pytest.raises(StorageError):
+        backend.delete([prefix + "evidence"])
+    assert backend.load(prefix + "evidence") == b"contract"
+    backend.set_legal_hold(prefix + "evidence", False)
+    backend.delete([prefix + "evidence"])
+    assert list(backend.list(prefix)) == []

@@ -25,7 +25,28 @@ def _local(url: str) -> StorageBackend:
     return LocalBackend(LocalConfig.from_url(url))
 
 
+def _s3(url: str) -> StorageBackend:
+    from vowvault.storage.s3 import S3Backend, S3Config
+
+    return S3Backend(S3Config.from_url(url))
+
+
+def _gcs(url: str) -> StorageBackend:
+    from vowvault.storage.gcs import GCSBackend, GCSConfig
+
+    return GCSBackend(GCSConfig.from_url(url))
+
+
+def _azure(url: str) -> StorageBackend:
+    from vowvault.storage.azure import AzureBackend, AzureConfig
+
+    return AzureBackend(AzureConfig.from_url(url))
+
+
 register("file", _local)
+register("s3", _s3)
+register("gs", _gcs)
+register("az", _azure)
 
 
 def open_backend(url: str, *, retries: RetryPolicy | None = None) -> StorageBackend:
