@@ -44,7 +44,7 @@ def test_retries_are_bounded_and_say_so(proxied, prefix: str) -> None:
     with pytest.raises(TransientStorageError, match="gave up after 5 attempts"):
         store.load(prefix + "x")
     gets = [e for e in proxy.log if e[0] == "GET"]
-    # One retry layer: 5 attempts in all, not 5 × the SDK's own retries.
+    # One retry layer: 5 attempts in all, not 5 times the SDK's own retries.
     assert len(gets) == 5
 
 
