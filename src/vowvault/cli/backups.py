@@ -279,6 +279,8 @@ def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) 
         _out.print(f"  {c.url}: {state}")
     _out.print(f"backup {report.backup_id}: intact on {sum(c.ok for c in report.copies)} of "
                f"{len(report.copies)} copies")
+    if not report.intact:  # some copies could not be reached: not proven
+        raise typer.Exit(1)
 
 
 def restore(
@@ -311,6 +313,8 @@ def restore(
     checked = (f"{v.get('files')} files, SHA-256 of each checked" if "files" in v else
                f"{v.get('tables')} tables, {v.get('rows')} rows, row counts and checksums "
                f"checked" if v.get("checked") else f"not validated: {v.get('reason')}")
+    for skipped in result.skipped_copies:
+        _err.print(f"vowvault: warning: copy unreachable, used another: {skipped}", markup=False)
     _out.print(f"restored backup {result.backup_id} to {result.target}: "
                f"{result.bytes_restored / 1048576:.1f} MiB in {result.duration_seconds:.1f} s "
                f"from {result.copy_used}; {checked}")

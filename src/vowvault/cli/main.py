@@ -319,6 +319,9 @@ def _ago(delta: dt.timedelta) -> str:
 
 def main() -> None:
     """Console entry point: VowvaultError becomes one line on stderr and an exit code."""
+    from tasks.secrets import register
+
+    register()  # Prefect Secret blocks as named secrets (Prefect loads only when used)
     try:
         app()
     except VowvaultError as exc:

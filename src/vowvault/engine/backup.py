@@ -630,8 +630,9 @@ def _source_password(source: dict[str, Any]) -> str | None:
                               f"database password) is not set")
         return value
     if source.get("password_secret"):
-        raise ConfigError("password_secret needs the Prefect integration: run the backup "
-                          "through its flow, or use password_env")
+        from vowvault.secrets import resolve
+
+        return resolve(source["password_secret"])
     return None
 
 
@@ -688,14 +689,42 @@ def verify_stage(job_id: str) -> dict[str, Any]:
             assert job is not None
             report = verifier.verify_job(run.ctx, s, job, dek=run.dek,
                                          expected_manifest_sha=run.manifest_sha256,
-                                         record=False)
+                                         record=False, raise_on_problem=False)
         run.verify_report = report
+        _judge_copies(run, report)
     except BaseException as exc:
         run.abort.fail(exc)
         raise
     finally:
         run.verify_seconds = time.perf_counter() - t0
     return {"skipped": False, "copies": len(report.copies)}
+
+
+def _judge_copies(run: BackupRun, report: verifier.VerifyReport) -> None:
+    """A required copy that does not read back intact fails the backup (CORRUPTED when it
+    read back wrong); an optional one is dropped with a warning and its objects removed."""
+    by_url = {t.url: t for t in run.targets}
+    for copy in report.copies:
+        if copy.ok:
+            continue
+        target = by_url[copy.url]
+        if target.required:
+            if copy.unreachable:
+                raise StorageError(f"required copy {copy.url} could not be read back: "
+                                   f"{copy.problem}")
+            raise IntegrityError(f"copy {copy.url} does not read back intact: {copy.problem}")
+        run._target_failed(target, StorageError(copy.problem or "verification failed"))
+        with run.ctx.catalog.session() as s:
+            s.execute(sa.update(BackupStorage).where(
+                BackupStorage.backup_job_id == run.job_id,
+                BackupStorage.storage_url == copy.url).values(status=CopyStatus.FAILED))
+        try:
+            backend = run.ctx.backend(copy.url)
+            backend.delete([o.name for o in backend.list(run.prefix)])
+        except VowvaultError as exc:
+            log.warning("could not remove the bad copy on %s: %s", copy.url, exc)
+    if not any(c.ok for c in report.copies):
+        raise StorageError("no copy of the backup could be read back")
 
 
 def finish(job_id: str) -> Result:

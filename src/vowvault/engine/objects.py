@@ -7,7 +7,7 @@ import json
 import uuid
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,6 +74,8 @@ class OpenBackup:
     dek: bytes
     manifest: dict[str, Any]
     copy: Copy
+    skipped: list[str] = field(default_factory=list)
+    """Copies tried first that could not be read, with why."""
 
     def name(self, kind: str) -> str:
         return object_name(self.job, kind)
@@ -106,7 +108,7 @@ def open_backup(ctx: Context, session: Session, job: BackupJob) -> OpenBackup:
             continue
         if errors:
             log.warning("reading backup %s from %s", job.id, copy.url)
-        return OpenBackup(job, dek, manifest, copy)
+        return OpenBackup(job, dek, manifest, copy, errors)
     raise StorageError(f"no copy of backup {job.id} can be read: " + "; ".join(errors))
 
 

@@ -36,6 +36,8 @@ class RestoreResult:
     duration_seconds: float
     validation: dict[str, Any] = field(default_factory=dict)
     copy_used: str = ""
+    skipped_copies: list[str] = field(default_factory=list)
+    """Copies that could not be read, so another one was used."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -81,7 +83,7 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
     result = RestoreResult(str(recovery_id), str(job_id),
                            _describe_target(to_dir, to_database), restored,
                            round(time.perf_counter() - started, 3), validation,
-                           backup.copy.url)
+                           backup.copy.url, backup.skipped)
     _finish(ctx, recovery_id, started, result=result)
     return result
 
@@ -107,6 +109,9 @@ def _finish(ctx: Context, recovery_id: uuid.UUID, started: float, *,
             rec.bytes_restored = result.bytes_restored
             rec.validation = result.validation
             rec.storage_used = result.copy_used
+            if result.skipped_copies:
+                rec.validation = {**result.validation,
+                                  "copies_unreachable": result.skipped_copies}
             rec.erasures_applied = []
             action, summary = "restore.completed", (f"restored {result.bytes_restored} bytes "
                                                     f"to {result.target}, validated")

@@ -54,9 +54,10 @@ class VerifyReport:
 
 def verify_job(ctx: Context, session: Session, job: BackupJob, *, dek: bytes | None = None,
                expected_manifest_sha: str | None = None, record: bool = True,
-               check_archive: bool = True) -> VerifyReport:
-    """Verify every copy. With ``record``, the catalog and audit log get the verdict; raises
-    IntegrityError when any copy is corrupted, StorageError when none could be read."""
+               check_archive: bool = True, raise_on_problem: bool = True) -> VerifyReport:
+    """Verify every copy. With ``record``, the catalog and audit log get the verdict; unless
+    ``raise_on_problem`` is false, raises IntegrityError when any copy is corrupted and
+    StorageError when none could be read."""
     org = session.get(Organization, job.organization_id)
     assert org is not None
     if dek is None:
@@ -80,6 +81,8 @@ def verify_job(ctx: Context, session: Session, job: BackupJob, *, dek: bytes | N
         raise StorageError(f"backup {job.id} has no stored copy to verify")
     if record:
         _record(ctx, session, job, report)
+    if not raise_on_problem:
+        return report
     if report.corrupted:
         bad = report.corrupted[0]
         raise IntegrityError(f"backup {job.id} is corrupted on {bad.url}: {bad.problem}")
