@@ -294,6 +294,9 @@ def restore(
     = False,
     password_env: Annotated[str | None, typer.Option(
         help="Environment variable holding the target database password.")] = None,
+    wait_archive: Annotated[float, typer.Option(
+        "--wait-archive", help="Seconds to wait for archived data to be restored first.")]
+    = 0.0,
 ) -> None:
     """Stream a backup back, verifying as it goes, and validate the result."""
     import os
@@ -306,7 +309,7 @@ def restore(
         with _Bar(_err.is_terminal) as bar:
             ctx.progress = bar
             result = restore_backup(ctx, backup, to_dir=to_dir, to_database=to_database,
-                                    force=force, password=password)
+                                    force=force, password=password, archive_wait=wait_archive)
     finally:
         ctx.close()
     v = result.validation

@@ -169,3 +169,26 @@ class RangeReader:
                 raise IntegrityError(f"{self.name}: range beyond the end of the data")
             yield piece
             offset += len(piece)
+
+
+def ensure_readable(backend: StorageBackend, name: str, *, wait: float = 0.0,
+                    poll: float = 5.0, days: int = 7) -> None:
+    """Make an archived object readable: start its restore (rehydration) and wait up to
+    ``wait`` seconds for it; if it is not readable by then, say so clearly."""
+    import time
+
+    info = backend.stat(name)
+    if not info.archived or info.restore_state == "restored":
+        return
+    backend.start_restore(name, days=days)
+    deadline = time.monotonic() + wait
+    while True:
+        info = backend.stat(name)
+        if info.restore_state == "restored" or not info.archived:
+            log.info("%s/%s restored from %s", backend.url, name, info.tier.value)
+            return
+        if time.monotonic() >= deadline:
+            raise ArchivedObjectError(
+                f"{backend.url}/{name} is in {info.tier.value}: a restore was started "
+                f"(hours on the real service); run again later, or give --wait-archive")
+        time.sleep(poll)

@@ -22,7 +22,13 @@ from vowvault.catalog.enums import BackupStatus, RecoveryStatus, RecoveryType
 from vowvault.catalog.models import BackupJob, RecoveryJob
 from vowvault.engine.context import Context, log
 from vowvault.engine.lookup import find_backup
-from vowvault.engine.objects import OpenBackup, RangeReader, object_name, open_backup
+from vowvault.engine.objects import (
+    OpenBackup,
+    RangeReader,
+    ensure_readable,
+    object_name,
+    open_backup,
+)
 from vowvault.errors import ConfigError, IntegrityError, RestoreError
 from vowvault.sources.directory import Entry, parse_index
 
@@ -46,7 +52,9 @@ class RestoreResult:
 def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                    to_database: str | None = None, force: bool = False,
                    password: str | None = None, recovery_type: RecoveryType =
-                   RecoveryType.FULL_RESTORE) -> RestoreResult:
+                   RecoveryType.FULL_RESTORE, archive_wait: float = 0.0) -> RestoreResult:
+    """Restore one backup. Data in an archive tier is restored (rehydrated) first: the
+    restore waits ``archive_wait`` seconds for it, or fails saying it was started."""
     if (to_dir is None) == (to_database is None):
         raise ConfigError("give exactly one of --to-dir PATH or --to-database DSN")
     started = time.perf_counter()
@@ -72,6 +80,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
             job = s.get(BackupJob, job_id)
             assert job is not None
             backup = open_backup(ctx, s, job)
+            for kind in backup.manifest["objects"]:
+                ensure_readable(backup.copy.backend, backup.name(kind), wait=archive_wait)
             if to_database is not None:
                 restored, validation = _to_database(ctx, backup, to_database, force, password)
             else:
@@ -278,6 +288,7 @@ def _reader_for(ctx: Context, s: Session, backup_id: str) -> RangeReader:
         raise RestoreError(f"backup {backup_id}, which holds unchanged files of this one, is "
                            f"gone from the catalog")
     other = open_backup(ctx, s, job)
+    ensure_readable(other.copy.backend, object_name(job, "data"))
     return RangeReader(other.copy.backend, object_name(job, "data"), other.dek, job.id,
                        other.manifest["objects"]["data"])
 
