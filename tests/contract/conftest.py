@@ -11,15 +11,13 @@ gaps are handled in those modules, never by weakening the contract.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cloudemu import _EMULATORS, emulator, environment
 from faultproxy import FaultProxy
 
 from vowvault.storage import StorageBackend, open_backend
@@ -30,36 +28,11 @@ CLOUDS = ["s3", "gcs", "azure"]
 FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05)
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-_EMULATORS: dict[str, Any] = {}
-
-
 @pytest.fixture(scope="session")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     yield _EMULATORS
     for emu in _EMULATORS.values():
         emu.stop()
-
-
-def emulator(name: str, emulators: dict[str, Any],
-             tmp_path_factory: pytest.TempPathFactory) -> Any:
-    if name not in emulators:
-        module = importlib.import_module(f"emu_{name}")
-        emulators[name] = module.start(tmp_path_factory.mktemp(f"emu-{name}"))
-    return emulators[name]
 
 
 @pytest.fixture(params=BACKENDS)
