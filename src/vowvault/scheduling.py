@@ -26,6 +26,7 @@ import datetime as dt
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
@@ -306,3 +307,84 @@ def _aware(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: give a timezone")
     return value
+
+
+_RRULE_DAYS = ("SU", "MO", "TU", "WE", "TH", "FR", "SA")  # cron day numbers 0..6
+CRON_SATURDAY = 6
+
+
+def cron_rrules(cron: str, days: Iterable[int] | None = None) -> list[str]:
+    """RFC 5545 RRULE lines equivalent to a canonical cron, optionally restricted to cron
+    days of week ``days`` (AND). Two lines when day-of-month and day-of-week are both
+    restricted (cron ORs them, an RRULE ANDs its parts)."""
+    minute, hour, dom, month, dow = cron.split(" ")
+    allowed = set(range(7)) if days is None else set(days)
+    base = (f"FREQ=DAILY;BYHOUR={_rr(hour, 0, 23)};BYMINUTE={_rr(minute, 0, 59)};"
+            f"BYSECOND=0" + (f";BYMONTH={_rr(month, 1, 12)}" if month != "*" else ""))
+
+    def with_days(day_set: set[int], monthdays: str | None) -> str | None:
+        if not day_set:
+            return None
+        parts = [base]
+        if monthdays:
+            parts.append(f"BYMONTHDAY={monthdays}")
+        if len(day_set) < 7:
+            parts.append("BYDAY=" + ",".join(_RRULE_DAYS[d] for d in sorted(day_set)))
+        return "RRULE:" + ";".join(parts)
+
+    rules: list[str | None]
+    if dom == "*":
+        cron_days = allowed if dow == "*" else allowed & _expand(dow)
+        rules = [with_days(cron_days, None)]
+    elif dow == "*":
+        rules = [with_days(allowed, _rr(dom, 1, 31))]
+    else:
+        rules = [with_days(allowed, _rr(dom, 1, 31)), with_days(allowed & _expand(dow), None)]
+    return [r for r in rules if r]
+
+
+def _rr(field: str, lo: int, hi: int) -> str:
+    values = range(lo, hi + 1) if field == "*" else sorted(_expand(field))
+    return ",".join(str(v) for v in values)
+
+
+def _local_fires_on(cron: str, day: dt.date) -> list[dt.datetime]:
+    start = dt.datetime.combine(day, dt.time()) - dt.timedelta(minutes=1)
+    end = start + dt.timedelta(days=1, minutes=1)
+    out = []
+    for t in _local_fires(cron, start):
+        if t >= end:
+            break
+        out.append(t)
+    return out
+
+
+@dataclass(frozen=True)
+class WeddingDaySplit:
+    """A wedding-day-priority policy's runs as two Prefect RRULE sets: every run on a
+    Saturday or a wedding-calendar date goes to ``wedding`` (a higher-priority queue),
+    every other run to ``regular``; together they are exactly the policy's schedule."""
+
+    regular: str
+    wedding: str
+
+
+def wedding_day_split(schedules: Sequence[str], wedding_dates: Iterable[dt.date],
+                      start: dt.date) -> WeddingDaySplit:
+    weekdays = [d for d in range(7) if d != CRON_SATURDAY]
+    dtstart = f"DTSTART:{start:%Y%m%d}T000000"
+    regular = [dtstart]
+    wedding = [dtstart]
+    for cron in schedules:
+        regular += cron_rrules(cron, weekdays)
+        wedding += cron_rrules(cron, [CRON_SATURDAY])
+    extra = sorted({t for day in wedding_dates if day >= start and day.weekday() != SATURDAY
+                    for cron in schedules for t in _local_fires_on(cron, day)})
+    if extra:
+        stamps = ",".join(f"{t:%Y%m%dT%H%M%S}" for t in extra)
+        regular.append(f"EXDATE:{stamps}")
+        wedding.append(f"RDATE:{stamps}")
+    if len(wedding) == 1:  # nothing at all on wedding days (e.g. a weekday-only policy)
+        wedding.append(f"RDATE:{start:%Y%m%d}T000000")
+        wedding.append(f"EXDATE:{start:%Y%m%d}T000000")
+    return WeddingDaySplit("\n".join(regular), "\n".join(wedding))
