@@ -162,7 +162,7 @@ class FaultProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            req = await _read_request(reader)
+            req = await _read_request(reader, writer)
             if req is None:
                 return
             action = self._pick(req)
@@ -215,7 +215,8 @@ class FaultProxy:
         return _force_close(response)
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+async def _read_request(reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> Request | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
@@ -230,6 +231,12 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
             k, _, v = line.partition(":")
             headers[k.strip()] = v.strip()
     lower = {k.lower(): v for k, v in headers.items()}
+    if lower.get("expect", "").lower() == "100-continue":
+        # Say go ahead at once (boto3 would otherwise wait a second per upload); the
+        # upstream gets the body without the expectation.
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        del headers[next(k for k in headers if k.lower() == "expect")]
     body = b""
     if "content-length" in lower:
         body = await reader.readexactly(int(lower["content-length"]))

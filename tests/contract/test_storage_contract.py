@@ -48,7 +48,8 @@ def test_streamed_save_of_a_large_object(backend: StorageBackend, prefix: str) -
 def test_interrupted_save_leaves_nothing_under_the_name(backend: StorageBackend,
                                                         prefix: str) -> None:
     def failing() -> Iterator[bytes]:
-        yield b"x" * (5 * 1024 * 1024)
+        # More than a part, so that a part (block, chunk) is already stored when it fails.
+        yield b"x" * (backend.properties().part_size + 1)
         raise RuntimeError("source died")
 
     with pytest.raises(RuntimeError, match="source died"):
@@ -63,7 +64,7 @@ def test_interrupted_save_keeps_the_previous_object(backend: StorageBackend,
     backend.save(prefix + "obj", [b"old"])
 
     def failing() -> Iterator[bytes]:
-        yield b"new new new"
+        yield b"n" * (backend.properties().part_size + 1)
         raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError):

@@ -26,6 +26,18 @@ def test_transient_upload_faults_are_retried(proxied, prefix: str) -> None:
     assert store.load(prefix + "film") == data
 
 
+def test_lost_answers_to_uploads_neither_duplicate_nor_skip_bytes(proxied, prefix: str) -> None:
+    """The service stored a part (or the commit) but its answer was lost: the retry must
+    leave the object exactly as if the first try had been answered."""
+    store, proxy = proxied
+    data = os.urandom(20 * MiB + 5)
+    proxy.add(Rule(ResetMidResponse(after=5), method="PUT", skip=1, times=1))
+    proxy.add(Rule(ResetMidResponse(after=5), method="POST", skip=1, times=1))
+    store.save(prefix + "film", [data[i:i + MiB] for i in range(0, len(data), MiB)])
+    proxy.clear()
+    assert store.load(prefix + "film") == data
+
+
 def test_transient_download_faults_are_retried(proxied, prefix: str) -> None:
     store, proxy = proxied
     data = os.urandom(12 * MiB)

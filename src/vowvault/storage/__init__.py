@@ -4,6 +4,7 @@ registry mapping URL schemes to backends, and one place (``wrap``) that adds ret
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from vowvault.errors import ConfigError
@@ -12,35 +13,36 @@ from vowvault.storage.wrap import RetryPolicy, wrap
 
 __all__ = ["ObjectInfo", "Properties", "StorageBackend", "open_backend", "register"]
 
-_REGISTRY: dict[str, Callable[[str], StorageBackend]] = {}
+Factory = Callable[[str, "str | None"], StorageBackend]
+_REGISTRY: dict[str, Factory] = {}
 
 
-def register(scheme: str, factory: Callable[[str], StorageBackend]) -> None:
+def register(scheme: str, factory: Factory) -> None:
     _REGISTRY[scheme] = factory
 
 
-def _local(url: str) -> StorageBackend:
+def _local(url: str, secret: str | None) -> StorageBackend:
     from vowvault.storage.local import LocalBackend, LocalConfig
 
     return LocalBackend(LocalConfig.from_url(url))
 
 
-def _s3(url: str) -> StorageBackend:
+def _s3(url: str, secret: str | None) -> StorageBackend:
     from vowvault.storage.s3 import S3Backend, S3Config
 
-    return S3Backend(S3Config.from_url(url))
+    return S3Backend(replace(S3Config.from_url(url), credentials_secret=secret))
 
 
-def _gcs(url: str) -> StorageBackend:
+def _gcs(url: str, secret: str | None) -> StorageBackend:
     from vowvault.storage.gcs import GCSBackend, GCSConfig
 
-    return GCSBackend(GCSConfig.from_url(url))
+    return GCSBackend(replace(GCSConfig.from_url(url), credentials_secret=secret))
 
 
-def _azure(url: str) -> StorageBackend:
+def _azure(url: str, secret: str | None) -> StorageBackend:
     from vowvault.storage.azure import AzureBackend, AzureConfig
 
-    return AzureBackend(AzureConfig.from_url(url))
+    return AzureBackend(AzureConfig.from_url(url, credentials_secret=secret))
 
 
 register("file", _local)
@@ -49,11 +51,13 @@ register("gs", _gcs)
 register("az", _azure)
 
 
-def open_backend(url: str, *, retries: RetryPolicy | None = None) -> StorageBackend:
-    """The backend for a target URL, wrapped with retries (``wrap``)."""
+def open_backend(url: str, *, retries: RetryPolicy | None = None,
+                 credentials_secret: str | None = None) -> StorageBackend:
+    """The backend for a target URL, wrapped with retries (``wrap``). Credentials come from
+    the SDK's standard chain, or from the named secret (``vowvault.secrets``)."""
     scheme = urlsplit(url).scheme
     factory = _REGISTRY.get(scheme)
     if factory is None:
         known = ", ".join(f"{s}://" for s in sorted(_REGISTRY))
         raise ConfigError(f"no storage backend for {url!r}: known schemes are {known}")
-    return wrap(factory(url), retries)
+    return wrap(factory(url, credentials_secret), retries)
