@@ -62,6 +62,7 @@ from vowvault.engine.objects import (
     pack_lengths,
     prefix,
     read_object,
+    target_secrets,
 )
 from vowvault.engine.pipeline import Abort, Aborted, Channel, Item, StageClock, run_threads
 from vowvault.errors import (
@@ -125,6 +126,7 @@ class Target:
     tier: Tier
     required: bool
     role: CopyRole
+    credentials_secret: str | None = None
     failed: str | None = None
     rows: dict[str, uuid.UUID] = field(default_factory=dict)
 
@@ -194,6 +196,9 @@ class BackupRun:
 
     def name(self, kind: str) -> str:
         return self.prefix + kind
+
+    def backend(self, target: Target) -> Any:
+        return self.ctx.backend(target.url, target.credentials_secret)
 
     def live_targets(self) -> list[Target]:
         return [t for t in self.targets if t.failed is None]
@@ -408,8 +413,8 @@ class BackupRun:
         for target in self.live_targets():
             row_id = self._storage_row(target, kind, object_kind)
             try:
-                info = self.ctx.backend(target.url).save(self.name(kind), [data],
-                                                         tier=_small_tier(target.tier))
+                info = self.backend(target).save(self.name(kind), [data],
+                                                 tier=_small_tier(target.tier))
             except VowvaultError as exc:
                 self._target_failed(target, exc)
                 continue
@@ -420,8 +425,9 @@ class BackupRun:
         with self.ctx.catalog.session() as s:
             s.add(BackupStorage(
                 id=row_id, organization_id=self.policy.organization_id,
-                backup_job_id=self.job_id, storage_provider=self.ctx.backend(target.url)
-                .properties().provider, storage_url=target.url, copy_role=target.role,
+                backup_job_id=self.job_id,
+                storage_provider=self.backend(target).properties().provider,
+                storage_url=target.url, copy_role=target.role,
                 object_kind=object_kind, storage_tier=_small_tier(target.tier)
                 if object_kind != ObjectKind.DATA else target.tier,
                 file_path=self.name(kind), file_size_bytes=0, is_encrypted=True,
@@ -473,7 +479,7 @@ class _Writers:
             own = Abort()
             channel = _FanChannel(run.abort, own, run.ctx.queue_depth)
             result: dict[str, Any] = {"row": row_id}
-            backend = run.ctx.backend(target.url)
+            backend = run.backend(target)
             tier = target.tier if kind == "data" else _small_tier(target.tier)
 
             def write(backend: Any = backend, channel: Channel = channel,
@@ -607,7 +613,8 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                      + (f", attempt {attempt}" if attempt > 1 else ""))
     targets = [Target(url=t["url"], tier=Tier(t.get("tier", "HOT")),
                       required=bool(t.get("required", True)),
-                      role=CopyRole.PRIMARY if i == 0 else CopyRole.COPY)
+                      role=CopyRole.PRIMARY if i == 0 else CopyRole.COPY,
+                      credentials_secret=t.get("credentials_secret"))
                for i, t in enumerate(view.targets)]
     password = _source_password(view.source)
     run = BackupRun(ctx, job_id, view, dek, wrapped, key_info, targets, parent, backup_type,
@@ -719,7 +726,7 @@ def _judge_copies(run: BackupRun, report: verifier.VerifyReport) -> None:
                 BackupStorage.backup_job_id == run.job_id,
                 BackupStorage.storage_url == copy.url).values(status=CopyStatus.FAILED))
         try:
-            backend = run.ctx.backend(copy.url)
+            backend = run.ctx.backend(copy.url, target.credentials_secret)
             backend.delete([o.name for o in backend.list(run.prefix)])
         except VowvaultError as exc:
             log.warning("could not remove the bad copy on %s: %s", copy.url, exc)
@@ -828,9 +835,10 @@ def _cleanup(ctx: Context, s: sa.orm.Session, job: BackupJob, *, reason: str) ->
         BackupStorage.backup_job_id == job.id,
         BackupStorage.status != CopyStatus.DELETED)).scalars())
     pre = prefix(job.organization_id, job.policy_id, job.id)
+    secrets = target_secrets(job)
     for url in sorted({r.storage_url for r in rows}):
         try:
-            backend = ctx.backend(url)
+            backend = ctx.backend(url, secrets.get(url))
             names = [o.name for o in backend.list(pre)] + [r.file_path for r in rows
                                                             if r.storage_url == url]
             backend.delete(sorted(set(names)))

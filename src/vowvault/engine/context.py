@@ -48,23 +48,12 @@ class Context:
         settings = settings or load_settings()
         return cls(settings=settings, catalog=Catalog.open(settings), **kw)  # type: ignore[arg-type]
 
-    def backend(self, url: str) -> StorageBackend:
+    def backend(self, url: str, credentials_secret: str | None = None) -> StorageBackend:
         """The (cached) backend of a target, with the credentials its policy names."""
-        if url not in self._backends:
-            self._backends[url] = open_backend(url, credentials_secret=self._secret_for(url))
-        return self._backends[url]
-
-    def _secret_for(self, url: str) -> str | None:
-        import sqlalchemy as sa
-
-        from vowvault.catalog.models import BackupPolicy
-
-        with self.catalog.session() as s:
-            for targets in s.execute(sa.select(BackupPolicy.storage_targets)).scalars():
-                for target in targets:
-                    if target.get("url") == url and target.get("credentials_secret"):
-                        return str(target["credentials_secret"])
-        return None
+        key = f"{url}\n{credentials_secret or ''}"
+        if key not in self._backends:
+            self._backends[key] = open_backend(url, credentials_secret=credentials_secret)
+        return self._backends[key]
 
     def keys(self, name: str) -> KeyProvider:
         return provider(name, self.settings.home)

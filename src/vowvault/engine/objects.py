@@ -65,7 +65,16 @@ def copies(ctx: Context, session: Session, job: BackupJob) -> list[Copy]:
         BackupStorage.object_kind == ObjectKind.MANIFEST,
         BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))
         .order_by(BackupStorage.copy_role.desc(), BackupStorage.created_at)).scalars()
-    return [Copy(r.storage_url, ctx.backend(r.storage_url)) for r in rows]
+    secrets = target_secrets(job)
+    return [Copy(r.storage_url, ctx.backend(r.storage_url, secrets.get(r.storage_url)))
+            for r in rows]
+
+
+def target_secrets(job: BackupJob) -> dict[str, str]:
+    """Target URL -> the credentials secret its policy names (none: the SDK's chain)."""
+    targets = job.policy.storage_targets if job.policy is not None else []
+    return {t["url"]: t["credentials_secret"] for t in targets
+            if t.get("credentials_secret")}
 
 
 @dataclass
