@@ -168,11 +168,14 @@ def policy(ctx: Context, tmp_path: Path) -> PolicyMaker:
 
     def make(name: str, source: str, *, backup_type: str = "full",
              targets: list[str] | None = None, extra: str = "", org: str = "lumiere",
-             tier: str = "HOT", optional_copies: bool = False) -> str:
+             tier: str = "HOT", optional_copies: bool = False,
+             credentials_secret: str | None = None) -> str:
         urls = targets or [f"file://{tmp_path / 'storage'}"]
+        secret = f", credentials_secret: \"{credentials_secret}\"" if credentials_secret else ""
         storage = "\n".join(
             f"      - {{url: \"{u}\", tier: {tier}, required: "
-            f"{'false' if optional_copies and i else 'true'}}}" for i, u in enumerate(urls))
+            f"{'false' if optional_copies and i else 'true'}{secret}}}"
+            for i, u in enumerate(urls))
         text = textwrap.dedent(f"""\
             version: 1
             organizations:

@@ -89,6 +89,8 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     """(method, target, what happened) for every request."""
+    headers: list[dict[str, str]] = field(default_factory=list)
+    """The headers of every request, in order."""
 
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,6 +170,7 @@ class FaultProxy:
             action = self._pick(req)
             what = type(action).__name__ if action else "forwarded"
             self.log.append((req.method, req.target, what))
+            self.headers.append(dict(req.headers))
             if isinstance(action, Status):
                 body = action.body
                 writer.write(f"HTTP/1.1 {action.code} Injected\r\nContent-Length: {len(body)}\r\n"

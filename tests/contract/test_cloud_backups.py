@@ -143,3 +143,47 @@ def test_required_copy_failing_fails_the_backup_optional_one_does_not(
     finally:
         proxy.stop()
 
+
+
+def test_credentials_from_a_named_secret_are_used_and_never_kept(
+        ctx: Context, policy, tmp_path: Path, emulators, tmp_path_factory,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import logging
+
+    from faultproxy import FaultProxy
+
+    emu = emulator("s3", emulators, tmp_path_factory)
+    proxy = FaultProxy(emu.host, emu.port).start()
+    key_id, secret = "AKIAVOWVAULTSECRET01", "wJalrXUtnFEMI/K7MDENG/vowvault-secret-value"
+    try:
+        with environment(emu.env()):
+            url = emu.new_target()
+        env = {k: v for k, v in emu.env(proxy.url).items()
+               if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+        monkeypatch.setenv("VV_S3_CREDS", json.dumps({"access_key_id": key_id,
+                                                      "secret_access_key": secret}))
+        caplog.set_level(logging.DEBUG)
+        with environment(env):
+            src = source(tmp_path)
+            name = policy("photos", f"{{kind: directory, path: {src}}}", targets=[url],
+                          extra="", credentials_secret="env:VV_S3_CREDS")
+            result = run_backup(ctx, name)
+            restore_backup(ctx, result.job_id, to_dir=tmp_path / "out")
+        # The secret's key signed the requests...
+        assert any(key_id in h.get("Authorization", "") for h in proxy.headers)
+        # ...and appears nowhere vowvault keeps or says anything.
+        catalog_bytes = (ctx.settings.home / "catalog.db").read_bytes()
+        ours = "\n".join(r.getMessage() for r in caplog.records
+                         if r.name.startswith(("vowvault", "prefect")))
+        for value in (key_id, secret):
+            assert value.encode() not in catalog_bytes
+            assert value not in ours
+            assert all(value not in target for _, target, _ in proxy.log)
+        # Even the SDKs' own debug logging (on here for every logger) never has the secret;
+        # botocore logs the access key id, an identifier AWS does not treat as secret.
+        assert secret not in caplog.text
+    finally:
+        proxy.stop()
