@@ -20,6 +20,17 @@ from vowvault.engine import backup as engine
 _opts: dict[str, Any] = {"cache_policy": NONE, "retries": 0}
 
 
+@task(name="limits", **_opts)
+def limits(policy: str) -> list[str]:
+    """The concurrency limits to hold: only in deployments, where `vowvault deploy` made
+    them (an ad-hoc local run has no limits to respect)."""
+    from prefect.runtime import deployment
+
+    if not deployment.get_id():
+        return []
+    return engine.concurrency_limits(context(), policy)
+
+
 @task(name="prepare", **_opts)
 def prepare(policy: str, scheduled_at: str | None = None) -> str:
     """Create the job, take its data key, check the source; returns the job id."""

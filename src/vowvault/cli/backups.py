@@ -62,8 +62,18 @@ def backup_run(
     policy: Annotated[str, typer.Argument(help="Policy name.")],
     direct: Annotated[bool, typer.Option(
         "--direct", help="Run the engine in this process without Prefect.")] = False,
+    via_deployment: Annotated[bool, typer.Option(
+        "--via-deployment", help="Trigger the policy's deployment (run by `vowvault serve` "
+                                 "or a worker) and wait for it.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --via-deployment.")]
+    = 3600,
 ) -> None:
     """Back up one policy now: snapshot, compress, encrypt, upload, verify, record."""
+    if via_deployment:
+        from vowvault.cli.orchestration import run_via_deployment
+
+        _print_result(run_via_deployment(policy, timeout))
+        return
     if direct:
         from vowvault.engine.backup import run_backup
 
@@ -81,6 +91,9 @@ def backup_run(
 
 def _run_flow(policy: str) -> dict[str, Any]:
     import flows  # noqa: F401 - sets Prefect's offline defaults before Prefect loads
+    from vowvault.cli.prefect_server import use_running_server
+
+    use_running_server()
     from vowvault.settings import load_settings
 
     ctx_settings = load_settings()
@@ -119,6 +132,26 @@ def _quiet_expected_errors() -> None:
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(flt)
+
+
+def result_of_flow_run(catalog: Any, flow_run_id: str, state: Any) -> dict[str, Any]:
+    """What the catalog recorded for the backup of one flow run."""
+    with catalog.session() as s:
+        job = s.execute(sa.select(BackupJob).where(BackupJob.flow_run_id == flow_run_id)
+                        ).scalar_one_or_none()
+        if job is None:
+            raise VowvaultError(f"flow run {flow_run_id} ended {state.name if state else '?'} "
+                                f"without a backup job: see its logs in the Prefect UI")
+        if job.status != BackupStatus.COMPLETED:
+            raise VowvaultError(f"backup {job.id} {job.status.value}: {job.error_message}")
+        return {"job_id": str(job.id), "policy": job.policy.name if job.policy else "-",
+                "status": job.status.value, "backup_type": job.backup_type.value,
+                "source_bytes": job.source_bytes or 0, "stored_bytes": job.stored_bytes or 0,
+                "duration_seconds": (job.stage_durations or {}).get("wall", 0.0),
+                "targets": sorted({r.storage_url for r in s.execute(sa.select(BackupStorage)
+                                   .where(BackupStorage.backup_job_id == job.id)).scalars()}),
+                "files": job.file_count, "tables": (job.source_info or {}).get("tables"),
+                "warnings": (job.source_info or {}).get("warnings") or []}
 
 
 def _print_result(r: dict[str, Any]) -> None:

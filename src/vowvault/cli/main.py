@@ -43,6 +43,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 from vowvault.cli import backups as _backups  # noqa: E402 - needs out/err above
 
 _backups.register(app, out, err)
+from vowvault.cli import orchestration as _orchestration  # noqa: E402
+
+_orchestration.register(app, out, err)
 
 FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).", show_default=False)]
 

@@ -872,3 +872,15 @@ def run_backup(ctx: Context, policy_name: str, **kw: Any) -> Result:
         except BaseException as exc:
             run.abort.fail(exc)
     return finish(job_id)
+
+
+def concurrency_limits(ctx: Context, policy_name: str) -> list[str]:
+    """The global concurrency limits a backup of this policy holds while it runs."""
+    from vowvault.plan import limits_for
+
+    with ctx.catalog.session() as s:
+        policy = s.execute(sa.select(BackupPolicy).where(BackupPolicy.name == policy_name)
+                           ).scalar_one_or_none()
+        if policy is None:
+            raise NotFound(f"no policy named {policy_name!r}")
+        return limits_for(policy.source_config, policy.storage_targets)

@@ -1,0 +1,125 @@
+"""`vowvault deploy`, `serve`, `drill`: policies as Prefect deployments, and running them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+def register(app: typer.Typer, out: Console, err: Console) -> None:
+    global _out, _err
+    _out, _err = out, err
+    app.command("deploy")(deploy)
+    app.command("serve")(serve)
+    app.command("drill")(drill)
+
+
+def _prefect() -> None:
+    import flows  # noqa: F401 - offline defaults before Prefect loads
+    from vowvault.cli.backups import _quiet_expected_errors
+    from vowvault.cli.prefect_server import use_running_server
+
+    use_running_server()
+    _quiet_expected_errors()
+
+
+def deploy(
+    work_pool: Annotated[str | None, typer.Option(
+        help="Deploy into this process work pool (created with its priority queues); "
+             "without it, deployments are for `vowvault serve`.")] = None,
+) -> None:
+    """Make every policy (and the maintenance flows of prefect.yaml) a Prefect deployment."""
+    _prefect()
+    import os
+
+    from deployments.backup import deploy as do_deploy
+    from vowvault.catalog.db import Catalog
+    from vowvault.settings import load_settings
+
+    settings = load_settings()
+    catalog = Catalog.open(settings)
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("VOWVAULT_") and k != "VOWVAULT_ACTOR"}
+    env.setdefault("VOWVAULT_HOME", str(settings.home))
+    summary = do_deploy(catalog, work_pool, env=env)
+    catalog.dispose()
+    for created in summary.created:
+        _out.print(f"  created {created}")
+    for name in summary.deployments:
+        _out.print(f"  deployment {name}" + ("  (paused: policy deactivated)"
+                                             if name in summary.paused else ""))
+    _out.print(f"  concurrency limits: {', '.join(summary.limits) or '-'}")
+    where = f"work pool {work_pool}" if work_pool else "`vowvault serve`"
+    _out.print(f"{len(summary.deployments)} deployments for {where}")
+
+
+def serve() -> None:
+    """Run every deployment's schedule in this process (single machine); Ctrl-C stops.
+    Without PREFECT_API_URL, a local Prefect server (with its UI) is started too."""
+    import os
+
+    import flows  # noqa: F401
+    from vowvault.cli import prefect_server
+
+    server = None
+    if not prefect_server.use_running_server():
+        server = prefect_server.start_local_server()
+        ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+        _out.print(f"started a local Prefect server: UI at {ui} (stops with this command)")
+    _prefect()
+    from deployments.backup import serve as do_serve
+    from vowvault.catalog.db import Catalog
+    from vowvault.settings import load_settings
+
+    catalog = Catalog.open(load_settings())
+    try:
+        do_serve(catalog)
+    finally:
+        catalog.dispose()
+        if server is not None:
+            prefect_server.stop_local_server(server)
+
+
+def run_via_deployment(policy: str, timeout: float) -> dict[str, Any]:
+    """Trigger the policy's deployment and wait for its run; the result as recorded."""
+    _prefect()
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(f"backup/{policy}", parameters={"policy": policy}, timeout=timeout)
+    from vowvault.catalog.db import Catalog
+    from vowvault.cli.backups import result_of_flow_run
+    from vowvault.settings import load_settings
+
+    catalog = Catalog.open(load_settings())
+    try:
+        return result_of_flow_run(catalog, str(run.id), run.state)
+    finally:
+        catalog.dispose()
+
+
+def drill(
+    policy: Annotated[str, typer.Argument(help="Policy whose backup to restore.")],
+    backup: Annotated[str, typer.Option(help='A backup id, or "latest".')] = "latest",
+    drill_server: Annotated[str | None, typer.Option(
+        help="PostgreSQL server for the throw-away database (default: the source's).")]
+    = None,
+) -> None:
+    """Restore a backup into a scratch target, validate it, time it, clean up."""
+    from vowvault.engine.context import Context
+    from vowvault.engine.drill import run_drill
+
+    ctx = Context.from_settings()
+    try:
+        r = run_drill(ctx, policy, backup, drill_server)
+    finally:
+        ctx.close()
+    _out.print(f"drill of {policy}: backup {r.backup_id} restored and validated in "
+               f"{r.rto_seconds:.1f} s (RTO target {r.rto_target_seconds} s: "
+               f"{'met' if r.passed else 'MISSED'}); backup age {r.rpo_seconds / 3600:.1f} h")
+    if not r.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,88 @@
+"""A Prefect server for the single-machine setup, started and found by the CLI.
+
+Prefect's ephemeral server (what a flow uses when no PREFECT_API_URL is set) runs no
+scheduler, so scheduled runs need a real one. ``vowvault serve`` starts ``prefect server
+start`` on loopback when no API is configured, records its address under VOWVAULT_HOME, and
+other commands (``deploy``, ``backup run``) then talk to it instead of starting an ephemeral
+server on the same database (which SQLite would not enjoy)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from vowvault.errors import ConfigError
+from vowvault.settings import load_settings
+
+
+def _marker() -> Path:
+    return load_settings().home / "prefect" / "api-url"
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def use_running_server() -> str | None:
+    """Point this process at the API: PREFECT_API_URL if set, else the server `vowvault
+    serve` started, if it answers. None means Prefect's ephemeral mode."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    marker = _marker()
+    if marker.exists():
+        url = marker.read_text().strip()
+        if healthy(url):
+            os.environ["PREFECT_API_URL"] = url
+            return url
+    return None
+
+
+def _port(preferred: int = 4200) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def start_local_server(timeout: float = 120.0) -> subprocess.Popen[bytes]:
+    """``prefect server start`` on loopback with VOWVAULT_HOME's Prefect database."""
+    port = _port()
+    url = f"http://127.0.0.1:{port}/api"
+    home = load_settings().home / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")  # noqa: SIM115 - owned by the child
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                             "127.0.0.1", "--port", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not healthy(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise ConfigError(f"the local Prefect server did not start; see {home}/server.log")
+        time.sleep(0.5)
+    _marker().write_text(url)
+    os.environ["PREFECT_API_URL"] = url
+    return proc
+
+
+def stop_local_server(proc: subprocess.Popen[bytes]) -> None:
+    _marker().unlink(missing_ok=True)
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

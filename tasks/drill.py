@@ -1,0 +1,26 @@
+"""The DR drill flow's task: one core call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from tasks.common import context
+from vowvault.engine.drill import run_drill
+
+
+@task(name="restore and validate", cache_policy=NONE)
+def drill(policy: str, backup: str, drill_server: str | None) -> dict[str, Any]:
+    result = run_drill(context(), policy, backup, drill_server).as_dict()
+    verdict = "PASSED" if result["passed"] else "MISSED THE RTO TARGET"
+    create_markdown_artifact(key="dr-drill", description=f"drill of {policy}", markdown=(
+        f"# DR drill of `{policy}`: {verdict}\n\n| | |\n|---|---|\n"
+        f"| backup | `{result['backup_id']}` |\n"
+        f"| recovery time | {result['rto_seconds']:.1f} s (target "
+        f"{result['rto_target_seconds']} s) |\n"
+        f"| backup age (RPO) | {result['rpo_seconds'] / 3600:.1f} h |\n"
+        f"| validation | {result['validation']} |\n"))
+    return result
