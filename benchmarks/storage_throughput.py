@@ -334,7 +334,12 @@ class Usage:
         w = max(self.wall, 1e-9)
         return (f"cpu: client {self.own:.1f} s ({self.own / w:.2f} cores), emulator "
                 f"{self.emu:.1f} s ({self.emu / w:.2f} cores), machine {self.busy / w:.2f} "
-                f"of {NCPU} cores busy")
+                f"of {NCPU} cores busy (other processes {self.other / w:.2f})")
+
+    @property
+    def other(self) -> float:
+        """CPU seconds of everything else on the machine (kernel threads included)."""
+        return max(0.0, self.busy - self.own - self.emu)
 
     def limit(self, has_emulator: bool) -> str:
         """A guess at what bounds this side, from its CPU use (rules in the legend)."""
@@ -343,8 +348,8 @@ class Usage:
         if has_emulator and emu >= 0.85:
             return f"emulator ({emu:.2f} cores)"
         if busy >= 0.9:
-            who = "emulator" if emu > own else "client"
-            return f"CPU ({busy:.0%} of {NCPU}, mostly {who})"
+            shares = {"emulator": emu, "client": own, "other processes": self.other / w}
+            return f"CPU ({busy:.0%} of {NCPU}, mostly {max(shares, key=shares.get)})"
         if own >= 0.85:
             return f"client ({own:.2f} cores)"
         return f"waits (machine {busy:.0%} busy)"
@@ -783,17 +788,26 @@ def report(all_results: list[Results], source: Source, stored: int, args: argpar
     print(f"source {source.size / MIB:.0f} MiB in {source.files} files; vowvault stores "
           f"{stored / MIB:.1f} MiB ({source.size / stored:.2f}x); SDK bulk uploads "
           f"{stored / MIB:.1f} MiB of random bytes (the same number of bytes); "
-          f"{args.runs} runs each, medians (min-max)")
+          f"{args.runs} runs each, medians")
     print()
+    local = next((r for r in all_results if r.backend.name == "local"), None)
+    floor = med([x.wall - x.verify for x in local.vv]) if local else None
     print(f"{'backend':<8} {'vowvault':>9} {'(no verify)':>12} {'SDK bulk':>9} "
-          f"{'ratio (no verify)':>18} {'backend save':>13} {'save/SDK':>9}")
+          f"{'ratio (no verify)':>18} {'backend save':>13} {'save/SDK':>9} "
+          f"{'over local':>11}  min-max: vowvault / SDK")
     for r in all_results:
         vw = med([x.wall for x in r.vv])
         vnv = med([x.wall - x.verify for x in r.vv])
         sdk = med([u.wall for u in r.sdk])
         save = med([u.wall for u in r.save])
+        over = f"{vnv - floor:+9.1f} s" if floor is not None else "        n/a"
         print(f"{r.backend.name:<8} {vw:>7.1f} s {vnv:>10.1f} s {sdk:>7.1f} s "
-              f"{vw / sdk:>10.2f} ({vnv / sdk:.2f}) {save:>11.1f} s {save / sdk:>9.2f}")
+              f"{vw / sdk:>10.2f} ({vnv / sdk:.2f}) {save:>11.1f} s {save / sdk:>9.2f} "
+              f"{over}  {spread([x.wall for x in r.vv])} / {spread([u.wall for u in r.sdk])}")
+    print("ratio = vowvault wall time / SDK wall time for the same stored bytes (in brackets: "
+          "vowvault without its verify stage); backend save = vowvault's storage backend "
+          "alone storing the SDK's file; over local = vowvault without verify minus the same "
+          "on the local disk (what the target adds to the engine's own CPU-bound pipeline)")
     print()
     print("throughput (medians): vowvault in MiB/s of source, with and without verify; "
           "vowvault's upload and the SDK in MiB/s of stored bytes over the wire")
@@ -810,10 +824,10 @@ def report(all_results: list[Results], source: Source, stored: int, args: argpar
               f"{rate(stored, med([u.wall for u in r.sdk])):>13} {src or 'not run':>16}"
               f"  {r.fixed:.2f} s")
     print()
-    print("where the CPU goes (medians; cores = CPU seconds / wall seconds; machine = all "
-          f"{NCPU} cores)")
+    print("where the CPU goes (medians; cores = CPU seconds / wall seconds; other = the rest "
+          f"of the machine: other processes, kernel threads; machine = all {NCPU} cores)")
     print(f"{'backend':<8} {'side':<18} {'wall':>6} {'client':>7} {'emulator':>9} "
-          f"{'machine':>8}  likely limit")
+          f"{'other':>6} {'machine':>8}  likely limit")
     for r in all_results:
         has_emu = r.backend.name != "local"
         sides = [("vowvault upload", median_usage([x.pipeline for x in r.vv])),
@@ -825,12 +839,13 @@ def report(all_results: list[Results], source: Source, stored: int, args: argpar
         for label, u in sides:
             w = max(u.wall, 1e-9)
             print(f"{r.backend.name:<8} {label:<18} {u.wall:>5.1f}s {u.own / w:>7.2f} "
-                  f"{(u.emu / w if has_emu else 0):>9.2f} {u.busy / w:>8.2f}  "
+                  f"{(u.emu / w if has_emu else 0):>9.2f} {u.other / w:>6.2f} {u.busy / w:>8.2f}  "
                   f"{u.limit(has_emu)}")
     print("likely limit: 'emulator' when the emulator process used >= 0.85 cores on "
           "average (moto and gcp-storage-emulator are single Python processes, Azurite one "
           "Node event loop: about one core at most); else 'CPU' when the machine was >= 90% "
-          "busy; else 'client' when this process used >= 0.85 cores; else 'waits'.")
+          "busy (naming the biggest user); else 'client' when this process used >= 0.85 "
+          "cores; else 'waits'.")
     print()
     for r in all_results:
         print(f"{r.backend.name:<8} SDK side: {r.backend.sdk}")
@@ -861,8 +876,22 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({NCPU} CPUs)"
 
 
+_STATE = {"interrupted": False, "cleaning": False}
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C / SIGTERM: stop and clean up; once the clean-up runs, wait for it."""
+    _STATE["interrupted"] = True
+    if _STATE["cleaning"]:
+        print("\nstill cleaning up (emulators, temporary files)...", file=sys.stderr)
+        return
     raise KeyboardInterrupt
+
+
+def checkpoint() -> None:
+    """Raise an interrupt that arrived where Python could not raise it (a callback)."""
+    if _STATE["interrupted"]:
+        raise KeyboardInterrupt
 
 
 def run_backend(bench: Bench, name: str, stored_file: Path, stored: int,
@@ -883,21 +912,27 @@ def run_backend(bench: Bench, name: str, stored_file: Path, stored: int,
               f"(catalog, key, 3 small objects, verify)")
         runs = bench.args.runs
         for i in range(runs):
+            checkpoint()
             v = vowvault_backup(bench, b, bench.source.path)
             res.vv.append(v)
             print_vv(b, i, runs, v)
+            checkpoint()
             u = backend_save(b, stored_file)
             res.save.append(u)
             print_side(b, i, runs, "backend", u, stored)
+            checkpoint()
             u = sdk.upload(stored_file, stored)
             res.sdk.append(u)
             print_side(b, i, runs, "SDK", u, stored)
+            checkpoint()
             if source_file is not None:
                 u = sdk.upload(source_file, bench.source.size)
                 res.sdk_source.append(u)
                 print_side(b, i, runs, "SDK src", u, bench.source.size)
+        checkpoint()
         return res
     finally:
+        _STATE["cleaning"] = _STATE["interrupted"]
         b.stop()
 
 
@@ -922,6 +957,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.mib < 1:
         p.error("--runs and --mib must be >= 1")
 
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C
     print(f"start: {load()}")
     tmp = Path(tempfile.mkdtemp(prefix="vv-storage-bench-"))
@@ -961,10 +997,17 @@ def main(argv: list[str] | None = None) -> int:
         report(results, source, stored, args)
         print(f"\nend: {load()}")
         return 0
+    except Exception:
+        if not _STATE["interrupted"]:
+            raise
+        # The engine turns an interrupt inside a backup into a failed job and its error.
+        print("\ninterrupted: cleaning up", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         return 130
     finally:
+        _STATE["cleaning"] = True
         if args.keep:
             print(f"kept {tmp}")
         else:

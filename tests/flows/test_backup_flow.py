@@ -73,7 +73,8 @@ def test_backup_flow_shows_its_steps_and_leaves_a_summary(prefect_api, vv_home: 
     assert result["status"] == "COMPLETED" and result["files"] == 1
     tasks, artifacts, logs, flow_run = asyncio.run(run_details(state.state_details.flow_run_id))
     names = {t.name.rsplit("-", 1)[0] for t in tasks}
-    assert {"prepare", "snapshot", "compress", "encrypt", "upload", "verify", "record"} == names
+    assert {"limits", "prepare", "snapshot", "compress", "encrypt", "upload", "verify",
+            "record"} == names
     assert all(t.state.is_completed() for t in tasks)
     summary = [a for a in artifacts if a.key == "backup-result"]
     assert summary and "COMPLETED" in summary[0].data and result["job_id"] in summary[0].data
