@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import random
 import select
@@ -450,7 +451,7 @@ def start_backend(name: str, tmp: Path) -> Backend:
         return Backend(name, tmp)
     if name == "gcs":
         return Backend(name, tmp, GCSChild(work))
-    module = __import__(f"emu_{name}")
+    module = importlib.import_module(f"emu_{name}")
     return Backend(name, tmp, module.start(work))
 
 

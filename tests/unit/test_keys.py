@@ -5,54 +5,56 @@ from __future__ import annotations
 import base64
 import stat
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vowvault.errors import KeyUnavailableError
-from vowvault.keys import EnvKey, LocalKeyFile, new_dek, unwrap_dek, wrap_dek
+from vowvault.keys import EnvKey, KeyContext, LocalKeyFile, new_dek, unwrap_with, wrap_with
 
-ORG, BACKUP = uuid.UUID(int=1), uuid.UUID(int=2)
+CTX = KeyContext(uuid.UUID(int=1), "lumiere", uuid.UUID(int=2), 1)
 
 
 def test_wrap_round_trip_and_binding() -> None:
     kek, dek = new_dek(), new_dek()
-    wrapped = wrap_dek(kek, dek, org_id=ORG, backup_id=BACKUP, version=1)
+    wrapped = wrap_with(kek, dek, CTX)
     assert dek not in wrapped and len(wrapped) == 12 + 32 + 16
-    assert unwrap_dek(kek, wrapped, org_id=ORG, backup_id=BACKUP, version=1) == dek
-    for kw in ({"org_id": uuid.UUID(int=9)}, {"backup_id": uuid.UUID(int=9)},
-               {"version": 2}):
-        args = {"org_id": ORG, "backup_id": BACKUP, "version": 1, **kw}
+    assert unwrap_with(kek, wrapped, CTX) == dek
+    for other in (replace(CTX, org_id=uuid.UUID(int=9)), replace(CTX, backup_id=uuid.UUID(
+            int=9)), replace(CTX, version=2)):
         with pytest.raises(KeyUnavailableError, match="does not open"):
-            unwrap_dek(kek, wrapped, **args)  # type: ignore[arg-type]
+            unwrap_with(kek, wrapped, other)
     with pytest.raises(KeyUnavailableError):
-        unwrap_dek(new_dek(), wrapped, org_id=ORG, backup_id=BACKUP, version=1)
+        unwrap_with(new_dek(), wrapped, CTX)
 
 
 def test_local_key_file_is_private_and_stable(tmp_path: Path) -> None:
     keys = LocalKeyFile(tmp_path / "keys")
-    ref = keys.create(ORG, "lumiere", 1)
-    assert keys.create(ORG, "lumiere", 1) == ref  # created once
-    path = tmp_path / "keys" / str(ORG) / "kek-v1.key"
+    ref = keys.create(CTX.org_id, "lumiere", 1)
+    assert keys.create(CTX.org_id, "lumiere", 1) == ref  # created once
+    path = tmp_path / "keys" / str(CTX.org_id) / "kek-v1.key"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    kek = keys.load(ORG, "lumiere", 1, ref)
-    assert len(kek) == 32 and keys.load(ORG, "lumiere", 1, ref) == kek
-    assert str(kek) not in ref
-    keys.destroy(ORG, "lumiere", 1, ref)
+    dek = new_dek()
+    wrapped = keys.wrap(ref, dek, CTX)
+    assert keys.unwrap(ref, wrapped, CTX) == dek
+    keys.destroy(CTX.org_id, "lumiere", 1, ref)
     with pytest.raises(KeyUnavailableError, match="missing"):
-        keys.load(ORG, "lumiere", 1, ref)
+        keys.unwrap(ref, wrapped, CTX)
 
 
 def test_env_key(monkeypatch: pytest.MonkeyPatch) -> None:
     env = EnvKey()
     assert env.variable("grand-hall", 1) == "VOWVAULT_KEK_GRAND_HALL"
     assert env.variable("grand-hall", 3) == "VOWVAULT_KEK_GRAND_HALL_V3"
+    ctx = replace(CTX, org_slug="grand-hall")
     with pytest.raises(KeyUnavailableError, match="not set"):
-        env.load(ORG, "grand-hall", 1, "")
+        env.wrap("", new_dek(), ctx)
     monkeypatch.setenv("VOWVAULT_KEK_GRAND_HALL", base64.b64encode(b"x" * 31).decode())
     with pytest.raises(KeyUnavailableError, match="31 bytes"):
-        env.load(ORG, "grand-hall", 1, "")
+        env.wrap("", new_dek(), ctx)
     monkeypatch.setenv("VOWVAULT_KEK_GRAND_HALL", base64.b64encode(b"k" * 32).decode())
-    assert env.load(ORG, "grand-hall", 1, "") == b"k" * 32
-    assert env.create(ORG, "grand-hall", 1) == "env:VOWVAULT_KEK_GRAND_HALL"
+    dek = new_dek()
+    assert env.unwrap("", env.wrap("", dek, ctx), ctx) == dek
+    assert env.create(ctx.org_id, "grand-hall", 1) == "env:VOWVAULT_KEK_GRAND_HALL"

@@ -53,6 +53,7 @@ from vowvault.catalog.models import (
     WeddingDate,
 )
 from vowvault.codec import frames as codec
+from vowvault.engine import keyring
 from vowvault.engine import verify as verifier
 from vowvault.engine.context import Context, Progress, log
 from vowvault.engine.keyring import active_key, data_key
@@ -73,7 +74,7 @@ from vowvault.errors import (
     StorageError,
     VowvaultError,
 )
-from vowvault.keys import new_dek, wrap_dek
+from vowvault.keys import new_dek
 from vowvault.scheduling import effective_priority, is_wedding_day, local_date
 from vowvault.sources.directory import DirectorySnapshot, parse_index
 
@@ -592,9 +593,9 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
             s.add(job)
             s.flush()
         backup_type, parent = _choose_parent(s, view, job.id)
-        key_row, kek = active_key(ctx, s, org, view.key_provider)
+        key_row = active_key(ctx, s, org, view.key_provider)
         dek = new_dek()
-        wrapped = wrap_dek(kek, dek, org_id=org.id, backup_id=job.id, version=key_row.version)
+        wrapped = keyring.wrap(ctx, org, key_row, dek, job.id)
         job.backup_type = backup_type
         job.parent_job_id = parent[0] if parent else None
         job.encryption_key_id = key_row.id

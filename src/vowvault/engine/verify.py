@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from vowvault.catalog import audit
 from vowvault.catalog.enums import BackupStatus, CopyStatus, VerificationStatus
-from vowvault.catalog.models import BackupJob, BackupStorage, Organization
+from vowvault.catalog.models import BackupJob, BackupStorage, EncryptionKey, Organization
 from vowvault.engine.context import Context, log
-from vowvault.engine.keyring import data_key
+from vowvault.engine.keyring import data_key, unwrap
 from vowvault.engine.objects import Copy, copies, load_manifest, object_name, read_object
 from vowvault.errors import IntegrityError, ObjectNotFound, StorageError, VowvaultError
 from vowvault.sources.directory import parse_index
@@ -64,10 +64,26 @@ def verify_job(ctx: Context, session: Session, job: BackupJob, *, dek: bytes | N
         dek = data_key(ctx, session, org, job.encryption_key_id, job.wrapped_dek, job.id)
     expected_sha = expected_manifest_sha or job.manifest_sha256
     report = VerifyReport(str(job.id))
+
+    def key_opens(doc: dict[str, Any]) -> bool:
+        """The key object holds this backup's data key: the catalog's bytes, or (after an
+        interrupted rotation) another wrapping of the same key."""
+        wrapped = base64.b64decode(doc["wrapped_dek"])
+        if wrapped == job.wrapped_dek:
+            return True
+        version = int(doc.get("kek", {}).get("version", 0))
+        row = session.execute(sa.select(EncryptionKey).where(
+            EncryptionKey.organization_id == job.organization_id,
+            EncryptionKey.version == version)).scalar_one_or_none()
+        try:
+            return row is not None and unwrap(ctx, org, row, wrapped, job.id) == dek
+        except VowvaultError:
+            return False
+
     for i, copy in enumerate(copies(ctx, session, job)):
         result = CopyReport(copy.url, ok=False)
         try:
-            result.bytes_read = _verify_copy(copy, job, dek, expected_sha,
+            result.bytes_read = _verify_copy(copy, job, dek, expected_sha, key_opens,
                                              check_archive=check_archive and i == 0)
             result.ok = True
         except IntegrityError as exc:
@@ -92,10 +108,11 @@ def verify_job(ctx: Context, session: Session, job: BackupJob, *, dek: bytes | N
     return report
 
 
-def _verify_copy(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None, *,
-                 check_archive: bool) -> int:
+def _verify_copy(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None,
+                 key_opens: Any, *, check_archive: bool) -> int:
     try:
-        return _verify_objects(copy, job, dek, expected_sha, check_archive=check_archive)
+        return _verify_objects(copy, job, dek, expected_sha, key_opens,
+                               check_archive=check_archive)
     except ObjectNotFound as exc:
         # The target answered: an object it should hold is gone. That is damage, not an
         # outage.
@@ -103,11 +120,11 @@ def _verify_copy(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | Non
         raise IntegrityError(f"{kind} is missing from {copy.url}") from None
 
 
-def _verify_objects(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None, *,
-                    check_archive: bool) -> int:
+def _verify_objects(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None,
+                    key_opens: Any, *, check_archive: bool) -> int:
     backend = copy.backend
     key_doc = json.loads(backend.load(object_name(job, "key")))
-    if base64.b64decode(key_doc["wrapped_dek"]) != job.wrapped_dek:
+    if not key_opens(key_doc):
         raise IntegrityError("key object does not hold the data key the catalog records")
     manifest_name = object_name(job, "manifest")
     raw = b"".join(read_object(backend, manifest_name, dek, job.id, "manifest"))

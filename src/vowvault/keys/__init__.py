@@ -1,10 +1,22 @@
 """Keys: organizations' key-encryption keys (KEKs) and backups' data keys (DEKs).
 
-Each backup is sealed under its own random 256-bit DEK. The DEK is stored only wrapped
-(AES-256-GCM) by a version of the organization's KEK; the KEK lives with a key provider
-(a 0600 key file under ``$VOWVAULT_HOME/keys`` by default, or an environment variable) and
-never in the catalog or the storage. Rotating a KEK re-wraps DEKs; destroying every version
-of it makes the organization's backups unreadable (crypto-shredding).
+Each backup is sealed under its own random 256-bit DEK. The DEK is stored only wrapped by a
+version of the organization's KEK. A KEK lives with a key provider and never in the catalog
+or the storage; the catalog records the provider, a reference and the version.
+
+Providers (one interface, ``KeyProvider``: create, wrap, unwrap, destroy):
+
+- ``local``: 32 random bytes in ``$VOWVAULT_HOME/keys/<org id>/kek-v<N>.key`` (0600, in 0700
+  directories), created on first use; wrapping is AES-256-GCM here.
+- ``env``: ``VOWVAULT_KEK_<SLUG>`` (version 1) or ``..._V<N>``, base64 of 32 bytes.
+- ``prefect-secret``: a Prefect Secret block per version (registered by the Prefect
+  integration: the core does not import Prefect).
+- ``aws-kms``: a KMS key per version; the KEK never leaves KMS, which wraps and unwraps the
+  DEK itself, bound to organization, backup and version by the encryption context.
+
+Every wrap is bound to (organization, backup, KEK version): a wrapped key moved to another
+backup or organization does not unwrap. Destroying every version of an organization's KEK
+makes all its DEKs, hence all its backups on every copy, unreadable (crypto-shredding).
 """
 
 from __future__ import annotations
@@ -17,6 +29,8 @@ import secrets
 import struct
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -31,31 +45,46 @@ def new_dek() -> bytes:
     return secrets.token_bytes(KEY_BYTES)
 
 
-def _wrap_aad(org_id: uuid.UUID, backup_id: uuid.UUID, version: int) -> bytes:
-    return b"vowvault-dek/1" + org_id.bytes + backup_id.bytes + struct.pack(">I", version)
+@dataclass(frozen=True)
+class KeyContext:
+    """What a wrap is bound to."""
+
+    org_id: uuid.UUID
+    org_slug: str
+    backup_id: uuid.UUID
+    version: int
+
+    def aad(self) -> bytes:
+        return b"vowvault-dek/1" + self.org_id.bytes + self.backup_id.bytes + \
+            struct.pack(">I", self.version)
+
+    def encryption_context(self) -> dict[str, str]:
+        return {"vowvault:organization": str(self.org_id), "vowvault:backup":
+                str(self.backup_id), "vowvault:version": str(self.version)}
 
 
-def wrap_dek(kek: bytes, dek: bytes, *, org_id: uuid.UUID, backup_id: uuid.UUID,
-             version: int) -> bytes:
-    """nonce (12) | AES-256-GCM(kek, dek) bound to organization, backup and KEK version."""
+def _refused(ctx: KeyContext) -> KeyUnavailableError:
+    return KeyUnavailableError(
+        f"the organization's key (version {ctx.version}) does not open the data key of "
+        f"backup {ctx.backup_id}: wrong key file or variable, or the key was replaced")
+
+
+def wrap_with(kek: bytes, dek: bytes, ctx: KeyContext) -> bytes:
+    """nonce (12) | AES-256-GCM(kek, dek, aad=context)."""
     nonce = secrets.token_bytes(12)
-    return nonce + AESGCM(kek).encrypt(nonce, dek, _wrap_aad(org_id, backup_id, version))
+    return nonce + AESGCM(kek).encrypt(nonce, dek, ctx.aad())
 
 
-def unwrap_dek(kek: bytes, wrapped: bytes, *, org_id: uuid.UUID, backup_id: uuid.UUID,
-               version: int) -> bytes:
+def unwrap_with(kek: bytes, wrapped: bytes, ctx: KeyContext) -> bytes:
     try:
-        return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:],
-                                   _wrap_aad(org_id, backup_id, version))
+        return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], ctx.aad())
     except (InvalidTag, ValueError):
-        raise KeyUnavailableError(
-            f"the organization's key (version {version}) does not open the data key of "
-            f"backup {backup_id}: wrong key file or variable, or the key was replaced") from None
+        raise _refused(ctx) from None
 
 
 class KeyProvider(ABC):
-    """Where KEK material lives. ``key_ref`` is what the catalog records: a reference,
-    never the key."""
+    """Where KEK versions live. ``key_ref`` is what the catalog records: a reference, never
+    key material."""
 
     name: str
 
@@ -64,16 +93,37 @@ class KeyProvider(ABC):
         """Make (or adopt) version ``version`` of the organization's KEK; return its ref."""
 
     @abstractmethod
-    def load(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> bytes: ...
+    def wrap(self, key_ref: str, dek: bytes, ctx: KeyContext) -> bytes: ...
 
     @abstractmethod
-    def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None: ...
+    def unwrap(self, key_ref: str, wrapped: bytes, ctx: KeyContext) -> bytes:
+        """The DEK; ``KeyUnavailableError`` when the KEK is gone or does not open it."""
+
+    @abstractmethod
+    def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
+        """Make this KEK version unusable for ever (idempotent)."""
 
 
-class LocalKeyFile(KeyProvider):
-    """``$VOWVAULT_HOME/keys/<organization id>/kek-v<N>.key``: 32 random bytes, mode 0600,
-    in a 0700 directory, created on first use."""
+class MaterialProvider(KeyProvider):
+    """Providers that hand vowvault the key bytes; wrapping is AES-256-GCM here."""
 
+    @abstractmethod
+    def material(self, key_ref: str, ctx: KeyContext) -> bytes: ...
+
+    def wrap(self, key_ref: str, dek: bytes, ctx: KeyContext) -> bytes:
+        return wrap_with(self.material(key_ref, ctx), dek, ctx)
+
+    def unwrap(self, key_ref: str, wrapped: bytes, ctx: KeyContext) -> bytes:
+        return unwrap_with(self.material(key_ref, ctx), wrapped, ctx)
+
+
+def _check_length(data: bytes, where: str) -> bytes:
+    if len(data) != KEY_BYTES:
+        raise KeyUnavailableError(f"{where} holds {len(data)} bytes; a key has {KEY_BYTES}")
+    return data
+
+
+class LocalKeyFile(MaterialProvider):
     name = "local"
 
     def __init__(self, root: Path) -> None:
@@ -95,27 +145,24 @@ class LocalKeyFile(KeyProvider):
                 os.fsync(f.fileno())
         return f"local:{org_id}/kek-v{version}"
 
-    def load(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> bytes:
-        path = self._path(org_id, version)
+    def material(self, key_ref: str, ctx: KeyContext) -> bytes:
+        path = self._path(ctx.org_id, ctx.version)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise KeyUnavailableError(
-                f"key file for organization {org_slug} version {version} is missing "
+                f"key file for organization {ctx.org_slug} version {ctx.version} is missing "
                 f"({path}): restore it from your key backup, or the organization's keys "
                 f"were destroyed") from None
         except OSError as exc:
             raise KeyUnavailableError(f"cannot read key file {path}: {exc.strerror}") from None
-        if len(data) != KEY_BYTES:
-            raise KeyUnavailableError(f"key file {path} is damaged: {len(data)} bytes, "
-                                      f"expected {KEY_BYTES}")
-        return data
+        return _check_length(data, f"key file {path}")
 
     def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
         path = self._path(org_id, version)
         if path.exists():
-            # Overwrite before unlinking: the file system may still keep old blocks, which
-            # is why docs/SECURITY.md recommends encrypted disks for the key directory.
+            # Overwrite before unlinking; the file system may still keep old blocks, which
+            # is why docs/SECURITY.md asks for an encrypted disk under the key directory.
             with open(path, "r+b") as f:
                 f.write(secrets.token_bytes(KEY_BYTES))
                 f.flush()
@@ -123,10 +170,7 @@ class LocalKeyFile(KeyProvider):
             path.unlink()
 
 
-class EnvKey(KeyProvider):
-    """``VOWVAULT_KEK_<SLUG>`` (version 1) or ``VOWVAULT_KEK_<SLUG>_V<N>``: base64 of 32
-    bytes. The slug is upper-cased with dashes as underscores."""
-
+class EnvKey(MaterialProvider):
     name = "env"
 
     @staticmethod
@@ -135,11 +179,15 @@ class EnvKey(KeyProvider):
         return base if version == 1 else f"{base}_V{version}"
 
     def create(self, org_id: uuid.UUID, org_slug: str, version: int) -> str:
-        self.load(org_id, org_slug, version, "")
-        return f"env:{self.variable(org_slug, version)}"
-
-    def load(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> bytes:
         var = self.variable(org_slug, version)
+        self._load(var)
+        return f"env:{var}"
+
+    def material(self, key_ref: str, ctx: KeyContext) -> bytes:
+        return self._load(self.variable(ctx.org_slug, ctx.version))
+
+    @staticmethod
+    def _load(var: str) -> bytes:
         value = os.environ.get(var)
         if not value:
             raise KeyUnavailableError(f"environment variable {var} is not set (base64 of "
@@ -148,19 +196,38 @@ class EnvKey(KeyProvider):
             key = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise KeyUnavailableError(f"{var} is not valid base64") from None
-        if len(key) != KEY_BYTES:
-            raise KeyUnavailableError(f"{var} holds {len(key)} bytes; it must hold "
-                                      f"{KEY_BYTES}")
-        return key
+        return _check_length(key, var)
 
     def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
         raise ConfigError(f"vowvault cannot destroy a key held in the environment: unset "
                           f"{self.variable(org_slug, version)} everywhere it is defined")
 
 
+ProviderFactory = Callable[[Path], KeyProvider]
+_PROVIDERS: dict[str, ProviderFactory] = {
+    "local": lambda home: LocalKeyFile(home / "keys"),
+    "env": lambda home: EnvKey(),
+}
+
+
+def _aws_kms(home: Path) -> KeyProvider:
+    from vowvault.keys.aws_kms import AwsKms
+
+    return AwsKms()
+
+
+_PROVIDERS["aws-kms"] = _aws_kms
+
+
+def register_provider(name: str, factory: ProviderFactory) -> None:
+    _PROVIDERS[name] = factory
+
+
 def provider(name: str, home: Path) -> KeyProvider:
-    if name == "local":
-        return LocalKeyFile(home / "keys")
-    if name == "env":
-        return EnvKey()
-    raise ConfigError(f"key provider {name!r} is not available yet; use 'local' or 'env'")
+    factory = _PROVIDERS.get(name)
+    if factory is None:
+        hint = " (it needs the Prefect integration: run through the flows or the CLI)" \
+            if name == "prefect-secret" else ""
+        raise ConfigError(f"key provider {name!r} is not available{hint}; known: "
+                          + ", ".join(sorted(_PROVIDERS)))
+    return factory(home)
