@@ -35,6 +35,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(policies_app, name="policies")
 app.add_typer(audit_app, name="audit")
 app.add_typer(orgs_app, name="orgs")
+app.add_typer(orgs_app, name="org", hidden=True)
 
 # Wide when piped (tests, logs), the terminal's width otherwise.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -46,6 +47,9 @@ _backups.register(app, out, err)
 from vowvault.cli import orchestration as _orchestration  # noqa: E402
 
 _orchestration.register(app, out, err)
+from vowvault.cli import keys as _keys  # noqa: E402
+
+_keys.register(app, orgs_app, out)
 
 FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).", show_default=False)]
 
