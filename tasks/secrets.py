@@ -18,4 +18,8 @@ def prefect_secret(name: str) -> str:
 
 
 def register() -> None:
+    """Prefect Secret blocks as named secrets and as a key provider."""
+    from tasks.keys import register as register_keys
+
     secrets.register("prefect", prefect_secret)
+    register_keys()

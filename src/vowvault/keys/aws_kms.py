@@ -78,9 +78,11 @@ class AwsKms(KeyProvider):
         return bytes(out["Plaintext"])
 
     def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
+        # The bare key id: KMS takes it as well as the ARN (moto only takes the id here).
+        key_id = key_ref.rsplit("/", 1)[-1]
         try:
-            self._call("disable the key", self.kms.disable_key, KeyId=key_ref)
+            self._call("disable the key", self.kms.disable_key, KeyId=key_id)
             self._call("schedule the key's deletion", self.kms.schedule_key_deletion,
-                       KeyId=key_ref, PendingWindowInDays=7)
+                       KeyId=key_id, PendingWindowInDays=7)
         except KeyUnavailableError:
             pass  # already disabled or pending deletion
