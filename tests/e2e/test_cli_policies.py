@@ -142,3 +142,23 @@ def test_postgres_catalog_must_be_migrated_explicitly(cli, pg_database) -> None:
     proc = cli("policies", "list", check=False, VOWVAULT_DATABASE_URL=url)
     assert proc.returncode == 4 and "run `vowvault db upgrade`" in proc.stderr
     assert shutil.which("psql")
+
+
+def test_audit_verify_names_the_tampered_row(cli, cli_env: dict[str, str]) -> None:
+    import sqlite3
+
+    cli("policies", "apply", str(EXAMPLE))
+    intact = cli("audit", "verify")
+    assert intact.stdout.startswith("audit log intact: 9 rows, head ")
+    db = Path(cli_env["VOWVAULT_HOME"]) / "catalog.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit_log SET summary = 'policy removed by nobody' WHERE id = 4")
+    edited = cli("audit", "verify", check=False)
+    assert edited.returncode == 3
+    assert edited.stderr.strip() == "audit row 4: row content does not match its hash: it " \
+                                    "was edited"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM audit_log WHERE id = 4")
+    deleted = cli("audit", "verify", check=False)
+    assert deleted.returncode == 3
+    assert "audit row 5: chain broken before this row" in deleted.stderr
