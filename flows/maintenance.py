@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.maintenance import counts, gate, preview
+from tasks.maintenance import counts, gate, key_check, preview
 
 
 def _gated(kind: str, force: bool) -> dict[str, Any]:
@@ -37,5 +37,6 @@ def gdpr_erasure(force: bool = False) -> dict[str, Any]:
 
 @flow(name="analytics")
 def analytics(day: str | None = None) -> dict[str, Any]:
-    """Daily numbers per policy (light: runs every day, Saturdays included)."""
-    return {"counts": counts(day)}
+    """Daily numbers per policy, and keys due for rotation (light: runs every day,
+    Saturdays included)."""
+    return {"counts": counts(day), "keys_due": key_check()}

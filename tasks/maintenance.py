@@ -40,3 +40,26 @@ def counts(day: str | None) -> list[dict[str, Any]]:
     create_table_artifact(table=rows or [{"backups": 0}], key="daily-backups",
                           description=f"backups on {when}")
     return rows
+
+
+@task(name="key rotation check", cache_policy=NONE)
+def key_check() -> list[dict[str, Any]]:
+    """Report active keys older than the rotation period: as an artifact and as a Prefect
+    event (``vowvault.key.rotation-due``) that automations can turn into alerts."""
+    from prefect.events import emit_event
+    from prefect.logging import get_run_logger
+
+    from vowvault.engine.keyring import key_status
+
+    due = [k for k in key_status(context()) if k["rotation_due"]]
+    for k in due:
+        get_run_logger().warning("key of %s (v%s) is %s days old: run `vowvault keys rotate "
+                                 "%s`", k["organization"], k["version"], k["age_days"],
+                                 k["organization"])
+        emit_event(event="vowvault.key.rotation-due",
+                   resource={"prefect.resource.id": f"vowvault.organization.{k['organization']}",
+                             "vowvault.key.version": str(k["version"])},
+                   payload={"age_days": k["age_days"]})
+    create_table_artifact(table=due or [{"keys due for rotation": 0}], key="keys-due",
+                          description="key-encryption keys past their 90-day rotation")
+    return due

@@ -65,3 +65,47 @@ def test_dr_drill_flow_restores_validates_and_times(prefect_api, vv_home: Path,
     assert len(rows) == 1
     kind, status, rto, target = rows[0]
     assert (kind, status, target) == ("DR_DRILL", "COMPLETED", 900) and float(rto) > 0
+
+
+def test_overdue_keys_are_reported_as_events(prefect_api, vv_home: Path,
+                                             tmp_path: Path) -> None:
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from flows.maintenance import analytics
+    from tasks.common import context
+    from vowvault.catalog.models import EncryptionKey
+    from vowvault.engine.backup import run_backup
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    apply(src, tmp_path / "storage", None)
+    run_backup(context(), "photos")
+    with context().catalog.session() as s:
+        key = s.execute(sa.select(EncryptionKey)).scalar_one()
+        key.created_at = key.created_at - dt.timedelta(days=120)
+        key.rotation_due_at = key.created_at + dt.timedelta(days=90)
+    result = analytics()
+    assert [k["organization"] for k in result["keys_due"]] == ["lumiere"]
+
+    async def events() -> list[str]:
+        from prefect.client.orchestration import get_client
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        async with get_client() as client:
+            page = await client.request("POST", "/events/filter", json={"filter": EventFilter(
+                event=EventNameFilter(name=["vowvault.key.rotation-due"])).model_dump(
+                mode="json"), "limit": 10})
+            return [e["resource"]["prefect.resource.id"] for e in page.json()["events"]]
+
+    found: list[str] = []
+    for _ in range(20):  # events are delivered asynchronously
+        found = asyncio.run(events())
+        if found:
+            break
+        import time
+
+        time.sleep(0.5)
+    assert found == ["vowvault.organization.lumiere"]
