@@ -7,32 +7,47 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.maintenance import counts, gate, key_check, preview
-
-
-def _gated(kind: str, force: bool) -> dict[str, Any]:
-    allowed, why = gate(force)
-    if not allowed:
-        return {"skipped": why}
-    return {"plan": preview(kind)}
+from tasks.maintenance import (
+    counts,
+    erasure_purge,
+    gate,
+    key_check,
+    lifecycle_apply,
+    lifecycle_plan,
+    retention_apply,
+    retention_plan,
+)
 
 
 @flow(name="lifecycle")
-def lifecycle(force: bool = False) -> dict[str, Any]:
-    """Move backups to colder tiers as their policies' rules say (plan shown as an artifact)."""
-    return _gated("lifecycle", force)
+def lifecycle(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Move backups to colder tiers as their policies' rules say (plan and moves shown as
+    artifacts)."""
+    allowed, why = gate(force)
+    if not allowed:
+        return {"skipped": why}
+    planned = lifecycle_plan()
+    return {"plan": planned, "done": [] if dry_run else lifecycle_apply()}
 
 
 @flow(name="retention")
-def retention(force: bool = False) -> dict[str, Any]:
-    """Expire backups no rule keeps (plan shown as an artifact)."""
-    return _gated("retention", force)
+def retention(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Expire backups no rule keeps (plan and deletions shown as artifacts)."""
+    allowed, why = gate(force)
+    if not allowed:
+        return {"skipped": why}
+    planned = retention_plan()
+    return {"plan": planned, "done": [] if dry_run else retention_apply()}
 
 
 @flow(name="gdpr-erasure")
-def gdpr_erasure(force: bool = False) -> dict[str, Any]:
-    """Honour erasure requests in backups (pending requests shown as an artifact)."""
-    return _gated("gdpr", force)
+def gdpr_erasure(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Honour erasure requests in backups: file-tree backups are rewritten without the
+    subjects (database backups are beyond use: every restore replays the erasure)."""
+    allowed, why = gate(force)
+    if not allowed:
+        return {"skipped": why}
+    return {"done": erasure_purge(dry_run)}
 
 
 @flow(name="analytics")

@@ -22,15 +22,65 @@ def gate(force: bool) -> tuple[bool, str]:
     return allowed, why
 
 
-@task(name="plan", cache_policy=NONE)
-def preview(kind: str) -> list[dict[str, Any]]:
+@task(name="erasure purge", cache_policy=NONE)
+def erasure_purge(dry_run: bool) -> list[dict[str, Any]]:
+    """Rewrite file-tree backups without the subjects of pending erasure requests."""
+    from vowvault.engine import erasure
+
     ctx = context()
-    rows = {"lifecycle": maintenance.lifecycle_preview,
-            "retention": maintenance.retention_preview,
-            "gdpr": maintenance.pending_erasures}[kind](ctx)
-    create_table_artifact(table=rows or [{"nothing": "to do"}], key=f"{kind}-plan",
-                          description=f"{kind} plan (preview: nothing was changed)")
+    done: list[dict[str, Any]] = []
+    for req in maintenance.pending_erasures(ctx):
+        for row in erasure.purge(ctx, req["ref"], dry_run=dry_run):
+            done.append({"subject": req["ref"], **row})
+    create_table_artifact(table=done or [{"backups rewritten": 0}], key="gdpr-erasure",
+                          description="erasure: " + ("plan" if dry_run else "done"))
+    return done
+
+
+@task(name="lifecycle plan", cache_policy=NONE)
+def lifecycle_plan() -> list[dict[str, Any]]:
+    from vowvault.engine import lifecycle
+
+    rows = [{"policy": p, "object": m.id, "move": m.move,
+             "to": m.to.value if m.to else "", "why": m.reason}
+            for p, m in lifecycle.plan(context())]
+    create_table_artifact(table=rows or [{"objects": 0}], key="lifecycle-plan",
+                          description="tier moves planned")
     return rows
+
+
+@task(name="lifecycle apply", cache_policy=NONE)
+def lifecycle_apply() -> list[dict[str, Any]]:
+    from vowvault.engine import lifecycle
+
+    ctx = context()
+    done = lifecycle.execute(ctx, lifecycle.plan(ctx))
+    create_table_artifact(table=done or [{"moved": 0}], key="lifecycle-done",
+                          description="tier moves made")
+    return done
+
+
+@task(name="retention plan", cache_policy=NONE)
+def retention_plan() -> list[dict[str, Any]]:
+    from vowvault.engine import retention
+
+    rows = [{"policy": p.policy, "backup": d.id, "keep": d.keep,
+             "completed": d.completed_at.isoformat() if d.completed_at else "",
+             "why": "; ".join(d.reasons)} for p in retention.plan(context()) for d in p.decisions]
+    create_table_artifact(table=rows or [{"backups": 0}], key="retention-plan",
+                          description="keep or delete, with reasons")
+    return rows
+
+
+@task(name="retention apply", cache_policy=NONE)
+def retention_apply() -> list[dict[str, Any]]:
+    from vowvault.engine import retention
+
+    ctx = context()
+    done = retention.execute(ctx, retention.plan(ctx))
+    create_table_artifact(table=done or [{"deleted": 0}], key="retention-done",
+                          description="backups deleted")
+    return done
 
 
 @task(name="daily counts", cache_policy=NONE)

@@ -42,7 +42,7 @@ def test_heavy_maintenance_skips_a_wedding_day_unless_forced(prefect_api, vv_hom
     for flow in (lifecycle, retention):
         skipped = flow()
         assert "wedding date" in skipped["skipped"] or "Saturday" in skipped["skipped"]
-        assert flow(force=True) == {"plan": []}
+        assert flow(force=True) == {"plan": [], "done": []}
 
 
 def test_dr_drill_flow_restores_validates_and_times(prefect_api, vv_home: Path,

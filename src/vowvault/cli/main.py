@@ -50,6 +50,12 @@ _orchestration.register(app, out, err)
 from vowvault.cli import keys as _keys  # noqa: E402
 
 _keys.register(app, orgs_app, out)
+from vowvault.cli import maintenance as _maintenance  # noqa: E402
+
+_maintenance.register(app, out)
+from vowvault.cli import gdpr as _gdpr  # noqa: E402
+
+_gdpr.register(app, out)
 
 FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).", show_default=False)]
 

@@ -432,7 +432,8 @@ class BackupRun:
                 object_kind=object_kind, storage_tier=_small_tier(target.tier)
                 if object_kind != ObjectKind.DATA else target.tier,
                 file_path=self.name(kind), file_size_bytes=0, is_encrypted=True,
-                encryption_key_id=self.key_ref, status=CopyStatus.PENDING))
+                encryption_key_id=self.key_ref, status=CopyStatus.PENDING,
+                created_at=self.ctx.clock()))
         target.rows[kind] = row_id
         return row_id
 
@@ -589,7 +590,8 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                 priority=effective_priority(view.priority, view.wedding_day_priority, day,
                                             [day] if weddings else []),
                 scheduled_at=scheduled_at or now, is_wedding_day_backup=wedding_day,
-                related_wedding_ids=weddings or None, flow_run_id=flow_run_id)
+                related_wedding_ids=weddings or None, flow_run_id=flow_run_id,
+                created_at=now)
             s.add(job)
             s.flush()
         backup_type, parent = _choose_parent(s, view, job.id)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from vowvault.catalog import audit
 from vowvault.catalog.enums import BackupStatus, RecoveryStatus, RecoveryType
 from vowvault.catalog.models import BackupJob, RecoveryJob
+from vowvault.engine import erasure
 from vowvault.engine.context import Context, log
 from vowvault.engine.lookup import find_backup
 from vowvault.engine.objects import (
@@ -44,6 +45,8 @@ class RestoreResult:
     copy_used: str = ""
     skipped_copies: list[str] = field(default_factory=list)
     """Copies that could not be read, so another one was used."""
+    erasures_applied: list[dict[str, Any]] = field(default_factory=list)
+    """Erasure requests replayed before the data was handed over."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -82,18 +85,26 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
             backup = open_backup(ctx, s, job)
             for kind in backup.manifest["objects"]:
                 ensure_readable(backup.copy.backend, backup.name(kind), wait=archive_wait)
+            erasures = erasure.applicable(s, job)
             if to_database is not None:
                 restored, validation = _to_database(ctx, backup, to_database, force, password)
+                applied = erasure.erase_rows(to_database, erasures, password) \
+                    if any((r.scope or {}).get("rows") for r in erasures) else []
             else:
                 assert to_dir is not None
-                restored, validation = _to_directory(ctx, s, backup, to_dir, force)
+                restored, validation = _to_directory(ctx, s, backup, to_dir, force,
+                                                     erasure.erased_paths(erasures))
+                applied = [{"request": str(r.id), "subject": r.subject_ref,
+                            "files_withheld": validation.get("withheld", 0)}
+                           for r in erasures if (r.scope or {}).get("paths")]
+            validation["erasures_applied"] = len(applied)
     except BaseException as exc:
         _finish(ctx, recovery_id, started, error=exc)
         raise
     result = RestoreResult(str(recovery_id), str(job_id),
                            _describe_target(to_dir, to_database), restored,
                            round(time.perf_counter() - started, 3), validation,
-                           backup.copy.url, backup.skipped)
+                           backup.copy.url, backup.skipped, applied)
     _finish(ctx, recovery_id, started, result=result)
     return result
 
@@ -122,7 +133,7 @@ def _finish(ctx: Context, recovery_id: uuid.UUID, started: float, *,
             if result.skipped_copies:
                 rec.validation = {**result.validation,
                                   "copies_unreachable": result.skipped_copies}
-            rec.erasures_applied = []
+            rec.erasures_applied = result.erasures_applied
             action, summary = "restore.completed", (f"restored {result.bytes_restored} bytes "
                                                     f"to {result.target}, validated")
         else:
@@ -214,7 +225,7 @@ def _drop_quietly(dsn: str, password: str | None) -> None:
 
 
 def _to_directory(ctx: Context, s: Session, backup: OpenBackup, target: Path,
-                  force: bool) -> tuple[int, dict[str, Any]]:
+                  force: bool, erased: list[str]) -> tuple[int, dict[str, Any]]:
     if backup.manifest["source"].get("kind") != "directory":
         raise ConfigError(f"backup {backup.job.id} is a database dump: restore it with "
                           f"--to-database")
@@ -226,7 +237,7 @@ def _to_directory(ctx: Context, s: Session, backup: OpenBackup, target: Path,
                            f"--force to overwrite files in it")
     target.mkdir(parents=True, exist_ok=True)
     try:
-        return _write_tree(ctx, s, backup, target)
+        return _write_tree(ctx, s, backup, target, erased)
     except BaseException:
         if was_empty:  # leave nothing that looks like a finished restore
             for child in target.iterdir():
@@ -234,8 +245,8 @@ def _to_directory(ctx: Context, s: Session, backup: OpenBackup, target: Path,
         raise
 
 
-def _write_tree(ctx: Context, s: Session, backup: OpenBackup,
-                target: Path) -> tuple[int, dict[str, Any]]:
+def _write_tree(ctx: Context, s: Session, backup: OpenBackup, target: Path,
+                erased: list[str]) -> tuple[int, dict[str, Any]]:
     entries = parse_index(backup.stream("index"))
     data = _Sequential(backup.stream("data"))
     readers: dict[str, RangeReader] = {}
@@ -244,7 +255,14 @@ def _write_tree(ctx: Context, s: Session, backup: OpenBackup,
     done = files = 0
     dirs: list[Entry] = []
     as_root = os.geteuid() == 0
+    withheld = 0
     for entry in entries:
+        if erased and entry.path and erasure.path_matches(entry.path, erased):
+            withheld += 1  # erased after this backup was taken: never handed over
+            if entry.type == "file" and entry.backup is None:
+                for _ in data.take(entry.size):
+                    pass
+            continue
         path = _safe_join(target, entry.path)
         if entry.type == "dir":
             path.mkdir(parents=True, exist_ok=True)
@@ -279,7 +297,7 @@ def _write_tree(ctx: Context, s: Session, backup: OpenBackup,
     for entry in reversed(dirs):  # children first, so their writes do not touch mtimes
         _apply_metadata(_safe_join(target, entry.path), entry, as_root)
     return done, {"files": files, "directories": len(dirs), "checked": True,
-                  "sha256_per_file": True}
+                  "sha256_per_file": True, "withheld": withheld}
 
 
 def _reader_for(ctx: Context, s: Session, backup_id: str) -> RangeReader:

@@ -1,0 +1,99 @@
+"""`vowvault lifecycle`, `retention`, `orphans`: plan first (``--dry-run`` shows only the
+plan), then act. Like the flows, they do not start on a Saturday or a wedding date unless
+``--force``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vowvault.engine.context import Context
+
+_out = Console()
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan, change nothing.")]
+Force = Annotated[bool, typer.Option("--force", help="Run on a wedding day too.")]
+
+
+def register(app: typer.Typer, out: Console) -> None:
+    global _out
+    _out = out
+    app.command("lifecycle")(lifecycle)
+    app.command("retention")(retention)
+    app.command("orphans")(orphans)
+
+
+def _gate(ctx: Context, force: bool, dry_run: bool) -> None:
+    from vowvault.engine.maintenance import gate
+
+    allowed, why = gate(ctx, force)
+    if not allowed and not dry_run:
+        ctx.close()
+        _out.print(f"skipped: {why}")
+        raise typer.Exit(0)
+
+
+def lifecycle(dry_run: DryRun = False, force: Force = False) -> None:
+    """Move backups' data to colder tiers as their policies' rules say."""
+    from vowvault.engine import lifecycle as engine
+
+    ctx = Context.from_settings()
+    _gate(ctx, force, dry_run)
+    try:
+        moves = engine.plan(ctx)
+        table = Table(box=None, pad_edge=False)
+        for col in ("POLICY", "OBJECT", "ACTION", "WHY"):
+            table.add_column(col)
+        for policy, m in moves:
+            table.add_row(policy, m.id[:8], f"-> {m.to.value}" if m.move and m.to else "stay",
+                          m.reason)
+        _out.print(table if moves else "no data objects")
+        if not dry_run:
+            done = engine.execute(ctx, moves)
+            _out.print(f"moved {len(done)} objects")
+    finally:
+        ctx.close()
+
+
+def retention(dry_run: DryRun = False, force: Force = False,
+              policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None
+              ) -> None:
+    """Delete backups no rule keeps any more (every copy), saying why for each backup."""
+    from vowvault.engine import retention as engine
+
+    ctx = Context.from_settings()
+    _gate(ctx, force, dry_run)
+    try:
+        plans = engine.plan(ctx, policy)
+        table = Table(box=None, pad_edge=False)
+        for col in ("POLICY", "BACKUP", "COMPLETED (UTC)", "DECISION", "WHY"):
+            table.add_column(col)
+        for p in plans:
+            for d in p.decisions:
+                table.add_row(p.policy, d.id[:8], f"{d.completed_at:%Y-%m-%d %H:%M}"
+                              if d.completed_at else "-", "keep" if d.keep else "DELETE",
+                              "; ".join(d.reasons))
+        _out.print(table)
+        if not dry_run:
+            done = engine.execute(ctx, plans)
+            _out.print(f"deleted {len(done)} backups")
+    finally:
+        ctx.close()
+
+
+def orphans(remove: Annotated[bool, typer.Option("--remove", help="Delete them.")] = False
+            ) -> None:
+    """Objects on the targets that no catalog row accounts for."""
+    from vowvault.engine.retention import sweep_orphans
+
+    ctx = Context.from_settings()
+    try:
+        found = sweep_orphans(ctx, remove)
+    finally:
+        ctx.close()
+    for o in found:
+        _out.print(f"  {o['target']}/{o['object']}")
+    _out.print(f"{len(found)} orphaned objects" + (" removed" if remove and found else ""))

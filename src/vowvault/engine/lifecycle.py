@@ -1,0 +1,133 @@
+"""Storage-tier lifecycle: a pure plan of tier moves (with reasons), then an executor that
+changes the object's real tier on its backend and the catalog together.
+
+Per-policy rules (``lifecycle: [{after_days, tier}]``, by default HOT -> COLD after 30
+days, COLD -> ARCHIVE after a year) apply to data objects by the backup's age; the rule with
+the most days that applies wins, and objects only ever move to colder tiers. Each provider's
+minimum storage duration is respected: an object leaves a tier only after it has been there
+that long (moving earlier is charged as if it had stayed). Keys, indexes and manifests stay
+where they were written (at most COLD), so listing, verifying and restoring never need an
+archive retrieval to start.
+
+The executor is idempotent: setting a tier an object already has is a no-op, and a run
+killed between the backend and the catalog is finished by the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from vowvault.catalog import audit
+from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind, Tier
+from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
+from vowvault.engine.context import Context
+from vowvault.engine.objects import target_secrets
+
+# Days an object must stay in a tier before it leaves it without an early-deletion charge.
+MIN_STAY: dict[str, dict[Tier, int]] = {
+    "s3": {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 90, Tier.DEEP_ARCHIVE: 180},
+    "gcs": {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 365, Tier.DEEP_ARCHIVE: 365},
+    "azure": {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 180, Tier.DEEP_ARCHIVE: 180},
+    "local": {},
+}
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    id: str
+    provider: str
+    tier: Tier
+    created_at: dt.datetime
+    tier_changed_at: dt.datetime | None
+    backup_created_at: dt.datetime
+
+
+@dataclass
+class Move:
+    id: str
+    move: bool
+    to: Tier | None
+    reason: str
+
+
+def plan_lifecycle(objects: list[StoredObject], rules: list[dict[str, Any]],
+                   now: dt.datetime) -> list[Move]:
+    """For each object: move (to which tier) or stay, and why (pure)."""
+    out = []
+    for o in objects:
+        age = (now - o.backup_created_at).days
+        due = [r for r in rules if age >= r["after_days"] and Tier(r["tier"]).rank > o.tier.rank]
+        if not due:
+            out.append(Move(o.id, False, None, f"{age} days old: no rule moves it from "
+                                               f"{o.tier.value}"))
+            continue
+        rule = max(due, key=lambda r: r["after_days"])
+        target = Tier(rule["tier"])
+        since = o.tier_changed_at or o.created_at
+        stayed = (now - since).days
+        minimum = MIN_STAY.get(o.provider, {}).get(o.tier, 0)
+        if stayed < minimum:
+            out.append(Move(o.id, False, target, f"due for {target.value} (rule: after "
+                                                  f"{rule['after_days']} days), but in "
+                                                  f"{o.tier.value} only {stayed} of its "
+                                                  f"{minimum} minimum days"))
+            continue
+        out.append(Move(o.id, True, target, f"{age} days old: rule after {rule['after_days']} "
+                                            f"days moves it to {target.value}"))
+    return out
+
+
+def plan(ctx: Context) -> list[tuple[str, Move]]:
+    """The lifecycle plan of every live data object, with its policy's name."""
+    now = ctx.clock()
+    out: list[tuple[str, Move]] = []
+    with ctx.catalog.session() as s:
+        rows = s.execute(sa.select(BackupStorage, BackupJob.created_at, BackupPolicy.name,
+                                   BackupPolicy.lifecycle_rules)
+                         .join(BackupJob, BackupJob.id == BackupStorage.backup_job_id)
+                         .join(BackupPolicy, BackupPolicy.id == BackupJob.policy_id)
+                         .where(BackupStorage.object_kind == ObjectKind.DATA,
+                                BackupStorage.status.in_([CopyStatus.STORED,
+                                                          CopyStatus.VERIFIED]),
+                                BackupJob.status == BackupStatus.COMPLETED)
+                         .order_by(BackupJob.created_at))
+        by_policy: dict[str, tuple[list[dict[str, Any]], list[StoredObject]]] = {}
+        for obj, created, name, rules in rows:
+            entry = by_policy.setdefault(name, (rules, []))
+            entry[1].append(StoredObject(str(obj.id), obj.storage_provider, obj.storage_tier,
+                                         obj.created_at, obj.tier_changed_at, created))
+    for name, (rules, objects) in by_policy.items():
+        out += [(name, m) for m in plan_lifecycle(objects, rules, now)]
+    return out
+
+
+def execute(ctx: Context, moves: list[tuple[str, Move]]) -> list[dict[str, Any]]:
+    done = []
+    for policy, m in moves:
+        if not m.move or m.to is None:
+            continue
+        with ctx.catalog.session() as s:
+            obj = s.get(BackupStorage, uuid.UUID(m.id))
+            assert obj is not None
+            job = s.get(BackupJob, obj.backup_job_id)
+            assert job is not None
+            backend = ctx.backend(obj.storage_url, target_secrets(job).get(obj.storage_url))
+            before = obj.storage_tier
+            backend.set_tier(obj.file_path, m.to)  # the service first, then the record
+            obj.storage_tier = m.to
+            obj.tier_changed_at = ctx.clock()
+            obj.is_archived = backend.properties().archive_needs_restore and \
+                m.to in (Tier.ARCHIVE, Tier.DEEP_ARCHIVE)
+            audit.record(s, actor=ctx.settings.actor, action="storage.tier",
+                         target_type="backup", target_id=obj.backup_job_id,
+                         organization_id=obj.organization_id,
+                         summary=f"{policy}: {obj.file_path} {before.value} -> {m.to.value}",
+                         before={"tier": before.value}, after={"tier": m.to.value})
+            done.append({"policy": policy, "object": obj.file_path, "from": before.value,
+                         "to": m.to.value, "target": obj.storage_url})
+    return done

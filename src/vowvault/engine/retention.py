@@ -1,0 +1,264 @@
+"""Retention: which backups to keep, as a pure plan with a reason for every backup, then an
+executor that deletes what the plan says, crash-safe and idempotent.
+
+Rules (per policy), any of which keeps a backup:
+
+- it is within ``retention_days`` of now;
+- ``keep_last`` newest; the newest of each of the ``keep_daily`` newest days, ``keep_weekly``
+  weeks, ``keep_monthly`` months, ``keep_yearly`` years (in the policy's timezone);
+- the ``min_verified_backups`` newest verified backups, always;
+- a legal hold on the backup, or the policy's legal hold (``legal_hold_years`` from now);
+- a running restore or drill is reading it;
+- a kept backup depends on it (incremental parent, or holder of unchanged files).
+
+Backups are ordered by wall-clock completion time. Only COMPLETED backups count towards the
+keep-N rules; failed, corrupted and cancelled ones hold no objects and are cleared after
+``retention_days``.
+
+The executor deletes a backup in three steps, each committed: (1) the job becomes EXPIRED
+and its objects DELETING, so nothing restores from it any more; (2) its objects are deleted
+from every copy; (3) its rows become DELETED and the job gets its ``deletion_date``. Killed
+at any point and run again, it finishes what was started (step 1 is what the plan finds)
+and never touches a kept backup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from vowvault.catalog import audit
+from vowvault.catalog.enums import BackupStatus, CopyStatus, RecoveryStatus
+from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, RecoveryJob
+from vowvault.engine.context import Context, log
+from vowvault.engine.objects import prefix, target_secrets
+from vowvault.errors import VowvaultError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    completed_at: dt.datetime
+    status: str
+    verified: bool = True
+    legal_hold: bool = False
+    depends_on: frozenset[str] = frozenset()
+    in_use: bool = False
+    pending_deletion: bool = False
+
+
+@dataclass(frozen=True)
+class Rules:
+    days: int = 30
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    min_verified: int = 1
+    hold_years: int = 0
+    timezone: str = "UTC"
+
+
+@dataclass
+class Decision:
+    id: str
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+    completed_at: dt.datetime | None = None
+
+
+def plan_retention(backups: list[Candidate], rules: Rules, now: dt.datetime) -> list[Decision]:
+    """Keep or delete each backup, with every reason (pure)."""
+    tz = ZoneInfo(rules.timezone)
+    ordered = sorted(backups, key=lambda b: (b.completed_at, b.id), reverse=True)
+    decisions = {b.id: Decision(b.id, False, [], b.completed_at) for b in ordered}
+
+    def keep(b: Candidate, reason: str) -> None:
+        decisions[b.id].keep = True
+        decisions[b.id].reasons.append(reason)
+
+    live = [b for b in ordered if b.status == BackupStatus.COMPLETED.value
+            and not b.pending_deletion]
+    for b in ordered:
+        age = now - b.completed_at
+        if b.pending_deletion:
+            decisions[b.id].reasons.append("deletion already under way")
+            continue
+        if b.legal_hold:
+            keep(b, "legal hold on the backup")
+        if rules.hold_years and age < dt.timedelta(days=365 * rules.hold_years):
+            keep(b, f"policy legal hold ({rules.hold_years} years)")
+        if b.in_use:
+            keep(b, "a running restore or drill is reading it")
+        if b.status == BackupStatus.COMPLETED.value and age < dt.timedelta(days=rules.days):
+            keep(b, f"within {rules.days} days")
+    for b in live[:rules.keep_last]:
+        keep(b, "keep-last")
+    buckets = (("daily", rules.keep_daily, lambda d: f"{d:%Y-%m-%d}"),
+               ("weekly", rules.keep_weekly, lambda d: "{}-W{:02d}".format(*d.isocalendar())),
+               ("monthly", rules.keep_monthly, lambda d: f"{d:%Y-%m}"),
+               ("yearly", rules.keep_yearly, lambda d: f"{d:%Y}"))
+    for name, count, key in buckets:
+        seen: list[str] = []
+        for b in live:
+            period = key(b.completed_at.astimezone(tz))
+            if period in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.append(period)
+            keep(b, f"keep-{name} {period}")
+    for b in [b for b in live if b.verified][:rules.min_verified]:
+        keep(b, "among the newest verified backups")
+    # Whatever a kept backup needs is kept too (transitively).
+    by_id = {b.id: b for b in ordered}
+    pending = [b.id for b in ordered if decisions[b.id].keep]
+    while pending:
+        current = pending.pop()
+        for dep in by_id[current].depends_on:
+            if dep in decisions and not decisions[dep].keep:
+                decisions[dep].keep = True
+                decisions[dep].reasons.append(f"needed by kept backup {current}")
+                pending.append(dep)
+            elif dep in decisions:
+                decisions[dep].reasons.append(f"needed by kept backup {current}")
+    for d in decisions.values():
+        if not d.keep and not d.reasons:
+            d.reasons.append("no rule keeps it")
+    return [decisions[b.id] for b in ordered]
+
+
+@dataclass
+class PolicyPlan:
+    policy: str
+    decisions: list[Decision]
+
+    @property
+    def deletions(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.keep]
+
+
+def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
+    """The retention plan of every policy (or one), from the catalog."""
+    now = ctx.clock()
+    out = []
+    with ctx.catalog.session() as s:
+        in_use = set(s.execute(sa.select(RecoveryJob.backup_job_id).where(
+            RecoveryJob.status.in_([RecoveryStatus.PENDING, RecoveryStatus.IN_PROGRESS,
+                                    RecoveryStatus.VALIDATING]))).scalars())
+        policies = s.execute(sa.select(BackupPolicy).order_by(BackupPolicy.name)).scalars()
+        for p in policies:
+            if policy and p.name != policy:
+                continue
+            rules = Rules(p.retention_days, p.keep_last, p.keep_daily, p.keep_weekly,
+                          p.keep_monthly, p.keep_yearly, p.min_verified_backups,
+                          p.legal_hold_years, p.timezone)
+            jobs = s.execute(sa.select(BackupJob).where(
+                BackupJob.policy_id == p.id, BackupJob.deletion_date.is_(None),
+                BackupJob.status != BackupStatus.IN_PROGRESS,
+                BackupJob.status != BackupStatus.SCHEDULED)).scalars()
+            candidates = [Candidate(
+                id=str(j.id), completed_at=j.completed_at or j.created_at,
+                status=j.status.value, verified=j.verification_status is not None
+                and j.verification_status.value == "VERIFIED", legal_hold=j.legal_hold,
+                depends_on=frozenset([*(j.source_info or {}).get("references", []),
+                                      *([str(j.parent_job_id)] if j.parent_job_id else [])]),
+                in_use=j.id in in_use,
+                pending_deletion=j.status == BackupStatus.EXPIRED) for j in jobs]
+            out.append(PolicyPlan(p.name, plan_retention(candidates, rules, now)))
+    return out
+
+
+class Crash(Exception):
+    """Raised by tests at an executor step to prove it can be re-run."""
+
+
+def _step(name: str) -> None:
+    """A seam between the executor's steps (tests crash here)."""
+
+
+def execute(ctx: Context, plans: list[PolicyPlan]) -> list[dict[str, Any]]:
+    """Delete what the plans say (idempotent, resumable); return what was done."""
+    done = []
+    for p in plans:
+        for d in p.deletions:
+            done.append(_delete(ctx, uuid.UUID(d.id), p.policy, "; ".join(d.reasons)))
+    return done
+
+
+def _delete(ctx: Context, job_id: uuid.UUID, policy: str, reason: str) -> dict[str, Any]:
+    now = ctx.clock()
+    with ctx.catalog.session() as s:  # step 1: nothing restores from it any more
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        job.status = BackupStatus.EXPIRED
+        s.execute(sa.update(BackupStorage).where(
+            BackupStorage.backup_job_id == job_id,
+            BackupStorage.status != CopyStatus.DELETED).values(status=CopyStatus.DELETING))
+        rows = list(s.execute(sa.select(BackupStorage).where(
+            BackupStorage.backup_job_id == job_id,
+            BackupStorage.status == CopyStatus.DELETING)).scalars())
+        targets = {r.storage_url: [] for r in rows}  # type: dict[str, list[str]]
+        for r in rows:
+            targets[r.storage_url].append(r.file_path)
+        pre = prefix(job.organization_id, job.policy_id, job.id)
+        secrets = target_secrets(job)
+        org_id = job.organization_id
+    _step("expired")
+    for url, names in targets.items():  # step 2: every copy's objects
+        backend = ctx.backend(url, secrets.get(url))
+        try:
+            listed = [o.name for o in backend.list(pre)]
+        except VowvaultError as exc:
+            log.warning("listing %s on %s failed: %s", pre, url, exc)
+            listed = []
+        backend.delete(sorted({*names, *listed}))
+        _step("deleted-one-copy")
+    with ctx.catalog.session() as s:  # step 3: the record says it is gone
+        s.execute(sa.update(BackupStorage).where(
+            BackupStorage.backup_job_id == job_id).values(status=CopyStatus.DELETED,
+                                                           deletion_date=now))
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        job.deletion_date = now
+        audit.record(s, actor=ctx.settings.actor, action="backup.expired",
+                     target_type="backup", target_id=job_id, organization_id=org_id,
+                     summary=f"backup of {policy} deleted by retention: {reason}")
+    return {"backup": str(job_id), "policy": policy, "reason": reason,
+            "copies": sorted(targets)}
+
+
+def sweep_orphans(ctx: Context, remove: bool = False) -> list[dict[str, str]]:
+    """Objects on the targets that no live catalog row accounts for (a crashed run's
+    leftovers, a deleted backup's remains): reported, or removed with ``remove``."""
+    with ctx.catalog.session() as s:
+        known = {(r.storage_url, r.file_path) for r in s.execute(sa.select(BackupStorage).where(
+            BackupStorage.status.in_([CopyStatus.PENDING, CopyStatus.STORED,
+                                      CopyStatus.VERIFIED]))).scalars()}
+        running = {str(j) for j in s.execute(sa.select(BackupJob.id).where(
+            BackupJob.status == BackupStatus.IN_PROGRESS)).scalars()}
+        urls: dict[str, str | None] = {}
+        for targets in s.execute(sa.select(BackupPolicy.storage_targets)).scalars():
+            for t in targets:
+                urls.setdefault(t["url"], t.get("credentials_secret"))
+    found = []
+    for url, secret in sorted(urls.items()):
+        backend = ctx.backend(url, secret)
+        try:
+            objects = list(backend.list(""))
+        except VowvaultError as exc:
+            log.warning("cannot list %s: %s", url, exc)
+            continue
+        orphans = [o.name for o in objects if (url, o.name) not in known
+                   and not any(f"/{r}/" in f"/{o.name}" for r in running)]
+        for name in orphans:
+            found.append({"target": url, "object": name})
+        if remove and orphans:
+            backend.delete(orphans)
+    return found
