@@ -775,8 +775,7 @@ def _record_success(run: BackupRun) -> Result:
         job.verification_status = VerificationStatus.VERIFIED
         job.source_bytes, job.stored_bytes = source_bytes, stored
         job.actual_size_gb = Decimal(source_bytes / 1e9).quantize(Decimal("0.01"))
-        job.compression_ratio = (Decimal(stored / source_bytes).quantize(Decimal("0.0001"))
-                                 if source_bytes else None)
+        job.compression_ratio = _ratio(data.stored_size, source_bytes)
         job.file_count = run.source_info.get("files")
         info = dict(run.source_info)
         info["references"] = sorted(run.references)
@@ -804,6 +803,15 @@ def _record_success(run: BackupRun) -> Result:
                   run.backup_type.value, source_bytes, stored, round(wall, 3), stages,
                   [t.url for t in run.live_targets()], files=run.source_info.get("files"),
                   tables=run.source_info.get("tables"), warnings=run.warnings)
+
+
+def _ratio(stored: int, source: int) -> Decimal | None:
+    """Stored / read bytes of the data object. Framing overhead (about 50 bytes) can make a
+    tiny backup's ratio huge: it is capped at 9.9999, the column's range (the report's
+    DECIMAL(5,4))."""
+    if not source:
+        return None
+    return min(Decimal(stored / source), Decimal("9.9999")).quantize(Decimal("0.0001"))
 
 
 def _record_failure(run: BackupRun, error: BaseException) -> Result:
