@@ -1143,5 +1143,15 @@ COMMENT ON FUNCTION generate_backup_analytics(date) IS
 
 INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
 
+-- Running upgrade 0001 -> 0002
+
+ALTER TABLE webhook_deliveries ADD COLUMN attempt_log JSONB;
+
+ALTER TABLE webhook_deliveries ADD COLUMN escalation BOOLEAN DEFAULT false NOT NULL;
+
+ALTER TABLE webhook_endpoints ADD CONSTRAINT uq_webhook_endpoints_organization_id_url UNIQUE (organization_id, url);
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+
 COMMIT;
 

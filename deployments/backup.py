@@ -172,14 +172,14 @@ def deploy(catalog: Catalog, pool: str | None = None,
                 name=p.name, work_pool_name=pool, work_queue_name=p.queue,
                 schedules=_schedules(p), parameters=p.parameters, tags=p.tags,
                 description=p.description, paused=p.paused, job_variables=job_variables,
-                build=False, push=False, print_next_steps=False)
+                build=False, push=False, print_next_steps=False, ignore_warnings=True)
             names.append(f"backup/{p.name}")
         for m in maintenance_plans():
             flow = _from_source(m.entrypoint)
             flow.deploy(name=m.name, work_pool_name=pool, work_queue_name=m.queue,
                         schedules=_schedules(m), parameters=m.parameters, tags=m.tags,
                         description=m.description, job_variables=job_variables, build=False,
-                        push=False, print_next_steps=False)
+                        push=False, print_next_steps=False, ignore_warnings=True)
             names.append(f"{flow.name}/{m.name}")
     paused = [f"backup/{p.name}" for p in plans if p.paused]
     return DeploySummary(names, paused, sorted(limits), created)

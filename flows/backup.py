@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import Any
 
 from prefect import flow
@@ -28,8 +28,12 @@ from tasks.backup import (
       task_runner=ThreadPoolTaskRunner(max_workers=6))
 def backup(policy: str, scheduled_at: str | None = None) -> dict[str, Any]:
     names = limits(policy)
-    # strict: a limit that does not exist is an error, never a silent "no limit".
-    with concurrency(names, occupy=1, strict=True) if names else nullcontext():
+    with ExitStack() as held:
+        # One limit at a time, each strict: Prefect's strict only fails when *every* name is
+        # unknown, and an unknown limit must never silently limit nothing. Sorted names:
+        # two runs never wait on each other's limits crosswise.
+        for name in names:
+            held.enter_context(concurrency(name, occupy=1, strict=True))
         job_id = prepare(policy, scheduled_at)
         wait([stage.submit(job_id) for stage in (snapshot, compress, encrypt, upload)])
         verify.submit(job_id).wait()

@@ -43,7 +43,11 @@ def prepare(policy: str, scheduled_at: str | None = None) -> str:
 @task(name="snapshot", **_opts)
 def snapshot(job_id: str) -> dict[str, Any]:
     """Read the source (pg_dump, or the file tree) into frames."""
-    return engine.run_stage(job_id, "snapshot", progress=progress_reporter("read"))
+    reporter = progress_reporter("read")
+    result = engine.run_stage(job_id, "snapshot", progress=reporter)
+    if not result["aborted"]:
+        reporter.finish()
+    return result
 
 
 @task(name="compress", **_opts)

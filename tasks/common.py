@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from typing import Any
 
 from vowvault.engine.context import Context
 
@@ -21,35 +21,47 @@ def context() -> Context:
         return _ctx
 
 
-def progress_reporter(label: str, every: float = 5.0) -> Callable[[str, int, int | None], None]:
-    """Logs ``label: 1.2 GiB of ~3.0 GiB (40%)`` at most every ``every`` seconds, and keeps
-    a Prefect progress artifact up to date."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-    from prefect.logging import get_run_logger
+class ProgressReporter:
+    """Logs ``label: 1.2 GiB of ~3.0 GiB (40%)`` at most every ``every`` seconds, and keeps a
+    Prefect progress artifact up to date; ``finish`` sets it to 100%."""
 
-    logger = get_run_logger()
-    state: dict[str, object] = {"last": 0.0, "artifact": None}
+    def __init__(self, label: str, every: float = 5.0) -> None:
+        from prefect.logging import get_run_logger
 
-    def report(what: str, done: int, total: int | None) -> None:
+        self.label, self.every = label, every
+        self.logger = get_run_logger()
+        self.last = 0.0
+        self.artifact: Any = None
+
+    def __call__(self, what: str, done: int, total: int | None) -> None:
         now = time.monotonic()
-        if now - float(state["last"]) < every:  # type: ignore[arg-type]
+        if now - self.last < self.every:
             return
-        state["last"] = now
+        self.last = now
         pct = min(done / total * 100, 100.0) if total else None
-        logger.info("%s: %s%s", label, _size(done),
-                    f" of ~{_size(total)} ({pct:.0f}%)" if total and pct is not None else "")
-        if pct is None:
-            return
-        try:
-            if state["artifact"] is None:
-                state["artifact"] = create_progress_artifact(progress=pct, key=None,
-                                                             description=label)
-            else:
-                update_progress_artifact(state["artifact"], progress=pct)  # type: ignore[arg-type]
-        except Exception as exc:  # progress is a nicety: never fail a backup over it
-            logger.debug("progress artifact not updated: %s", exc)
+        self.logger.info("%s: %s%s", self.label, _size(done),
+                         f" of ~{_size(total)} ({pct:.0f}%)" if total and pct is not None
+                         else "")
+        if pct is not None:
+            self._artifact(pct)
 
-    return report
+    def finish(self) -> None:
+        self._artifact(100.0)
+
+    def _artifact(self, pct: float) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        try:
+            if self.artifact is None:
+                self.artifact = create_progress_artifact(progress=pct, description=self.label)
+            else:
+                update_progress_artifact(self.artifact, progress=pct)
+        except Exception as exc:  # progress is a nicety: never fail a backup over it
+            self.logger.debug("progress artifact not updated: %s", exc)
+
+
+def progress_reporter(label: str, every: float = 5.0) -> ProgressReporter:
+    return ProgressReporter(label, every)
 
 
 def _size(n: float) -> str:

@@ -117,7 +117,8 @@ def backup_deployments(policy: Any, org_slug: str, wedding_dates: Iterable[dt.da
                        schedules=[Schedule("rrule", split.wedding, policy.timezone)],
                        description=f"{policy.name} on Saturdays and wedding-calendar dates, "
                                    f"at {raised.value} priority",
-                       **{**common, "tags": [*tags, "wedding-day"]}),
+                       **{**common, "tags": [*(t for t in tags if not t.startswith(
+                           "priority:")), f"priority:{raised.value.lower()}", "wedding-day"]}),
     ]
 
 

@@ -219,6 +219,36 @@ def test_deploy_to_a_work_pool_and_run_by_priority(prefect_server: str,
         jobs = db.execute("SELECT flow_run_id, status FROM backup_jobs").fetchall()
     assert sorted(jobs) == sorted((str(r.id), "COMPLETED") for r in done)
 
+    # A limit that does not exist must never silently limit nothing: the run fails.
+    limit = next(n for n in asyncio.run(_state(prefect_server))["limits"]
+                 if n.startswith("vowvault-target-"))
+    asyncio.run(_delete_limit(prefect_server, limit))
+    (refused,) = asyncio.run(_create_runs(prefect_server, ["urgent"]))
+    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "vvpool",
+                               "--limit", "1"], env={**env, "PREFECT_WORKER_QUERY_SECONDS":
+                                                     "1"}, cwd=ROOT, start_new_session=True,
+                              stdout=open(tmp_path / "worker2.log", "wb"),  # noqa: SIM115
+                              stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (final := asyncio.run(_runs(prefect_server, [refused.id]))[0]).state.is_final():
+            assert time.monotonic() < deadline
+            time.sleep(2)
+    finally:
+        stop(worker)
+    assert final.state.is_failed()
+    log = (tmp_path / "worker2.log").read_text()
+    assert limit in log or "concurrency limit" in log.lower()
+
+
+async def _delete_limit(url: str, name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        async with get_client() as client:
+            await client.delete_global_concurrency_limit_by_name(name)
+
 
 @pytest.mark.slow
 def test_deploy_then_serve_runs_a_scheduled_backup_on_the_embedded_default(

@@ -69,3 +69,25 @@ def test_maintenance_never_on_a_wedding_day_unless_forced() -> None:
     assert not maintenance_allowed(friday, [friday])[0]
     assert maintenance_allowed(friday, [])[0]
     assert maintenance_allowed(saturday, [], force=True) == (True, "forced")
+
+
+def test_deployments_get_no_secret_from_the_environment() -> None:
+    import pytest
+    import typer
+
+    from vowvault.cli.orchestration import deployment_env
+
+    env = {"VOWVAULT_HOME": "/srv/vv", "VOWVAULT_KEK_LUMIERE": "c2VjcmV0",
+           "VOWVAULT_DATABASE_URL": "postgresql://vv@db/catalog", "AWS_SECRET_ACCESS_KEY": "x",
+           "VOWVAULT_ACTOR": "alice"}
+    assert deployment_env(env, "/home") == {"VOWVAULT_HOME": "/srv/vv",
+                                            "VOWVAULT_DATABASE_URL":
+                                                "postgresql://vv@db/catalog"}
+    with pytest.raises(typer.BadParameter, match="pgpass"):
+        deployment_env({"VOWVAULT_DATABASE_URL": "postgresql://vv:pw@db/c"}, "/home")
+
+
+def test_wedding_day_deployment_is_tagged_with_its_priority() -> None:
+    plans = backup_deployments(policy(wedding_day_priority=True), "o", [], dt.date(2026, 6, 1))
+    assert "priority:normal" in plans[0].tags
+    assert "priority:high" in plans[1].tags and "priority:normal" not in plans[1].tags

@@ -531,7 +531,8 @@ class WebhookEndpoint(Base):
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
-    __table_args__ = (sa.Index("idx_webhook_endpoints_org", "organization_id"),)
+    __table_args__ = (sa.Index("idx_webhook_endpoints_org", "organization_id"),
+                      sa.UniqueConstraint("organization_id", "url"))
 
 
 class WebhookDelivery(Base):
@@ -555,6 +556,10 @@ class WebhookDelivery(Base):
     error_message: Mapped[str | None] = mapped_column(sa.Text)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+    attempt_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
+    """Every attempt: time, HTTP status or error, duration."""
+    escalation: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False,
+                                             server_default=sa.false())
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 

@@ -43,9 +43,7 @@ def deploy(
 
     settings = load_settings()
     catalog = Catalog.open(settings)
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith("VOWVAULT_") and k != "VOWVAULT_ACTOR"}
-    env.setdefault("VOWVAULT_HOME", str(settings.home))
+    env = deployment_env(os.environ, settings.home)
     summary = do_deploy(catalog, work_pool, env=env)
     catalog.dispose()
     for created in summary.created:
@@ -123,3 +121,21 @@ def drill(
                f"{'met' if r.passed else 'MISSED'}); backup age {r.rpo_seconds / 3600:.1f} h")
     if not r.passed:
         raise typer.Exit(1)
+
+
+# What the workers need to find the catalog and the key directory, and nothing else: job
+# variables are shown in the Prefect UI, so no key, password or credential may go there.
+DEPLOYMENT_ENV = ("VOWVAULT_HOME", "VOWVAULT_DATABASE_URL", "VOWVAULT_LOG_LEVEL")
+
+
+def deployment_env(environ: Any, home: Any) -> dict[str, str]:
+    from urllib.parse import urlsplit
+
+    env = {k: environ[k] for k in DEPLOYMENT_ENV if environ.get(k)}
+    url = env.get("VOWVAULT_DATABASE_URL")
+    if url and urlsplit(url).password:
+        raise typer.BadParameter("VOWVAULT_DATABASE_URL carries a password, which would be "
+                                 "shown in every deployment: use ~/.pgpass or PGPASSFILE on "
+                                 "the workers instead")
+    env.setdefault("VOWVAULT_HOME", str(home))
+    return env

@@ -63,7 +63,9 @@ def start_local_server(timeout: float = 120.0) -> subprocess.Popen[bytes]:
     home = load_settings().home / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / "server.log", "ab")  # noqa: SIM115 - owned by the child
-    env = {**os.environ, "PREFECT_HOME": str(home)}
+    # The UI asks the API at PREFECT_SERVER_API_PORT, not at --port: keep them the same.
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port),
+           "PREFECT_SERVER_API_HOST": "127.0.0.1"}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
                              "127.0.0.1", "--port", str(port)], stdout=log,

@@ -799,6 +799,7 @@ def _record_success(run: BackupRun) -> Result:
                             "targets": [t.url for t in run.live_targets()]})
     log.info("backup %s completed: %s bytes read, %s stored, verified on %d copies in %.1fs",
              run.job_id, source_bytes, stored, len(run.live_targets()), wall)
+    _notify(ctx, run.job_id, "backup_completed")
     return Result(str(run.job_id), run.policy.name, BackupStatus.COMPLETED.value,
                   run.backup_type.value, source_bytes, stored, round(wall, 3), stages,
                   [t.url for t in run.live_targets()], files=run.source_info.get("files"),
@@ -834,9 +835,24 @@ def _record_failure(run: BackupRun, error: BaseException) -> Result:
                      organization_id=run.policy.organization_id,
                      summary=f"backup of {run.policy.name} {status.value.lower()}: {message}")
     log.error("backup %s %s: %s", run.job_id, status.value.lower(), message)
+    _notify(ctx, run.job_id, "verification_failed" if status == BackupStatus.CORRUPTED
+            else "backup_failed")
     if isinstance(error, VowvaultError):
         raise error
     raise SourceError(message) from error
+
+
+def _notify(ctx: Context, job_id: uuid.UUID, event: str) -> None:
+    """The event for the organization's webhooks; a failed wedding-day backup escalates."""
+    from vowvault.engine import webhooks
+
+    with ctx.catalog.session() as s:
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        payload = webhooks.backup_payload(s, job, event)
+        escalate = event != "backup_completed" and job.is_wedding_day_backup
+        org_id = job.organization_id
+    webhooks.emit(ctx, org_id, event, payload, escalation=escalate)
 
 
 def _cleanup(ctx: Context, s: sa.orm.Session, job: BackupJob, *, reason: str) -> None:

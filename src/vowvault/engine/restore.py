@@ -106,6 +106,17 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                            round(time.perf_counter() - started, 3), validation,
                            backup.copy.url, backup.skipped, applied)
     _finish(ctx, recovery_id, started, result=result)
+    if recovery_type == RecoveryType.FULL_RESTORE:
+        from vowvault.engine import webhooks
+
+        with ctx.catalog.session() as s:
+            job = s.get(BackupJob, job_id)
+            assert job is not None
+            payload = {**webhooks.backup_payload(s, job, "restore_completed"),
+                       "recovery_id": str(recovery_id), "target": result.target,
+                       "duration_seconds": result.duration_seconds}
+            org_id = job.organization_id
+        webhooks.emit(ctx, org_id, "restore_completed", payload)
     return result
 
 

@@ -42,6 +42,8 @@ class CopyReport:
 class VerifyReport:
     backup_id: str
     copies: list[CopyReport] = field(default_factory=list)
+    events: list[tuple[Any, str, dict[str, Any], bool]] = field(default_factory=list)
+    """Webhook events to send once the verdict is committed."""
 
     @property
     def intact(self) -> bool:
@@ -97,15 +99,7 @@ def verify_job(ctx: Context, session: Session, job: BackupJob, *, dek: bytes | N
         raise StorageError(f"backup {job.id} has no stored copy to verify")
     if record:
         _record(ctx, session, job, report)
-    if not raise_on_problem:
-        return report
-    if report.corrupted:
-        bad = report.corrupted[0]
-        raise IntegrityError(f"backup {job.id} is corrupted on {bad.url}: {bad.problem}")
-    if not any(c.ok for c in report.copies):
-        raise StorageError(f"no copy of backup {job.id} could be read: "
-                           + "; ".join(f"{c.url}: {c.problem}" for c in report.copies))
-    return report
+    return _raise_on_problem(report, job.id) if raise_on_problem else report
 
 
 def _verify_copy(copy: Copy, job: BackupJob, dek: bytes, expected_sha: str | None,
@@ -205,6 +199,8 @@ def _record(ctx: Context, session: Session, job: BackupJob, report: VerifyReport
             .values(status=CopyStatus.VERIFIED if c.ok else CopyStatus.FAILED,
                     verified_at=now))
     if report.corrupted:
+        from vowvault.engine import webhooks
+
         job.verification_status = VerificationStatus.FAILED
         job.status = BackupStatus.CORRUPTED
         job.error_message = f"verification failed on {report.corrupted[0].url}: " \
@@ -222,20 +218,37 @@ def _record(ctx: Context, session: Session, job: BackupJob, report: VerifyReport
         return
     audit.record(session, actor=ctx.settings.actor, action=action, target_type="backup",
                  target_id=job.id, organization_id=job.organization_id, summary=summary)
+    if report.corrupted:
+        report.events.append((job.organization_id, "verification_failed",
+                              webhooks.backup_payload(session, job, "verification_failed"),
+                              job.is_wedding_day_backup))
 
 
 def verify_backup(ctx: Context, backup_ref: str) -> VerifyReport:
     """``vowvault verify BACKUP``: re-verify a stored backup now."""
+    from vowvault.engine import webhooks
     from vowvault.engine.lookup import find_backup
 
-    with ctx.catalog.session() as session:
-        job = find_backup(session, backup_ref)
-        if job.status not in (BackupStatus.COMPLETED, BackupStatus.CORRUPTED):
-            raise VowvaultError(f"backup {job.id} is {job.status.value}: only completed "
-                                f"backups can be verified")
-        try:
-            return verify_job(ctx, session, job)
-        except IntegrityError:
-            session.commit()  # the verdict is recorded even though we raise
-            raise
+    report = None
+    try:
+        with ctx.catalog.session() as session:
+            job = find_backup(session, backup_ref)
+            if job.status not in (BackupStatus.COMPLETED, BackupStatus.CORRUPTED):
+                raise VowvaultError(f"backup {job.id} is {job.status.value}: only completed "
+                                    f"backups can be verified")
+            report = verify_job(ctx, session, job, raise_on_problem=False)
+        return _raise_on_problem(report, job.id)
+    finally:
+        for org_id, event, payload, escalation in (report.events if report else []):
+            webhooks.emit(ctx, org_id, event, payload, escalation=escalation)
+
+
+def _raise_on_problem(report: VerifyReport, job_id: Any) -> VerifyReport:
+    if report.corrupted:
+        bad = report.corrupted[0]
+        raise IntegrityError(f"backup {job_id} is corrupted on {bad.url}: {bad.problem}")
+    if not any(c.ok for c in report.copies):
+        raise StorageError(f"no copy of backup {job_id} could be read: "
+                           + "; ".join(f"{c.url}: {c.problem}" for c in report.copies))
+    return report
 

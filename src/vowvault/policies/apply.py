@@ -28,7 +28,7 @@ Action = Literal["create", "update", "deactivate", "reactivate", "unchanged"]
 
 @dataclass
 class Change:
-    kind: Literal["organization", "policy", "wedding"]
+    kind: Literal["organization", "policy", "wedding", "webhook"]
     action: Action
     name: str
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -125,6 +125,7 @@ def _apply(session: Session, file: PolicyFile, actor: str) -> list[Change]:
                              before={k: a for k, (a, _) in diff.items()},
                              after={k: b for k, (_, b) in diff.items()})
         orgs[spec.slug] = org
+        changes += _apply_webhooks(session, org, spec, actor)
 
     for spec in file.weddings:
         org = orgs[spec.organization]
@@ -202,3 +203,37 @@ def _summary(values: dict[str, Any]) -> dict[str, Any]:
     keep = ("backup_type", "source_kind", "priority", "schedule_cron", "timezone",
             "retention_days", "storage_tier", "is_active")
     return {k: values[k] for k in keep}
+
+
+def _apply_webhooks(session: Session, org: Organization, spec: Any, actor: str) -> list[Change]:
+    from vowvault.catalog.models import WebhookEndpoint
+
+    changes: list[Change] = []
+    current = {e.url: e for e in session.execute(sa.select(WebhookEndpoint).where(
+        WebhookEndpoint.organization_id == org.id)).scalars()}
+    for hook in spec.webhooks:
+        wanted = {"secret_ref": hook.secret, "events": list(hook.events), "is_active": True}
+        row = current.pop(hook.url, None)
+        if row is None:
+            session.add(WebhookEndpoint(id=uuid.uuid4(), organization_id=org.id, url=hook.url,
+                                        **wanted))
+            action: Action = "create"
+        elif {"secret_ref": row.secret_ref, "events": list(row.events),
+              "is_active": row.is_active} != wanted:
+            row.secret_ref, row.events, row.is_active = (wanted["secret_ref"],
+                                                         wanted["events"], True)
+            action = "update"
+        else:
+            continue
+        changes.append(Change("webhook", action, f"{org.slug} {hook.url}"))
+        audit.record(session, actor=actor, action=f"webhook.{action}", target_type="webhook",
+                     target_id=hook.url, organization_id=org.id,
+                     summary=f"webhook {hook.url} {action}d", after={"events": hook.events})
+    for url, row in current.items():
+        if row.is_active:
+            row.is_active = False
+            changes.append(Change("webhook", "deactivate", f"{org.slug} {url}"))
+            audit.record(session, actor=actor, action="webhook.deactivate",
+                         target_type="webhook", target_id=url, organization_id=org.id,
+                         summary=f"webhook {url} removed from the policy file")
+    return changes

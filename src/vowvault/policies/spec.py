@@ -54,10 +54,43 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+WEBHOOK_EVENTS = ("backup_completed", "backup_failed", "verification_failed",
+                  "drill_completed", "drill_failed", "restore_completed", "key_rotation_due",
+                  "emergency_recovery")
+
+
+class WebhookSpec(Strict):
+    """Where to send events, signed with the secret ``secret`` names (Standard Webhooks:
+    ``whsec_<base64>``), e.g. ``env:GRAND_HALL_WEBHOOK_SECRET``. ``events``: all when empty."""
+
+    url: str
+    secret: str
+    events: list[Literal[WEBHOOK_EVENTS]] = Field(default_factory=list)  # type: ignore[valid-type]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        if parts.password:
+            raise ValueError("contains credentials")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if value.startswith("whsec_"):
+            raise ValueError("is the secret itself; name it instead (env:NAME, file:/path, "
+                             "or a Prefect Secret block)")
+        return value
+
+
 class OrganizationSpec(Strict):
     slug: Slug
     name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     vendor_type: VendorField = VendorType.OTHER
+    webhooks: list[WebhookSpec] = Field(default_factory=list)
 
 
 class WeddingSpec(Strict):

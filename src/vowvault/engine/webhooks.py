@@ -1,0 +1,183 @@
+"""Webhooks: tell other systems what happened, signed so they can trust it.
+
+Per organization, endpoints subscribe to events. Every event becomes one delivery per
+endpoint (``webhook_deliveries``), signed per the Standard Webhooks scheme::
+
+    webhook-id: msg_<uuid>          webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>
+
+where the key is the endpoint's secret (``whsec_<base64>``, named by ``secret_ref`` and
+resolved through ``vowvault.secrets``: it is never stored). A delivery is tried at once;
+failures are retried with backoff (5 s, 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) by
+``deliver_pending`` (the webhook-delivery flow runs it every minute), and every attempt is
+kept in the delivery's ``attempt_log``. A failed wedding-day backup is an *escalation*: it
+is retried every 15 seconds, so it reaches its endpoints within two minutes of the failure
+unless they are down throughout. Sending never fails the work that emitted the event.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from vowvault.catalog.enums import DeliveryStatus
+from vowvault.catalog.models import (
+    BackupJob,
+    Organization,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WeddingDate,
+)
+from vowvault.engine.context import Context, log
+
+EVENTS = ("backup_completed", "backup_failed", "verification_failed", "drill_completed",
+          "drill_failed", "restore_completed", "key_rotation_due", "emergency_recovery")
+BACKOFF = (5, 60, 300, 1800, 7200, 18000, 36000, 36000)
+ESCALATION_BACKOFF = (15,) * 8
+TIMEOUT = 10.0
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks v1 signature of a message."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def backup_payload(session: Session, job: BackupJob, event: str) -> dict[str, Any]:
+    """The report's payload fields for an event about a backup (read in the caller's
+    session: SQLite allows one writer, so no second session may open meanwhile)."""
+    s = session
+    org = s.get(Organization, job.organization_id)
+    day = job.created_at.date() if job.created_at else None
+    wedding = s.execute(sa.select(WeddingDate.wedding_date).where(
+        WeddingDate.organization_id == job.organization_id,
+        WeddingDate.wedding_date >= (day or dt.date.min))
+        .order_by(WeddingDate.wedding_date).limit(1)).scalar_one_or_none()
+    policy = job.policy
+    vendor = (policy.vendor_type or (org.vendor_type if org else None)) if policy else None
+    return {
+        "event": event, "backup_job_id": str(job.id),
+        "wedding_date": wedding.isoformat() if wedding else None,
+        "vendor_type": vendor.value.lower() if vendor else None,
+        "status": job.status.value.lower(),
+        "data_size_gb": float(job.actual_size_gb or Decimal(0)),
+        "verification_status": (job.verification_status.value.lower()
+                                if job.verification_status else "unverified"),
+        "policy": policy.name if policy else None,
+        "is_wedding_day_backup": job.is_wedding_day_backup,
+        "error": job.error_message,
+    }
+
+
+def emit(ctx: Context, org_id: uuid.UUID, event: str, payload: dict[str, Any], *,
+         escalation: bool = False) -> list[str]:
+    """Queue the event for every endpoint of the organization that wants it, and try each
+    once now. Never raises: a webhook must not fail the work that emitted it."""
+    try:
+        with ctx.catalog.session() as s:
+            endpoints = list(s.execute(sa.select(WebhookEndpoint).where(
+                WebhookEndpoint.organization_id == org_id,
+                WebhookEndpoint.is_active.is_(True))).scalars())
+            ids = []
+            now = ctx.clock()
+            for ep in endpoints:
+                if ep.events and event not in ep.events:
+                    continue
+                delivery = WebhookDelivery(
+                    id=uuid.uuid4(), organization_id=org_id, endpoint_id=ep.id,
+                    event_type=event, message_id=f"msg_{uuid.uuid4().hex}",
+                    payload={**payload, "event": event,
+                             "timestamp": now.isoformat(timespec="seconds"),
+                             **({"escalation": True} if escalation else {})},
+                    status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now,
+                    escalation=escalation, attempt_log=[])
+                s.add(delivery)
+                ids.append(delivery.id)
+        for delivery_id in ids:
+            attempt(ctx, delivery_id)
+        if escalation:
+            log.critical("ESCALATION %s: %s", event, json.dumps(payload, default=str))
+        return [str(i) for i in ids]
+    except Exception as exc:  # reported, never raised
+        log.error("webhook event %s not queued: %s", event, exc)
+        return []
+
+
+def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
+    """One try of one delivery; the outcome is recorded, the next try scheduled."""
+    from vowvault.secrets import resolve
+
+    with ctx.catalog.session() as s:
+        d = s.get(WebhookDelivery, delivery_id)
+        assert d is not None
+        if d.status != DeliveryStatus.PENDING:
+            return d.status
+        ep = s.get(WebhookEndpoint, d.endpoint_id)
+        assert ep is not None
+        body = json.dumps(d.payload, sort_keys=True, separators=(",", ":"), default=str
+                          ).encode()
+        timestamp = int(time.time())
+        started = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            if not ep.url.startswith(("https://", "http://")):
+                raise ValueError(f"not an http(s) URL: {ep.url}")
+            signature = sign(resolve(ep.secret_ref), d.message_id, timestamp, body)
+            req = urllib.request.Request(ep.url, data=body, method="POST", headers={  # noqa: S310
+                "content-type": "application/json", "user-agent": "vowvault-webhooks/1",
+                "webhook-id": d.message_id, "webhook-timestamp": str(timestamp),
+                "webhook-signature": signature})
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:  # noqa: S310
+                status_code = resp.status
+        except urllib.error.HTTPError as exc:
+            status_code, error = exc.code, f"HTTP {exc.code}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        now = ctx.clock()
+        d.attempts += 1
+        d.response_status = status_code
+        d.attempt_log = [*(d.attempt_log or []), {
+            "at": now.isoformat(timespec="seconds"), "status": status_code, "error": error,
+            "ms": round((time.perf_counter() - started) * 1000)}]
+        if status_code is not None and 200 <= status_code < 300:
+            d.status, d.delivered_at, d.error_message, d.next_attempt_at = (
+                DeliveryStatus.DELIVERED, now, None, None)
+        else:
+            d.error_message = error
+            schedule = ESCALATION_BACKOFF if d.escalation else BACKOFF
+            if d.attempts > len(schedule):
+                d.status, d.next_attempt_at = DeliveryStatus.GAVE_UP, None
+                log.error("webhook %s to %s given up after %d attempts", d.event_type,
+                          ep.url, d.attempts)
+            else:
+                d.next_attempt_at = now + dt.timedelta(seconds=schedule[d.attempts - 1])
+        return d.status
+
+
+def deliver_pending(ctx: Context) -> dict[str, int]:
+    """Retry every delivery whose next attempt is due."""
+    now = ctx.clock()
+    with ctx.catalog.session() as s:
+        due = list(s.execute(sa.select(WebhookDelivery.id).where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= now).order_by(
+            WebhookDelivery.escalation.desc(), WebhookDelivery.next_attempt_at)).scalars())
+    counts: dict[str, int] = {}
+    for delivery_id in due:
+        outcome = attempt(ctx, delivery_id).value
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
