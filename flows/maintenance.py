@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 
 from tasks.maintenance import (
-    counts,
+    daily_analytics,
     erasure_purge,
     gate,
     key_check,
@@ -54,4 +54,4 @@ def gdpr_erasure(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
 def analytics(day: str | None = None) -> dict[str, Any]:
     """Daily numbers per policy, and keys due for rotation (light: runs every day,
     Saturdays included)."""
-    return {"counts": counts(day), "keys_due": key_check()}
+    return {"analytics": daily_analytics(day), "keys_due": key_check()}

@@ -83,13 +83,30 @@ def retention_apply() -> list[dict[str, Any]]:
     return done
 
 
-@task(name="daily counts", cache_policy=NONE)
-def counts(day: str | None) -> list[dict[str, Any]]:
-    when = dt.date.fromisoformat(day) if day else dt.date.today() - dt.timedelta(days=1)
-    rows = maintenance.daily_counts(context(), when)
-    create_table_artifact(table=rows or [{"backups": 0}], key="daily-backups",
-                          description=f"backups on {when}")
-    return rows
+@task(name="daily analytics", cache_policy=NONE)
+def daily_analytics(day: str | None) -> dict[str, Any]:
+    """Yesterday's numbers per policy into backup_analytics; tables as artifacts."""
+    from vowvault.engine import analytics
+
+    ctx = context()
+    when = dt.date.fromisoformat(day) if day else ctx.clock().date() - dt.timedelta(days=1)
+    result = analytics.run_daily(ctx, when)
+    table = result["table"]
+    shown = [] if table.empty else [
+        {k: (None if v != v else v) for k, v in row.items()}  # NaN -> None
+        for row in table[["organization", "policy", "total_jobs", "successful_jobs",
+                          "success_rate_percent", "expected_runs", "compliance_percentage",
+                          "stored_bytes", "duration_p50_seconds", "throughput_p50_mib_s",
+                          "drills_run", "drills_passed", "key_age_days"]]
+        .to_dict("records")]
+    create_table_artifact(table=shown or [{"policies": 0}], key="daily-analytics",
+                          description=f"backups on {when}, per policy")
+    forecast = [{"tier": t, "bytes_now": result["today"].get(t, 0), "bytes_in_90_days": v}
+                for t, v in result["forecast_90_days"].items()]
+    create_table_artifact(table=forecast or [{"stored": 0}], key="capacity-forecast",
+                          description="storage per tier now and in 90 days (linear fit of "
+                                      "the last 30 days)")
+    return {"day": str(when), "rows": result["rows"], "forecast": forecast}
 
 
 @task(name="key rotation check", cache_policy=NONE)

@@ -222,3 +222,27 @@ def vv_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     yield home
     if tasks.common._ctx is not None:
         tasks.common._ctx.close()
+
+
+@pytest.fixture
+def policy_on(tmp_path: Path) -> Callable[..., str]:
+    """Apply a minimal policy to any context's catalog (e.g. one on PostgreSQL); the
+    policies applied before stay active (each call applies all of them)."""
+    applied: dict[int, list[str]] = {}
+
+    def make(ctx: Context, name: str, source: str, cron: str = "0 2 * * *") -> str:
+        entries = applied.setdefault(id(ctx), [])
+        entries.append(textwrap.dedent(f"""\
+              - name: {name}
+                organization: lumiere
+                source: {source}
+                schedule: {{cron: "{cron}", timezone: UTC}}
+                peak_season: {{multiplier: 1}}
+                storage: [{{url: "file://{tmp_path / 'storage'}"}}]
+            """))
+        text = ("version: 1\norganizations: [{slug: lumiere, name: Lumiere}]\npolicies:\n"
+                + "".join(entries))
+        apply_policy_file(ctx.catalog, parse_policy_text(text, "t.yaml", {}), actor="tester")
+        return name
+
+    return make

@@ -24,6 +24,8 @@ def register(app: typer.Typer, out: Console) -> None:
     app.command("lifecycle")(lifecycle)
     app.command("retention")(retention)
     app.command("orphans")(orphans)
+    app.command("report")(report)
+    app.command("analytics")(analytics_cmd)
 
 
 def _gate(ctx: Context, force: bool, dry_run: bool) -> None:
@@ -97,3 +99,37 @@ def orphans(remove: Annotated[bool, typer.Option("--remove", help="Delete them."
     for o in found:
         _out.print(f"  {o['target']}/{o['object']}")
     _out.print(f"{len(found)} orphaned objects" + (" removed" if remove and found else ""))
+
+
+def report(html_file: Annotated[str, typer.Option("--html", help="Write the page here.")],
+           days: Annotated[int, typer.Option(help="Days of history.")] = 30) -> None:
+    """A self-contained HTML report: success, storage per tier with forecast, drills."""
+    from pathlib import Path
+
+    from vowvault.report import build
+
+    ctx = Context.from_settings()
+    try:
+        page = build(ctx, days)
+    finally:
+        ctx.close()
+    Path(html_file).write_text(page, encoding="utf-8")
+    _out.print(f"wrote {html_file} ({len(page) // 1024} KiB, self-contained)")
+
+
+def analytics_cmd(day: Annotated[str | None, typer.Option(
+        help="UTC date (default: yesterday).")] = None) -> None:
+    """Compute and store one day's analytics (what the daily flow does)."""
+    import datetime as dt
+
+    from vowvault.engine import analytics
+
+    ctx = Context.from_settings()
+    try:
+        when = dt.date.fromisoformat(day) if day else ctx.clock().date() - dt.timedelta(days=1)
+        result = analytics.run_daily(ctx, when)
+    finally:
+        ctx.close()
+    _out.print(f"{when}: {result['rows']} policies; capacity in 90 days: "
+               + ", ".join(f"{t} {v / 2**30:.2f} GiB" for t, v in
+                           result["forecast_90_days"].items()))
