@@ -9,6 +9,7 @@ from prefect import flow
 
 from tasks.maintenance import (
     daily_analytics,
+    deliver_webhooks,
     erasure_purge,
     gate,
     key_check,
@@ -55,3 +56,10 @@ def analytics(day: str | None = None) -> dict[str, Any]:
     """Daily numbers per policy, and keys due for rotation (light: runs every day,
     Saturdays included)."""
     return {"analytics": daily_analytics(day), "keys_due": key_check()}
+
+
+@flow(name="webhook-delivery")
+def webhook_delivery() -> dict[str, int]:
+    """Retry webhook deliveries that are due (every minute: wedding-day escalations reach
+    their endpoints within two minutes)."""
+    return deliver_webhooks()

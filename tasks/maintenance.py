@@ -130,3 +130,10 @@ def key_check() -> list[dict[str, Any]]:
     create_table_artifact(table=due or [{"keys due for rotation": 0}], key="keys-due",
                           description="key-encryption keys past their 90-day rotation")
     return due
+
+
+@task(name="deliver webhooks", cache_policy=NONE)
+def deliver_webhooks() -> dict[str, int]:
+    from vowvault.engine.webhooks import deliver_pending
+
+    return deliver_pending(context())

@@ -26,6 +26,7 @@ def register(app: typer.Typer, out: Console) -> None:
     app.command("orphans")(orphans)
     app.command("report")(report)
     app.command("analytics")(analytics_cmd)
+    app.add_typer(webhooks_app, name="webhooks")
 
 
 def _gate(ctx: Context, force: bool, dry_run: bool) -> None:
@@ -133,3 +134,45 @@ def analytics_cmd(day: Annotated[str | None, typer.Option(
     _out.print(f"{when}: {result['rows']} policies; capacity in 90 days: "
                + ", ".join(f"{t} {v / 2**30:.2f} GiB" for t, v in
                            result["forecast_90_days"].items()))
+
+
+webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook deliveries.")
+
+
+@webhooks_app.command("deliver")
+def webhooks_deliver() -> None:
+    """Retry the deliveries that are due (the webhook-delivery flow does it every minute)."""
+    from vowvault.engine.webhooks import deliver_pending
+
+    ctx = Context.from_settings()
+    try:
+        counts = deliver_pending(ctx)
+    finally:
+        ctx.close()
+    _out.print(", ".join(f"{n} {k.lower()}" for k, n in counts.items()) or "nothing due")
+
+
+@webhooks_app.command("log")
+def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.")] = 20) -> None:
+    """Deliveries with every attempt."""
+    import sqlalchemy as sa
+
+    from vowvault.catalog.models import WebhookDelivery, WebhookEndpoint
+
+    ctx = Context.from_settings()
+    try:
+        with ctx.catalog.session() as s:
+            rows = s.execute(sa.select(WebhookDelivery, WebhookEndpoint.url).join(
+                WebhookEndpoint).order_by(WebhookDelivery.created_at.desc()).limit(limit)).all()
+            table = Table(box=None, pad_edge=False)
+            for col in ("TIME (UTC)", "EVENT", "ENDPOINT", "STATUS", "ATTEMPTS", "LAST"):
+                table.add_column(col)
+            for d, url in rows:
+                last = (d.attempt_log or [{}])[-1]
+                table.add_row(f"{d.created_at:%Y-%m-%d %H:%M:%S}", d.event_type
+                              + (" (escalation)" if d.escalation else ""), url,
+                              d.status.value, str(d.attempts),
+                              str(last.get("status") or last.get("error") or "-"))
+    finally:
+        ctx.close()
+    _out.print(table)

@@ -106,14 +106,17 @@ def drill(
     drill_server: Annotated[str | None, typer.Option(
         help="PostgreSQL server for the throw-away database (default: the source's).")]
     = None,
+    archive_wait: Annotated[float, typer.Option(
+        "--archive-wait", help="Seconds to wait for archived data to be restored.")] = 0.0,
 ) -> None:
-    """Restore a backup into a scratch target, validate it, time it, clean up."""
+    """Restore a backup (latest, random:N days, or an id) into a scratch target, validate
+    it, time it, clean up."""
     from vowvault.engine.context import Context
     from vowvault.engine.drill import run_drill
 
     ctx = Context.from_settings()
     try:
-        r = run_drill(ctx, policy, backup, drill_server)
+        r = run_drill(ctx, policy, backup, drill_server, archive_wait)
     finally:
         ctx.close()
     _out.print(f"drill of {policy}: backup {r.backup_id} restored and validated in "

@@ -8,6 +8,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from vowvault.catalog.enums import BackupStatus, RecoveryType, VerificationStatu
 from vowvault.catalog.models import BackupJob, BackupPolicy, RecoveryJob
 from vowvault.engine.context import Context, log
 from vowvault.engine.restore import restore_backup
-from vowvault.errors import NotFound
+from vowvault.errors import ConfigError, NotFound
 
 
 @dataclass
@@ -37,23 +38,40 @@ class DrillResult:
 
 
 def pick_backup(ctx: Context, policy: str, backup: str = "latest") -> BackupJob:
+    """``latest`` (the newest verified backup), ``random:N`` (a random verified backup of
+    the last N days) or a backup id."""
+    import secrets
+
     with ctx.catalog.session() as s:
-        if backup != "latest":
+        if backup != "latest" and not backup.startswith("random:"):
             from vowvault.engine.lookup import find_backup
 
             return find_backup(s, backup)
-        job = s.execute(sa.select(BackupJob).join(BackupPolicy).where(
+        query = sa.select(BackupJob).join(BackupPolicy).where(
             BackupPolicy.name == policy, BackupJob.status == BackupStatus.COMPLETED,
             BackupJob.verification_status == VerificationStatus.VERIFIED,
             BackupJob.deletion_date.is_(None))
-            .order_by(BackupJob.completed_at.desc()).limit(1)).scalar_one_or_none()
+        if backup.startswith("random:"):
+            try:
+                days = int(backup.split(":", 1)[1])
+            except ValueError:
+                raise ConfigError(f"{backup!r}: write random:N with N a number of days"
+                                  ) from None
+            query = query.where(BackupJob.completed_at >= ctx.clock() - timedelta(days=days))
+            jobs = list(s.execute(query).scalars())
+            if not jobs:
+                raise NotFound(f"policy {policy} has no verified backup in the last {days} "
+                               f"days to drill")
+            return jobs[secrets.randbelow(len(jobs))]
+        job = s.execute(query.order_by(BackupJob.completed_at.desc()).limit(1)
+                        ).scalar_one_or_none()
         if job is None:
             raise NotFound(f"policy {policy} has no verified backup to drill")
         return job
 
 
 def run_drill(ctx: Context, policy: str, backup: str = "latest",
-              drill_server: str | None = None) -> DrillResult:
+              drill_server: str | None = None, archive_wait: float = 0.0) -> DrillResult:
     """Restore into a temporary directory, or a throw-away database on ``drill_server``
     (default: the source's server), validate, time it, remove it."""
     job = pick_backup(ctx, policy, backup)
@@ -63,23 +81,11 @@ def run_drill(ctx: Context, policy: str, backup: str = "latest",
         source, rto_target = dict(p.source_config), p.rto_target_minutes * 60
         completed = job.completed_at
     started = time.perf_counter()
-    if source.get("kind") == "postgres":
-        from psycopg.conninfo import make_conninfo
-
-        scratch = f"vowvault_drill_{uuid.uuid4().hex[:10]}"
-        target = make_conninfo(drill_server or source["dsn"], dbname=scratch)
-        try:
-            result = restore_backup(ctx, str(job.id), to_database=target,
-                                    recovery_type=RecoveryType.DR_DRILL)
-        finally:
-            _drop(target)
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="vowvault-drill-"))
-        try:
-            result = restore_backup(ctx, str(job.id), to_dir=tmp / "restored",
-                                    recovery_type=RecoveryType.DR_DRILL)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        result = _restore(ctx, job, source, drill_server, archive_wait)
+    except Exception as exc:
+        _event(ctx, job.id, "drill_failed", {"error": str(exc).splitlines()[0][:500]})
+        raise
     rto = time.perf_counter() - started
     rpo = (ctx.clock() - completed).total_seconds() if completed else 0.0
     with ctx.catalog.session() as s:
@@ -90,8 +96,43 @@ def run_drill(ctx: Context, policy: str, backup: str = "latest",
         rec.rpo_seconds = Decimal(rpo).quantize(Decimal("0.001"))
     log.info("drill of %s: restored backup %s in %.1f s (target %d s), backup age %.0f s",
              policy, job.id, rto, rto_target, rpo)
+    passed = rto <= rto_target
+    _event(ctx, job.id, "drill_completed" if passed else "drill_failed",
+           {"rto_seconds": round(rto, 3), "rto_target_seconds": rto_target,
+            "rpo_seconds": round(rpo, 3), "passed": passed})
     return DrillResult(result.recovery_id, str(job.id), policy, round(rto, 3), rto_target,
-                       round(rpo, 3), rto <= rto_target, result.validation)
+                       round(rpo, 3), passed, result.validation)
+
+
+def _event(ctx: Context, job_id: uuid.UUID, event: str, extra: dict[str, Any]) -> None:
+    from vowvault.engine import webhooks
+
+    with ctx.catalog.session() as s:
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        payload = {**webhooks.backup_payload(s, job, event), **extra}
+        org_id = job.organization_id
+    webhooks.emit(ctx, org_id, event, payload)
+
+
+def _restore(ctx: Context, job: BackupJob, source: dict[str, Any],
+             drill_server: str | None, wait: float) -> Any:
+    if source.get("kind") == "postgres":
+        from psycopg.conninfo import make_conninfo
+
+        scratch = f"vowvault_drill_{uuid.uuid4().hex[:10]}"
+        target = make_conninfo(drill_server or source["dsn"], dbname=scratch)
+        try:
+            return restore_backup(ctx, str(job.id), to_database=target,
+                                  recovery_type=RecoveryType.DR_DRILL, archive_wait=wait)
+        finally:
+            _drop(target)
+    tmp = Path(tempfile.mkdtemp(prefix="vowvault-drill-"))
+    try:
+        return restore_backup(ctx, str(job.id), to_dir=tmp / "restored",
+                              recovery_type=RecoveryType.DR_DRILL, archive_wait=wait)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _drop(dsn: str) -> None:
