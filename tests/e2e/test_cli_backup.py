@@ -183,3 +183,27 @@ def test_unreadable_file_is_reported_never_skipped(cli, cli_env, tmp_path: Path)
     with catalog(cli_env) as db:
         assert db.execute("SELECT status FROM backup_jobs").fetchall() == [("FAILED",)]
     assert not any(p.is_file() for p in storage.rglob("*"))
+
+
+def test_emergency_recovery_is_for_emergency_roles_confirmed_and_recorded(
+        cli, cli_env, setup) -> None:
+    target = setup["tmp"] / "production"
+    target.mkdir()
+    (target / "live.txt").write_text("what production holds now")
+    base = ("restore", setup["id"], "--to-dir", str(target), "--emergency")
+    one_line_error(cli(*base, check=False), 2, "needs --role")
+    one_line_error(cli(*base, "--role", "member", "--confirm", setup["id"], check=False), 2,
+                   "needs the role admin, owner or emergency_contact, not 'member'")
+    one_line_error(cli(*base, "--role", "admin", check=False), 2,
+                   f"confirm with --confirm {setup['id']}")
+    assert (target / "live.txt").exists()  # nothing touched so far
+    done = cli(*base, "--role", "emergency_contact", "--confirm", setup["id"])
+    assert "restored backup" in done.stdout
+    assert "CRITICAL" in done.stderr and "EMERGENCY recovery" in done.stderr
+    assert (target / "guests.json").exists()
+    with catalog(cli_env) as db:
+        rows = db.execute("SELECT recovery_type, is_emergency_recovery, requester_role, status "
+                          "FROM recovery_jobs").fetchall()
+        audit = [r[0] for r in db.execute("SELECT action FROM audit_log")]
+    assert rows == [("EMERGENCY", 1, "emergency_contact", "COMPLETED")]
+    assert audit.count("restore.emergency") == 2  # started, completed

@@ -15,7 +15,7 @@ from rich.table import Table
 from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
 from vowvault.engine.context import Context
-from vowvault.errors import IntegrityError, NotFound, VowvaultError
+from vowvault.errors import ConfigError, IntegrityError, NotFound, VowvaultError
 
 backup_app = typer.Typer(no_args_is_help=True, help="Run backups.")
 backups_app = typer.Typer(no_args_is_help=True, help="Stored backups.")
@@ -330,19 +330,34 @@ def restore(
     wait_archive: Annotated[float, typer.Option(
         "--wait-archive", help="Seconds to wait for archived data to be restored first.")]
     = 0.0,
+    emergency: Annotated[bool, typer.Option(
+        "--emergency", help="Emergency recovery into production: replaces the target; needs "
+                            "--role and --confirm.")] = False,
+    role: Annotated[str | None, typer.Option(
+        help="Your role for an emergency recovery: admin, owner or emergency_contact.")]
+    = None,
+    confirm: Annotated[str | None, typer.Option(
+        help="The backup id again, to confirm an emergency recovery.")] = None,
 ) -> None:
     """Stream a backup back, verifying as it goes, and validate the result."""
     import os
 
     from vowvault.engine.restore import restore_backup
 
+    if emergency:
+        if role is None:
+            raise ConfigError("--emergency needs --role admin, owner or emergency_contact")
+        if confirm != backup:
+            raise ConfigError(f"an emergency recovery replaces what the target holds: "
+                              f"confirm with --confirm {backup}")
     password = os.environ.get(password_env) if password_env else None
     ctx = Context.from_settings()
     try:
         with _Bar(_err.is_terminal) as bar:
             ctx.progress = bar
             result = restore_backup(ctx, backup, to_dir=to_dir, to_database=to_database,
-                                    force=force, password=password, archive_wait=wait_archive)
+                                    force=force, password=password, archive_wait=wait_archive,
+                                    emergency_role=role if emergency else None)
     finally:
         ctx.close()
     v = result.validation
@@ -351,6 +366,10 @@ def restore(
                f"checked" if v.get("checked") else f"not validated: {v.get('reason')}")
     for skipped in result.skipped_copies:
         _err.print(f"vowvault: warning: copy unreachable, used another: {skipped}", markup=False)
+    if emergency:
+        _err.print(f"vowvault: CRITICAL: EMERGENCY recovery of backup {result.backup_id} as "
+                   f"{role}: recorded in the audit log, organization webhooks escalated",
+                   markup=False)
     _out.print(f"restored backup {result.backup_id} to {result.target}: "
                f"{result.bytes_restored / 1048576:.1f} MiB in {result.duration_seconds:.1f} s "
                f"from {result.copy_used}; {checked}")

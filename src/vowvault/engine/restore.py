@@ -55,11 +55,22 @@ class RestoreResult:
 def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                    to_database: str | None = None, force: bool = False,
                    password: str | None = None, recovery_type: RecoveryType =
-                   RecoveryType.FULL_RESTORE, archive_wait: float = 0.0) -> RestoreResult:
+                   RecoveryType.FULL_RESTORE, archive_wait: float = 0.0,
+                   emergency_role: str | None = None) -> RestoreResult:
     """Restore one backup. Data in an archive tier is restored (rehydrated) first: the
-    restore waits ``archive_wait`` seconds for it, or fails saying it was started."""
+    restore waits ``archive_wait`` seconds for it, or fails saying it was started.
+
+    ``emergency_role`` makes it an emergency recovery into production: only the roles
+    admin, owner and emergency_contact may (the same rule as the catalog's
+    emergency_recovery_access policy); it replaces what the target holds, is recorded as an
+    emergency recovery, and raises a CRITICAL event (an escalated webhook and log line)."""
     if (to_dir is None) == (to_database is None):
         raise ConfigError("give exactly one of --to-dir PATH or --to-database DSN")
+    if emergency_role is not None:
+        if emergency_role not in EMERGENCY_ROLES:
+            raise ConfigError(f"emergency recovery needs the role admin, owner or "
+                              f"emergency_contact, not {emergency_role!r}")
+        recovery_type, force = RecoveryType.EMERGENCY, True
     started = time.perf_counter()
     with ctx.catalog.session() as s:
         job = find_backup(s, backup_ref)
@@ -69,6 +80,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                                + ": only COMPLETED backups can be restored")
         recovery = RecoveryJob(id=uuid.uuid4(), organization_id=job.organization_id,
                                backup_job_id=job.id, recovery_type=recovery_type,
+                               is_emergency_recovery=emergency_role is not None,
+                               requester_role=emergency_role,
                                status=RecoveryStatus.IN_PROGRESS, requested_by=ctx.settings.actor,
                                target_kind="DATABASE" if to_database else "DIRECTORY",
                                target_description=_describe_target(to_dir, to_database),
@@ -78,6 +91,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                      target_id=job.id, organization_id=job.organization_id,
                      summary=f"restore to {recovery.target_description}")
         recovery_id, job_id = recovery.id, job.id
+    if emergency_role is not None:
+        _emergency_event(ctx, job_id, "started", recovery_id, emergency_role)
     try:
         with ctx.catalog.session() as s:
             job = s.get(BackupJob, job_id)
@@ -100,12 +115,16 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
             validation["erasures_applied"] = len(applied)
     except BaseException as exc:
         _finish(ctx, recovery_id, started, error=exc)
+        if emergency_role is not None:
+            _emergency_event(ctx, job_id, f"failed: {exc}", recovery_id, emergency_role)
         raise
     result = RestoreResult(str(recovery_id), str(job_id),
                            _describe_target(to_dir, to_database), restored,
                            round(time.perf_counter() - started, 3), validation,
                            backup.copy.url, backup.skipped, applied)
     _finish(ctx, recovery_id, started, result=result)
+    if emergency_role is not None:
+        _emergency_event(ctx, job_id, "completed", recovery_id, emergency_role)
     if recovery_type == RecoveryType.FULL_RESTORE:
         from vowvault.engine import webhooks
 
@@ -118,6 +137,29 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
             org_id = job.organization_id
         webhooks.emit(ctx, org_id, "restore_completed", payload)
     return result
+
+
+EMERGENCY_ROLES = ("admin", "owner", "emergency_contact")
+
+
+def _emergency_event(ctx: Context, job_id: uuid.UUID, outcome: str, recovery_id: uuid.UUID,
+                     role: str) -> None:
+    from vowvault.engine import webhooks
+
+    with ctx.catalog.session() as s:
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        payload = {**webhooks.backup_payload(s, job, "emergency_recovery"),
+                   "recovery_id": str(recovery_id), "outcome": outcome, "role": role,
+                   "requested_by": ctx.settings.actor, "severity": "CRITICAL"}
+        org_id = job.organization_id
+        audit.record(s, actor=ctx.settings.actor, actor_role=role,
+                     action="restore.emergency", target_type="recovery",
+                     target_id=recovery_id, organization_id=org_id,
+                     summary=f"EMERGENCY recovery of backup {job_id}: {outcome}")
+    log.critical("EMERGENCY recovery of backup %s by %s (%s): %s", job_id,
+                 ctx.settings.actor, role, outcome)
+    webhooks.emit(ctx, org_id, "emergency_recovery", payload, escalation=True)
 
 
 def _describe_target(to_dir: Path | None, to_database: str | None) -> str:
