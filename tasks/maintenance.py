@@ -111,14 +111,15 @@ def daily_analytics(day: str | None) -> dict[str, Any]:
 
 @task(name="key rotation check", cache_policy=NONE)
 def key_check() -> list[dict[str, Any]]:
-    """Report active keys older than the rotation period: as an artifact and as a Prefect
-    event (``vowvault.key.rotation-due``) that automations can turn into alerts."""
+    """Report active keys older than the rotation period: as an artifact, a webhook
+    (``key_rotation_due``, once per key version) and a Prefect event
+    (``vowvault.key.rotation-due``) that automations can turn into alerts."""
     from prefect.events import emit_event
     from prefect.logging import get_run_logger
 
-    from vowvault.engine.keyring import key_status
+    from vowvault.engine.keyring import notify_rotation_due
 
-    due = [k for k in key_status(context()) if k["rotation_due"]]
+    due = notify_rotation_due(context())
     for k in due:
         get_run_logger().warning("key of %s (v%s) is %s days old: run `vowvault keys rotate "
                                  "%s`", k["organization"], k["version"], k["age_days"],

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cloudemu import emulator, environment
+from policytext import apply_photos_policy
 
 from vowvault.catalog.enums import BackupStatus, ObjectKind, Tier
 from vowvault.catalog.models import BackupJob, BackupStorage
 from vowvault.engine import lifecycle, retention
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context
-from vowvault.policies.apply import apply_policy_file
-from vowvault.policies.loader import parse_policy_text
 from vowvault.settings import Settings
 from vowvault.storage import open_backend
 
@@ -36,20 +35,9 @@ def test_months_of_backups_on_two_clouds(pg_url: str, tmp_path: Path, emulators,
         ctx.clock = lambda: now["t"]
         src = tmp_path / "src"
         src.mkdir()
-        text = f"""\
-version: 1
-organizations: [{{slug: lumiere, name: Lumiere}}]
-policies:
-  - name: photos
-    organization: lumiere
-    source: {{kind: directory, path: {src}}}
-    schedule: {{cron: "0 2 * * *"}}
-    peak_season: {{multiplier: 1}}
-    retention: {{days: 20, keep_weekly: 4, keep_monthly: 3, min_verified: 2}}
-    lifecycle: [{{after_days: 7, tier: WARM}}, {{after_days: 20, tier: COLD}}]
-    storage: [{{url: "{primary}"}}, {{url: "{copy}"}}]
-"""
-        apply_policy_file(ctx.catalog, parse_policy_text(text, "p.yaml", {}), actor="t")
+        apply_photos_policy(ctx.catalog, src, [primary, copy], extra=[
+            "retention: {days: 20, keep_weekly: 4, keep_monthly: 3, min_verified: 2}",
+            "lifecycle: [{after_days: 7, tier: WARM}, {after_days: 20, tier: COLD}]"])
         for day in range(120):
             now["t"] = START + dt.timedelta(days=day)
             (src / "guests.json").write_text(f'{{"day": {day}}}')

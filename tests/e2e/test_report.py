@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from policytext import apply_photos_policy
 
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context
@@ -44,20 +45,7 @@ def test_report_renders_without_console_errors(ctx: Context, cli, tmp_path: Path
     ctx.clock = lambda: now["t"]
     src = tmp_path / "src"
     src.mkdir()
-    from vowvault.policies.apply import apply_policy_file
-    from vowvault.policies.loader import parse_policy_text
-
-    apply_policy_file(ctx.catalog, parse_policy_text(f"""\
-version: 1
-organizations: [{{slug: lumiere, name: Lumiere}}]
-policies:
-  - name: photos
-    organization: lumiere
-    source: {{kind: directory, path: {src}}}
-    schedule: {{cron: "0 2 * * *"}}
-    peak_season: {{multiplier: 1}}
-    storage: [{{url: "file://{tmp_path}/storage"}}]
-""", "p.yaml", {}), actor="t")
+    apply_photos_policy(ctx.catalog, src, f"file://{tmp_path}/storage")
     for day in range(14):
         now["t"] += dt.timedelta(days=1)
         (src / f"IMG_{day}.jpg").write_bytes(bytes([day]) * 50_000)

@@ -5,32 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
 
 
 def apply(home: Path, src: Path, storage: Path, retries: int = 0) -> None:
+    from policytext import apply_photos_policy
+
     from vowvault.catalog.db import Catalog
-    from vowvault.policies.apply import apply_policy_file
-    from vowvault.policies.loader import parse_policy_text
     from vowvault.settings import load_settings
 
-    text = textwrap.dedent(f"""\
-        version: 1
-        organizations: [{{slug: lumiere, name: Lumiere}}]
-        policies:
-          - name: photos
-            organization: lumiere
-            source: {{kind: directory, path: {src}}}
-            schedule: {{cron: "0 2 * * *"}}
-            peak_season: {{multiplier: 1}}
-            max_retries: {retries}
-            storage: [{{url: "file://{storage}"}}]
-        """)
     catalog = Catalog.open(load_settings())
-    apply_policy_file(catalog, parse_policy_text(text, "t.yaml", {}), actor="tester")
+    apply_photos_policy(catalog, src, f"file://{storage}", extra=[f"max_retries: {retries}"])
     catalog.dispose()
 
 

@@ -3,13 +3,14 @@ a Secret block; destroying the block makes them unreadable."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 
 
 def test_prefect_secret_keys(prefect_api, vv_home: Path, tmp_path: Path) -> None:
+    from policytext import apply_photos_policy
+
     from tasks.common import context
     from tasks.secrets import register
     from vowvault.catalog.db import Catalog
@@ -17,28 +18,15 @@ def test_prefect_secret_keys(prefect_api, vv_home: Path, tmp_path: Path) -> None
     from vowvault.engine.backup import run_backup
     from vowvault.engine.restore import restore_backup
     from vowvault.errors import RestoreError
-    from vowvault.policies.apply import apply_policy_file
-    from vowvault.policies.loader import parse_policy_text
     from vowvault.settings import load_settings
 
     register()
     src = tmp_path / "src"
     src.mkdir()
     (src / "vows.txt").write_text("I do")
-    text = textwrap.dedent(f"""\
-        version: 1
-        organizations: [{{slug: lumiere, name: Lumiere}}]
-        policies:
-          - name: photos
-            organization: lumiere
-            source: {{kind: directory, path: {src}}}
-            schedule: {{cron: "0 2 * * *"}}
-            peak_season: {{multiplier: 1}}
-            encryption: {{key_provider: prefect-secret}}
-            storage: [{{url: "file://{tmp_path}/storage"}}]
-        """)
     catalog = Catalog.open(load_settings())
-    apply_policy_file(catalog, parse_policy_text(text, "t.yaml", {}), actor="tester")
+    apply_photos_policy(catalog, src, f"file://{tmp_path}/storage",
+                        extra=["encryption: {key_provider: prefect-secret}"])
     catalog.dispose()
     ctx = context()
     first = run_backup(ctx, "photos")

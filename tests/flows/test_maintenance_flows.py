@@ -5,32 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import textwrap
 from pathlib import Path
 
 
 def apply(src: Path, storage: Path, wedding: dt.date | None) -> None:
+    from policytext import apply_photos_policy
+
     from vowvault.catalog.db import Catalog
-    from vowvault.policies.apply import apply_policy_file
-    from vowvault.policies.loader import parse_policy_text
     from vowvault.settings import load_settings
 
     weddings = (f"weddings: [{{organization: lumiere, date: {wedding}, "
                 f"wedding_id: 5b0f2a4e-8c1d-4f4e-9a55-3f1c2d7e9a01}}]") if wedding else ""
-    text = textwrap.dedent(f"""\
-        version: 1
-        organizations: [{{slug: lumiere, name: Lumiere}}]
-        {weddings}
-        policies:
-          - name: photos
-            organization: lumiere
-            source: {{kind: directory, path: {src}}}
-            schedule: {{cron: "0 2 * * *"}}
-            peak_season: {{multiplier: 1}}
-            storage: [{{url: "file://{storage}"}}]
-        """)
     catalog = Catalog.open(load_settings())
-    apply_policy_file(catalog, parse_policy_text(text, "t.yaml", {}), actor="tester")
+    apply_photos_policy(catalog, src, f"file://{storage}", preamble=weddings)
     catalog.dispose()
 
 

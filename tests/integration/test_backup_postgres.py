@@ -63,7 +63,8 @@ def test_database_round_trip_is_validated_table_by_table(ctx: Context, policy, v
     target = pg_database()
     restored = restore_backup(ctx, result.job_id, to_database=target, force=False)
     # Rows of very different widths: restored in another order, they would not validate.
-    assert restored.validation == {"tables": 4, "rows": 103000, "checked": True}
+    assert restored.validation == {"tables": 4, "rows": 103000, "checked": True,
+                                   "erasures_applied": 0}
     assert counts(target) == counts(venue_db)
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, uuid.UUID(result.job_id))

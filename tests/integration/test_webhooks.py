@@ -167,3 +167,22 @@ def test_a_failed_wedding_day_backup_escalates_within_two_minutes(
     (event,) = receiver.events
     assert event["event"] == "backup_failed" and event["escalation"] is True
     assert event["is_wedding_day_backup"] is True and "does not exist" in str(event["error"])
+
+
+def test_a_key_past_its_rotation_date_is_announced_once(ctx: Context, hooked: Path,
+                                                        receiver: Receiver) -> None:
+    from vowvault.engine.keyring import notify_rotation_due, rotate
+
+    now = {"t": dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)}
+    ctx.clock = lambda: now["t"]
+    run_backup(ctx, "hall")  # creates key version 1, due for rotation after 90 days
+    receiver.events.clear()
+    now["t"] += dt.timedelta(days=89)
+    assert notify_rotation_due(ctx) == [] and receiver.events == []
+    now["t"] += dt.timedelta(days=2)
+    assert [k["version"] for k in notify_rotation_due(ctx)] == [1]
+    notify_rotation_due(ctx)  # the next day's analytics run: no second message
+    assert [(e["event"], e["key_version"], e["age_days"]) for e in receiver.events] == [
+        ("key_rotation_due", 1, 91)]
+    rotate(ctx, "grand-hall")
+    assert notify_rotation_due(ctx) == []

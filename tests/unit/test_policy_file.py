@@ -85,6 +85,10 @@ def test_environment_variables_are_expanded() -> None:
     ("file:///backups", "s3://key:secret@bucket/x", "contains credentials"),
     ("kind: directory, path: /srv/photos",
      "kind: postgres, dsn: 'postgresql://u:hunter2@db/x'", "contains a password"),
+    ("kind: directory, path: /srv/photos",
+     "kind: postgres, dsn: 'postgresql://db/x', mode: physical",
+     "field source.mode: physical backups (base backup + WAL, point-in-time recovery) are "
+     "not available in this version; use mode: logical"),
     ("organization: lumiere", "organization: nobody",
      "field organization: organization 'nobody' is not declared"),
     ("name: photos", "name: Photos!", "field name: 'Photos!' must be lower-case"),

@@ -219,6 +219,29 @@ def key_status(ctx: Context) -> list[dict[str, object]]:
     return out
 
 
+def notify_rotation_due(ctx: Context) -> list[dict[str, object]]:
+    """Active keys past their rotation date, each announced once to the organization's
+    webhooks (event ``key_rotation_due``); returns every key that is due."""
+    from vowvault.catalog.models import WebhookDelivery
+    from vowvault.engine import webhooks
+
+    due = [k for k in key_status(ctx) if k["rotation_due"]]
+    for k in due:
+        with ctx.catalog.session() as s:
+            org = _org(s, str(k["organization"]))
+            org_id = org.id
+            sent = s.execute(sa.select(WebhookDelivery.payload).where(
+                WebhookDelivery.organization_id == org_id,
+                WebhookDelivery.event_type == "key_rotation_due")).scalars()
+            if any(p.get("key_version") == k["version"] for p in sent):
+                continue
+        webhooks.emit(ctx, org_id, "key_rotation_due", {
+            "organization": k["organization"], "key_version": k["version"],
+            "age_days": k["age_days"], "provider": k["provider"],
+            "action": f"vowvault keys rotate {k['organization']}"})
+    return due
+
+
 # -- crypto-shredding -----------------------------------------------------------------------
 
 def shred(ctx: Context, slug: str, confirm: str) -> dict[str, object]:

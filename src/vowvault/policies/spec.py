@@ -110,6 +110,14 @@ class PostgresSource(Strict):
     password_env: str | None = None
     password_secret: str | None = None
 
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value == "physical":
+            raise ValueError("physical backups (base backup + WAL, point-in-time recovery) "
+                             "are not available in this version; use mode: logical")
+        return value
+
     @field_validator("dsn")
     @classmethod
     def _no_password(cls, value: str) -> str:
