@@ -170,3 +170,42 @@ def test_a_file_vanishing_mid_backup_fails_the_job_cleanly(ctx: Context, policy,
         job = s.execute(sa.select(BackupJob)).scalar_one()
         assert job.status == BackupStatus.FAILED
     assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+
+
+def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT while the stages run: they stop, the job ends FAILED with nothing left
+    on storage, and the interrupt reaches the caller as an interrupt."""
+    import signal
+    import threading
+
+    from vowvault.sources.directory import DirectorySnapshot
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("first")
+    (src / "slow.bin").write_bytes(os.urandom(1 << 20))
+    reading, release = threading.Event(), threading.Event()
+    original = DirectorySnapshot._file
+
+    def slow_file(self, rel, entry):  # type: ignore[no-untyped-def]
+        if rel == "slow.bin":
+            reading.set()
+            release.wait(10)
+        return (yield from original(self, rel, entry))
+
+    monkeypatch.setattr(DirectorySnapshot, "_file", slow_file)
+
+    def operator() -> None:
+        assert reading.wait(10)
+        os.kill(os.getpid(), signal.SIGINT)
+        threading.Timer(0.5, release.set).start()
+
+    threading.Thread(target=operator, daemon=True).start()
+    name = policy("photos", source_yaml(src))
+    with pytest.raises(KeyboardInterrupt):
+        run_backup(ctx, name)
+    with ctx.catalog.session() as s:
+        job = s.execute(sa.select(BackupJob)).scalar_one()
+        assert (job.status, job.error_message) == (BackupStatus.FAILED, "interrupted (Ctrl-C)")
+    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]

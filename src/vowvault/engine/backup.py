@@ -819,7 +819,8 @@ def _record_failure(run: BackupRun, error: BaseException) -> Result:
     ctx = run.ctx
     status = BackupStatus.CORRUPTED if isinstance(error, IntegrityError) else \
         BackupStatus.FAILED
-    message = _one_line(error)
+    message = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
+        _one_line(error)
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, run.job_id)
         assert job is not None
@@ -837,8 +838,8 @@ def _record_failure(run: BackupRun, error: BaseException) -> Result:
     log.error("backup %s %s: %s", run.job_id, status.value.lower(), message)
     _notify(ctx, run.job_id, "verification_failed" if status == BackupStatus.CORRUPTED
             else "backup_failed")
-    if isinstance(error, VowvaultError):
-        raise error
+    if isinstance(error, VowvaultError | KeyboardInterrupt | SystemExit):
+        raise error  # an interrupt stays an interrupt, recorded as FAILED and cleaned up
     raise SourceError(message) from error
 
 

@@ -111,8 +111,14 @@ def run_threads(targets: dict[str, Any], abort: Abort) -> None:
         t = threading.Thread(target=body, name=f"vowvault-{name}", daemon=True)
         threads.append(t)
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException as exc:  # Ctrl-C: stop the stages, and wait until they have
+        abort.fail(exc)
+        for t in threads:
+            t.join()
+        raise
     if abort.error is not None:
         raise abort.error
     if abort.failed:
