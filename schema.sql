@@ -1153,5 +1153,13 @@ ALTER TABLE webhook_endpoints ADD CONSTRAINT uq_webhook_endpoints_organization_i
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
 
+-- Running upgrade 0002 -> 0003
+
+ALTER TABLE backup_policies ADD COLUMN full_every_days INTEGER DEFAULT '7' NOT NULL;
+
+ALTER TABLE backup_policies ADD CONSTRAINT ck_backup_policies_full_every_days_range CHECK (full_every_days BETWEEN 1 AND 366);
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
+
 COMMIT;
 

@@ -209,3 +209,34 @@ def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path:
         job = s.execute(sa.select(BackupJob)).scalar_one()
         assert (job.status, job.error_message) == (BackupStatus.FAILED, "interrupted (Ctrl-C)")
     assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("backup_type", ["incremental", "differential"])
+def test_chains_restart_with_a_full_backup_so_old_chains_can_expire(
+        ctx: Context, policy, tmp_path: Path, backup_type: str) -> None:
+    import datetime as dt
+
+    from vowvault.engine import retention
+
+    src = tmp_path / "src"
+    src.mkdir()
+    name = policy("photos", source_yaml(src), backup_type=backup_type,
+                  extra="full_every_days: 3\n"
+                        "retention: {days: 1, keep_last: 2, min_verified: 0}\n")
+    start = dt.datetime(2026, 3, 2, 1, tzinfo=dt.UTC)
+    ids, types = [], []
+    for day in range(9):
+        ctx.clock = lambda day=day: start + dt.timedelta(days=day)
+        (src / f"IMG_{day}.jpg").write_bytes(os.urandom(1000))
+        result = run_backup(ctx, name)
+        ids.append(result.job_id)
+        types.append(result.backup_type)
+    inc = backup_type.upper()
+    assert types == ["FULL", inc, inc] * 3
+    (plan,) = retention.plan(ctx)
+    kept = {d.id for d in plan.decisions if d.keep}
+    assert kept == set(ids[6:])  # the newest two and the full backup they build on
+    retention.execute(ctx, [plan])
+    restored = tmp_path / "restored"
+    restore_backup(ctx, ids[-1], to_dir=restored)
+    assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in src.iterdir())

@@ -106,3 +106,42 @@ def test_head_constant_is_the_migrations_head() -> None:
     from vowvault.catalog.db import HEAD, migrations_head
 
     assert migrations_head() == HEAD
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_catalog_holding_backups_migrates_down_and_up_intact(
+        backend: str, tmp_path: Path, pg_url: str, policy_on) -> None:
+    """SQLite alters a table by copying it: rows that refer to it must survive (the
+    foreign keys are checked before the migration commits)."""
+    from vowvault.catalog.db import downgrade
+    from vowvault.engine.backup import run_backup
+    from vowvault.engine.context import Context
+    from vowvault.engine.restore import restore_backup
+    from vowvault.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite" else pg_url
+    ctx = Context.from_settings(Settings(home=tmp_path / "home", database_url=url,
+                                         actor="t"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "guests.json").write_text('{"name": "Ada"}')
+    policy_on(ctx, "photos", f"{{kind: directory, path: {src}}}")
+    done = run_backup(ctx, "photos")
+    engine = ctx.catalog.engine
+
+    def counts() -> tuple[object, ...]:
+        with engine.connect() as conn:
+            return tuple(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                         for t in ("backup_policies", "backup_jobs", "backup_storage",
+                                   "audit_log"))
+
+    before = counts()
+    downgrade(engine, "0002")
+    with engine.connect() as conn:
+        assert "full_every_days" not in {c["name"] for c in
+                                         sa.inspect(conn).get_columns("backup_policies")}
+    upgrade(engine)
+    assert counts() == before
+    restore_backup(ctx, done.job_id, to_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "guests.json").read_text() == '{"name": "Ada"}'
+    ctx.close()

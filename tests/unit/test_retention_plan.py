@@ -59,7 +59,8 @@ def test_dependencies_of_kept_backups_are_kept_transitively() -> None:
              Candidate("stray", NOW - dt.timedelta(days=80), "COMPLETED")]
     decisions = {d.id: d for d in plan_retention(chain, Rules(days=7, min_verified=0), NOW)}
     assert {i for i, d in decisions.items() if d.keep} == {"full", "inc1", "inc2"}
-    assert "needed by kept backup inc2" in decisions["full"].reasons
+    assert decisions["full"].reasons == ["needed by kept backup inc2 and 1 more"]
+    assert decisions["inc1"].reasons == ["needed by kept backup inc2"]
 
 
 def test_failed_runs_are_cleared_and_pending_deletions_continue() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from vowvault.settings import Settings, load_settings, normalise_database_url
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0002"
+HEAD = "0003"
 """The schema revision this code needs. Kept here so that ordinary commands need not load
 Alembic; a test checks it is the migrations' head."""
 
@@ -88,20 +88,53 @@ def upgrade(engine: sa.Engine, revision: str = "head", *, actor: str | None = No
     changed something is recorded in the audit log."""
     from alembic import command
 
+    _migrate(engine, revision, command.upgrade, actor)
+
+
+def downgrade(engine: sa.Engine, revision: str, *, actor: str | None = None) -> None:
+    """Migrate the catalog back to ``revision`` (an older vowvault's schema)."""
+    from alembic import command
+
+    _migrate(engine, revision, command.downgrade, actor)
+
+
+def _migrate(engine: sa.Engine, revision: str, step: Callable[[Config, str], None],
+             actor: str | None) -> None:
+    """One transaction: all of the migration or none of it."""
     cfg = alembic_config()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     before = current_revision(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        raw = conn.connection.dbapi_connection
+        if sqlite:
+            # SQLite alters a table by copying it, dropping the original and renaming the
+            # copy; with foreign keys on, dropping a table that rows refer to fails. Off for
+            # the migration (a pragma, so outside the transaction), checked before commit.
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                step(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise CatalogError(f"migration to {revision} would break "
+                                           f"{len(broken)} references (first: {broken[0]}); "
+                                           f"nothing was changed")
+        finally:
+            if sqlite:
+                assert raw is not None
+                raw.execute("PRAGMA foreign_keys=ON")
     after = current_revision(engine)
     if actor and after != before:
         from vowvault.catalog import audit
 
         with Session(engine) as session, session.begin():
-            audit.record(session, actor=actor, action="catalog.upgrade", target_type="catalog",
-                         target_id=after, summary=f"schema migrated from {before or 'empty'} "
-                                                  f"to {after}",
+            audit.record(session, actor=actor, action=f"catalog.{step.__name__}",
+                         target_type="catalog", target_id=after,
+                         summary=f"schema migrated from {before or 'empty'} to {after}",
                          before={"revision": before}, after={"revision": after})
 
 

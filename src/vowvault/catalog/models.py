@@ -178,6 +178,8 @@ class BackupPolicy(Base):
                                              server_default="2")
     rto_target_minutes: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=15,
                                                     server_default="15")
+    full_every_days: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=7,
+                                                 server_default="7")
     is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True,
                                             server_default=sa.true())
     spec_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
@@ -196,6 +198,7 @@ class BackupPolicy(Base):
                            name="peak_multiplier_range"),
         sa.CheckConstraint("max_retries BETWEEN 0 AND 10", name="max_retries_range"),
         sa.CheckConstraint("rto_target_minutes > 0", name="rto_positive"),
+        sa.CheckConstraint("full_every_days BETWEEN 1 AND 366", name="full_every_days_range"),
         sa.Index("idx_backup_policies_org", "organization_id"),
         sa.Index("idx_backup_policies_active", "priority",
                  postgresql_where=sa.text("is_active"), sqlite_where=sa.text("is_active")),

@@ -16,6 +16,7 @@ _out = Console()
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan, change nothing.")]
 Force = Annotated[bool, typer.Option("--force", help="Run on a wedding day too.")]
+ShowAll = Annotated[bool, typer.Option("--all", help="List what stays as it is too, and why.")]
 
 
 def register(app: typer.Typer, out: Console) -> None:
@@ -39,7 +40,8 @@ def _gate(ctx: Context, force: bool, dry_run: bool) -> None:
         raise typer.Exit(0)
 
 
-def lifecycle(dry_run: DryRun = False, force: Force = False) -> None:
+def lifecycle(dry_run: DryRun = False, force: Force = False, show_all: ShowAll = False
+              ) -> None:
     """Move backups' data to colder tiers as their policies' rules say."""
     from vowvault.engine import lifecycle as engine
 
@@ -51,9 +53,18 @@ def lifecycle(dry_run: DryRun = False, force: Force = False) -> None:
         for col in ("POLICY", "OBJECT", "ACTION", "WHY"):
             table.add_column(col)
         for policy, m in moves:
-            table.add_row(policy, m.id[:8], f"-> {m.to.value}" if m.move and m.to else "stay",
-                          m.reason)
-        _out.print(table if moves else "no data objects")
+            if m.move or m.to or show_all:  # moving, due but held back, or asked for
+                action = f"-> {m.to.value}" if m.move and m.to else "waits" if m.to else "stay"
+                table.add_row(policy, m.id[:8], action, m.reason)
+        if table.row_count:
+            _out.print(table)
+        for policy in sorted({p for p, _ in moves}):
+            mine = [m for p, m in moves if p == policy]
+            moving = sum(m.move for m in mine)
+            _out.print(f"{policy}: {len(mine)} data objects, {moving} to move, "
+                       f"{len(mine) - moving} stay")
+        if not moves:
+            _out.print("no data objects")
         if not dry_run:
             done = engine.execute(ctx, moves)
             _out.print(f"moved {len(done)} objects")
@@ -61,7 +72,7 @@ def lifecycle(dry_run: DryRun = False, force: Force = False) -> None:
         ctx.close()
 
 
-def retention(dry_run: DryRun = False, force: Force = False,
+def retention(dry_run: DryRun = False, force: Force = False, show_all: ShowAll = False,
               policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None
               ) -> None:
     """Delete backups no rule keeps any more (every copy), saying why for each backup."""
@@ -76,10 +87,17 @@ def retention(dry_run: DryRun = False, force: Force = False,
             table.add_column(col)
         for p in plans:
             for d in p.decisions:
+                if d.keep and not show_all:
+                    continue
                 table.add_row(p.policy, d.id[:8], f"{d.completed_at:%Y-%m-%d %H:%M}"
                               if d.completed_at else "-", "keep" if d.keep else "DELETE",
                               "; ".join(d.reasons))
-        _out.print(table)
+        if table.row_count:
+            _out.print(table)
+        for p in plans:
+            gone = len(p.deletions)
+            _out.print(f"{p.policy}: {len(p.decisions)} backups, keep {len(p.decisions) - gone}"
+                       f", delete {gone}")
         if not dry_run:
             done = engine.execute(ctx, plans)
             _out.print(f"deleted {len(done)} backups")

@@ -99,13 +99,14 @@ class PolicyView:
     priority: Priority
     wedding_day_priority: bool
     max_retries: int
+    full_every_days: int
 
     @classmethod
     def of(cls, p: BackupPolicy) -> PolicyView:
         return cls(p.id, p.name, p.organization_id, p.organization.slug, p.backup_type,
                    p.source_kind, dict(p.source_config), list(p.storage_targets),
                    p.key_provider, p.retention_days, p.timezone, p.priority,
-                   p.wedding_day_priority, p.max_retries)
+                   p.wedding_day_priority, p.max_retries, p.full_every_days)
 
 
 @dataclass
@@ -594,7 +595,7 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                 created_at=now)
             s.add(job)
             s.flush()
-        backup_type, parent = _choose_parent(s, view, job.id)
+        backup_type, parent = _choose_parent(s, view, job.id, now)
         key_row = active_key(ctx, s, org, view.key_provider)
         dek = new_dek()
         wrapped = keyring.wrap(ctx, org, key_row, dek, job.id)
@@ -646,20 +647,27 @@ def _source_password(source: dict[str, Any]) -> str | None:
     return None
 
 
-def _choose_parent(s: sa.orm.Session, view: PolicyView,
-                   job_id: uuid.UUID) -> tuple[BackupType, tuple[uuid.UUID, str] | None]:
+def _choose_parent(s: sa.orm.Session, view: PolicyView, job_id: uuid.UUID,
+                   now: dt.datetime) -> tuple[BackupType, tuple[uuid.UUID, str] | None]:
+    """An incremental backup builds on the newest backup of its chain, a differential one on
+    the chain's full backup. A chain starts with a full backup, and starts again when its
+    full backup is ``full_every_days`` old, so that retention can let old chains go and a
+    restore never reads a chain longer than that."""
     if view.backup_type not in (BackupType.INCREMENTAL, BackupType.DIFFERENTIAL):
         return view.backup_type, None
-    query = sa.select(BackupJob).where(
+    usable = sa.select(BackupJob).where(
         BackupJob.policy_id == view.id, BackupJob.status == BackupStatus.COMPLETED,
         BackupJob.verification_status == VerificationStatus.VERIFIED, BackupJob.id != job_id,
-        BackupJob.deletion_date.is_(None))
-    if view.backup_type == BackupType.DIFFERENTIAL:
-        query = query.where(BackupJob.backup_type == BackupType.FULL)
-    parent = s.execute(query.order_by(BackupJob.completed_at.desc()).limit(1)).scalar_one_or_none()
-    if parent is None:
-        return BackupType.FULL, None  # the first of a chain is a full backup
+        BackupJob.deletion_date.is_(None)).order_by(BackupJob.completed_at.desc()).limit(1)
+    full = s.execute(usable.where(BackupJob.backup_type == BackupType.FULL)
+                     ).scalar_one_or_none()
+    if full is None or full.completed_at is None or \
+            full.completed_at <= now - dt.timedelta(days=view.full_every_days):
+        return BackupType.FULL, None
+    parent = full if view.backup_type == BackupType.DIFFERENTIAL else \
+        s.execute(usable).scalar_one()
     return view.backup_type, (parent.id, parent.backup_type.value)
+
 
 
 def get_run(job_id: str) -> BackupRun:

@@ -63,7 +63,7 @@ def plan_lifecycle(objects: list[StoredObject], rules: list[dict[str, Any]],
         age = (now - o.backup_created_at).days
         due = [r for r in rules if age >= r["after_days"] and Tier(r["tier"]).rank > o.tier.rank]
         if not due:
-            out.append(Move(o.id, False, None, f"{age} days old: no rule moves it from "
+            out.append(Move(o.id, False, None, f"{_days(age)} old: no rule moves it from "
                                                f"{o.tier.value}"))
             continue
         rule = max(due, key=lambda r: r["after_days"])
@@ -77,7 +77,7 @@ def plan_lifecycle(objects: list[StoredObject], rules: list[dict[str, Any]],
                                                   f"{o.tier.value} only {stayed} of its "
                                                   f"{minimum} minimum days"))
             continue
-        out.append(Move(o.id, True, target, f"{age} days old: rule after {rule['after_days']} "
+        out.append(Move(o.id, True, target, f"{_days(age)} old: rule after {rule['after_days']} "
                                             f"days moves it to {target.value}"))
     return out
 
@@ -131,3 +131,7 @@ def execute(ctx: Context, moves: list[tuple[str, Move]]) -> list[dict[str, Any]]
             done.append({"policy": policy, "object": obj.file_path, "from": before.value,
                          "to": m.to.value, "target": obj.storage_url})
     return done
+
+
+def _days(n: int) -> str:
+    return f"{n} day" if n == 1 else f"{n} days"

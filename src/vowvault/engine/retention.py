@@ -118,16 +118,21 @@ def plan_retention(backups: list[Candidate], rules: Rules, now: dt.datetime) -> 
         keep(b, "among the newest verified backups")
     # Whatever a kept backup needs is kept too (transitively).
     by_id = {b.id: b for b in ordered}
+    needed_by: dict[str, list[str]] = {}
     pending = [b.id for b in ordered if decisions[b.id].keep]
     while pending:
         current = pending.pop()
         for dep in by_id[current].depends_on:
-            if dep in decisions and not decisions[dep].keep:
+            if dep not in decisions:
+                continue
+            needed_by.setdefault(dep, []).append(current)
+            if not decisions[dep].keep:
                 decisions[dep].keep = True
-                decisions[dep].reasons.append(f"needed by kept backup {current}")
                 pending.append(dep)
-            elif dep in decisions:
-                decisions[dep].reasons.append(f"needed by kept backup {current}")
+    for dep, users in needed_by.items():
+        newest = max(users, key=lambda u: by_id[u].completed_at)
+        more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+        decisions[dep].reasons.append(f"needed by kept backup {newest[:8]}{more}")
     for d in decisions.values():
         if not d.keep and not d.reasons:
             d.reasons.append("no rule keeps it")

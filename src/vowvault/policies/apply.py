@@ -75,6 +75,7 @@ def policy_values(spec: PolicySpec) -> dict[str, Any]:
         "lifecycle_rules": [r.model_dump(mode="json") for r in spec.lifecycle],
         "max_retries": spec.max_retries,
         "rto_target_minutes": spec.rto_minutes,
+        "full_every_days": spec.full_every_days,
         "is_active": spec.is_active,
     }
     values["spec_hash"] = hashlib.sha256(

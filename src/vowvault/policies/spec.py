@@ -296,6 +296,7 @@ class PolicySpec(Strict):
     is_active: bool = True
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     rto_minutes: Annotated[int, Field(gt=0)] = 15
+    full_every_days: Annotated[int, Field(ge=1, le=366)] = 7
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicySpec:
