@@ -177,3 +177,27 @@ def test_orphan_sweep_reports_and_removes_only_orphans(ctx: Context, policy,
     retention.sweep_orphans(ctx, remove=True)
     assert retention.sweep_orphans(ctx) == []
     restore_backup(ctx, result.job_id, to_dir=tmp_path / "out")
+
+
+def test_lifecycle_does_not_move_what_retention_is_about_to_delete(
+        ctx: Context, policy, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    clock = Clock(START)
+    ctx.clock = clock
+    name = policy("photos", f"{{kind: directory, path: {src}}}",
+                  extra="retention: {days: 10, min_verified: 0}\n"
+                        "lifecycle: [{after_days: 5, tier: COLD}]\n")
+    ids = []
+    for i in range(12):
+        clock.now = START + dt.timedelta(days=i)
+        (src / "guests.json").write_text(f'{{"day": {i}}}\n')
+        ids.append(run_backup(ctx, name).job_id)
+    clock.now += dt.timedelta(hours=1)  # days 0 and 1 are past 10 days, 2 to 6 past 5
+    with ctx.catalog.session() as s:
+        job_of = {str(o.id): str(o.backup_job_id) for o in s.execute(sa.select(BackupStorage))
+                  .scalars()}
+    moves = {job_of[m.id]: m for _, m in lifecycle.plan(ctx)}
+    assert {j for j, m in moves.items() if m.move} == set(ids[2:7])
+    assert all(moves[j].reason == "not moved to COLD: retention deletes its backup"
+               for j in ids[:2])

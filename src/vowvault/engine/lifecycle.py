@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from vowvault.catalog import audit
 from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
+from vowvault.engine import retention
 from vowvault.engine.context import Context
 from vowvault.engine.objects import target_secrets
 
@@ -97,12 +98,21 @@ def plan(ctx: Context) -> list[tuple[str, Move]]:
                                 BackupJob.status == BackupStatus.COMPLETED)
                          .order_by(BackupJob.created_at))
         by_policy: dict[str, tuple[list[dict[str, Any]], list[StoredObject]]] = {}
+        backup_of: dict[str, str] = {}
         for obj, created, name, rules in rows:
             entry = by_policy.setdefault(name, (rules, []))
             entry[1].append(StoredObject(str(obj.id), obj.storage_provider, obj.storage_tier,
                                          obj.created_at, obj.tier_changed_at, created))
+            backup_of[str(obj.id)] = str(obj.backup_job_id)
+    # A backup that retention is about to delete is not moved first: on a cloud's cold tiers
+    # that would only add a transition fee and an early-deletion charge.
+    doomed = {d.id for p in retention.plan(ctx) for d in p.deletions}
     for name, (rules, objects) in by_policy.items():
-        out += [(name, m) for m in plan_lifecycle(objects, rules, now)]
+        for m in plan_lifecycle(objects, rules, now):
+            if m.move and backup_of[m.id] in doomed:
+                m = Move(m.id, False, None, f"not moved to {m.to.value if m.to else '-'}: "
+                                            f"retention deletes its backup")
+            out.append((name, m))
     return out
 
 
