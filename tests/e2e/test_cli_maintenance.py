@@ -24,7 +24,7 @@ def test_dry_run_plans_then_the_run_carries_them_out(cli, cli_env: dict[str, str
     src.mkdir()
     apply_photos_policy(ctx.catalog, src, f"file://{tmp_path}/storage", extra=[
         "backup_type: incremental", "full_every_days: 7",
-        "retention: {days: 10, keep_weekly: 2, min_verified: 1}",
+        "retention: {days: 10, keep_weekly: 5, min_verified: 1}",
         "lifecycle: [{after_days: 5, tier: WARM}, {after_days: 20, tier: COLD}]"])
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
     for day in range(40):
@@ -50,6 +50,7 @@ def test_dry_run_plans_then_the_run_carries_them_out(cli, cli_env: dict[str, str
     assert "needed by kept backup" in cli("retention", "--dry-run", "--all").stdout
     moves = cli("lifecycle", "--dry-run").stdout
     assert "-> WARM" in moves and "-> COLD" in moves and "days old: rule after" in moves
+    assert "not moved to COLD: retention deletes its backup" in moves
     assert state() == before  # the dry runs changed nothing
 
     cli("retention", "--force")  # --force: the test may run on a Saturday

@@ -110,7 +110,7 @@ def plan(ctx: Context) -> list[tuple[str, Move]]:
     for name, (rules, objects) in by_policy.items():
         for m in plan_lifecycle(objects, rules, now):
             if m.move and backup_of[m.id] in doomed:
-                m = Move(m.id, False, None, f"not moved to {m.to.value if m.to else '-'}: "
+                m = Move(m.id, False, m.to, f"not moved to {m.to.value if m.to else '-'}: "
                                             f"retention deletes its backup")
             out.append((name, m))
     return out
