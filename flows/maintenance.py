@@ -27,8 +27,8 @@ def lifecycle(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
     allowed, why = gate(force)
     if not allowed:
         return {"skipped": why}
-    planned = lifecycle_plan()
-    return {"plan": planned, "done": [] if dry_run else lifecycle_apply()}
+    rows, moves = lifecycle_plan()
+    return {"plan": rows, "done": [] if dry_run else lifecycle_apply(moves)}
 
 
 @flow(name="retention")
@@ -37,8 +37,8 @@ def retention(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
     allowed, why = gate(force)
     if not allowed:
         return {"skipped": why}
-    planned = retention_plan()
-    return {"plan": planned, "done": [] if dry_run else retention_apply()}
+    rows, plans = retention_plan()
+    return {"plan": rows, "done": [] if dry_run else retention_apply(plans)}
 
 
 @flow(name="gdpr-erasure")

@@ -38,46 +38,49 @@ def erasure_purge(dry_run: bool) -> list[dict[str, Any]]:
 
 
 @task(name="lifecycle plan", cache_policy=NONE)
-def lifecycle_plan() -> list[dict[str, Any]]:
+def lifecycle_plan() -> tuple[list[dict[str, Any]], list[Any]]:
+    """The plan as an artifact (rows) and as the engine's moves, for `lifecycle apply`."""
     from vowvault.engine import lifecycle
 
+    moves = lifecycle.plan(context())
     rows = [{"policy": p, "object": m.id, "move": m.move,
-             "to": m.to.value if m.to else "", "why": m.reason}
-            for p, m in lifecycle.plan(context())]
+             "to": m.to.value if m.to else "", "why": m.reason} for p, m in moves]
     create_table_artifact(table=rows or [{"objects": 0}], key="lifecycle-plan",
                           description="tier moves planned")
-    return rows
+    return rows, moves
 
 
 @task(name="lifecycle apply", cache_policy=NONE)
-def lifecycle_apply() -> list[dict[str, Any]]:
+def lifecycle_apply(moves: list[Any]) -> list[dict[str, Any]]:
+    """Carry out exactly the plan shown, as `vowvault lifecycle` does."""
     from vowvault.engine import lifecycle
 
-    ctx = context()
-    done = lifecycle.execute(ctx, lifecycle.plan(ctx))
+    done = lifecycle.execute(context(), moves)
     create_table_artifact(table=done or [{"moved": 0}], key="lifecycle-done",
                           description="tier moves made")
     return done
 
 
 @task(name="retention plan", cache_policy=NONE)
-def retention_plan() -> list[dict[str, Any]]:
+def retention_plan() -> tuple[list[dict[str, Any]], list[Any]]:
+    """The plan as an artifact (rows) and as the engine's plans, for `retention apply`."""
     from vowvault.engine import retention
 
+    plans = retention.plan(context())
     rows = [{"policy": p.policy, "backup": d.id, "keep": d.keep,
              "completed": d.completed_at.isoformat() if d.completed_at else "",
-             "why": "; ".join(d.reasons)} for p in retention.plan(context()) for d in p.decisions]
+             "why": "; ".join(d.reasons)} for p in plans for d in p.decisions]
     create_table_artifact(table=rows or [{"backups": 0}], key="retention-plan",
                           description="keep or delete, with reasons")
-    return rows
+    return rows, plans
 
 
 @task(name="retention apply", cache_policy=NONE)
-def retention_apply() -> list[dict[str, Any]]:
+def retention_apply(plans: list[Any]) -> list[dict[str, Any]]:
+    """Carry out exactly the plan shown."""
     from vowvault.engine import retention
 
-    ctx = context()
-    done = retention.execute(ctx, retention.plan(ctx))
+    done = retention.execute(context(), plans)
     create_table_artifact(table=done or [{"deleted": 0}], key="retention-done",
                           description="backups deleted")
     return done

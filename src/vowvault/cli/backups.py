@@ -14,6 +14,7 @@ from rich.table import Table
 
 from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
+from vowvault.cli.tables import key_value_table
 from vowvault.engine.context import Context
 from vowvault.errors import ConfigError, IntegrityError, NotFound, VowvaultError
 
@@ -272,12 +273,7 @@ def backups_show(backup: Annotated[str, typer.Argument(help="Backup id or prefix
                          f"{o.storage_url}/{o.file_path} {_human(o.file_size_bytes)} "
                          f"{o.storage_tier.value} {o.status.value}"))
     ctx.close()
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for k, v in rows:
-        table.add_row(k, v)
-    _out.print(table)
+    _out.print(key_value_table(rows))
 
 
 @backups_app.command("reap")

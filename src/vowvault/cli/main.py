@@ -21,6 +21,7 @@ from vowvault import __version__
 from vowvault.catalog import audit as audit_log
 from vowvault.catalog.db import Catalog, current_revision, head_revision, make_engine, upgrade
 from vowvault.catalog.models import AuditEntry, BackupPolicy, Organization, WeddingDate
+from vowvault.cli.tables import key_value_table
 from vowvault.errors import NotFound, VowvaultError
 from vowvault.scheduling import effective_priority, local_date, next_run, zone
 from vowvault.settings import load_settings
@@ -236,12 +237,7 @@ def policies_show(name: str) -> None:
             ("updated", f"{p.updated_at:%Y-%m-%d %H:%M:%S %Z}"),
         ]
     catalog.dispose()
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for k, v in rows:
-        table.add_row(k, v)
-    out.print(table)
+    out.print(key_value_table(rows))
 
 
 @orgs_app.command("list")

@@ -896,6 +896,13 @@ def _one_line(error: BaseException) -> str:
 def run_backup(ctx: Context, policy_name: str, **kw: Any) -> Result:
     """The whole backup in this process: stages in threads, then verify and record."""
     job_id = start(ctx, policy_name, **kw)
+    run_in_process(job_id)
+    return finish(job_id)
+
+
+def run_in_process(job_id: str) -> None:
+    """A started run's stages in threads, then its verification; a failure of either is
+    kept in the run's abort for ``finish`` to record."""
     run = get_run(job_id)
     stages = {name: (lambda name=name: run_stage(job_id, name)) for name in STAGES}
     try:
@@ -907,7 +914,6 @@ def run_backup(ctx: Context, policy_name: str, **kw: Any) -> Result:
             verify_stage(job_id)
         except BaseException as exc:
             run.abort.fail(exc)
-    return finish(job_id)
 
 
 def concurrency_limits(ctx: Context, policy_name: str) -> list[str]:

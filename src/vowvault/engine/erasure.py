@@ -248,7 +248,6 @@ def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uui
     under a new data key, verified; it takes the original's place in time."""
     from vowvault.engine import backup as engine
     from vowvault.engine import keyring
-    from vowvault.engine.pipeline import run_threads
     from vowvault.keys import new_dek
 
     with ctx.catalog.session() as s:
@@ -290,16 +289,7 @@ def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uui
     run.original, run.patterns = job_id, patterns
     with engine._RUNS_LOCK:
         engine._RUNS[str(new_id)] = run
-    stages = {n: (lambda n=n: engine.run_stage(str(new_id), n)) for n in engine.STAGES}
-    try:
-        run_threads(stages, run.abort)
-    except BaseException as exc:
-        run.abort.fail(exc)
-    if not run.abort.failed:
-        try:
-            engine.verify_stage(str(new_id))
-        except BaseException as exc:
-            run.abort.fail(exc)
+    engine.run_in_process(str(new_id))
     engine.finish(str(new_id))  # raises if anything failed (the new objects are removed)
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, new_id)

@@ -155,16 +155,23 @@ def _pg_message(exc: BaseException) -> str:
 def check_archive(chunks: Iterable[bytes]) -> None:
     """Feed a whole archive to ``pg_restore -f /dev/null``: proves PostgreSQL's own tool
     reads every entry of it."""
-    proc = subprocess.Popen([_tool("pg_restore"), "--file=/dev/null"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    error = _pg_restore([_tool("pg_restore"), "--file=/dev/null"], chunks, None)
+    if error is not None:
+        from vowvault.errors import IntegrityError
+
+        raise IntegrityError(f"pg_restore rejects the archive: {error}")
+
+
+def _pg_restore(cmd: list[str], chunks: Iterable[bytes], env: dict[str, str] | None
+                ) -> str | None:
+    """Stream the archive into a pg_restore command; its first error, or None."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
     stderr = _Drain(proc.stderr)
     _feed(proc, chunks, "pg_restore")
     rc = proc.wait()
     stderr.join()
-    if rc != 0:
-        from vowvault.errors import IntegrityError
-
-        raise IntegrityError(f"pg_restore rejects the archive: {_first_error(stderr.text)}")
+    return _first_error(stderr.text) if rc != 0 else None
 
 
 def _feed(proc: subprocess.Popen[bytes], chunks: Iterable[bytes], tool: str) -> None:
@@ -232,11 +239,6 @@ def restore(dsn: str, chunks: Iterable[bytes], *, password: str | None = None,
     env = dict(os.environ)
     if password:
         env["PGPASSWORD"] = password
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
-    stderr = _Drain(proc.stderr)
-    _feed(proc, chunks, "pg_restore")
-    rc = proc.wait()
-    stderr.join()
-    if rc != 0:
-        raise RestoreError(f"pg_restore into {redact(dsn)} failed: {_first_error(stderr.text)}")
+    error = _pg_restore(cmd, chunks, env)
+    if error is not None:
+        raise RestoreError(f"pg_restore into {redact(dsn)} failed: {error}")
