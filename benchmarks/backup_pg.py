@@ -654,19 +654,20 @@ def vowvault_restore(b: Bench, job_id: str) -> RestoreRun:
 def validation_seconds(b: Bench, job_id: str, db: str) -> float:
     """The validation step of a vowvault restore (per-table row counts and COPY checksums),
     timed alone in this process: the same call ``restore_backup`` makes after pg_restore."""
+    from vowvault.engine import objects
     from vowvault.engine.context import Context
     from vowvault.engine.lookup import find_backup
-    from vowvault.engine.objects import open_backup
-    from vowvault.engine.restore import _validate_database
     from vowvault.errors import RestoreError
+    from vowvault.sources.postgres import validate
 
     ctx = Context.from_settings(b.settings())
     try:
-        with ctx.catalog.session() as s:
-            backup = open_backup(ctx, s, find_backup(s, job_id))
+        with ctx.catalog.read() as s:
+            stored = objects.read_stored(s, find_backup(s, job_id))
+        database = objects.open_reader(ctx, stored).manifest.sections["database"]
         t0 = time.perf_counter()
         try:
-            result = _validate_database(backup, f"{SERVER}/{db}", None)
+            result = validate(database, f"{SERVER}/{db}", None)
         except RestoreError as exc:
             result = {"checked": True, "mismatch": str(exc)}
         seconds = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from vowvault.catalog.enums import Priority
+from vowvault.domain import Priority
 from vowvault.scheduling import effective_priority, wedding_day_split
 
 QUEUE_PRIORITY = {Priority.EMERGENCY: 1, Priority.CRITICAL: 2, Priority.HIGH: 3,

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
-from vowvault.catalog.enums import Priority
+from vowvault.domain import Priority
 
 UTC = dt.UTC
 PEAK_MONTHS: tuple[int, ...] = (5, 6, 7, 8, 9, 10)

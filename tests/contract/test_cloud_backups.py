@@ -13,8 +13,8 @@ from cloudemu import emulator, environment
 from faultproxy import Reset, Rule, Status
 from trees import make_tree, tree_state
 
-from vowvault.catalog.enums import CopyStatus, ObjectKind, Tier
 from vowvault.catalog.models import BackupJob, BackupStorage
+from vowvault.domain import CopyStatus, ObjectKind, Tier
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context
 from vowvault.engine.restore import restore_backup

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from cloudemu import emulator, environment
 from policytext import apply_photos_policy
 
-from vowvault.catalog.enums import BackupStatus, ObjectKind, Tier
 from vowvault.catalog.models import BackupJob, BackupStorage
+from vowvault.domain import BackupStatus, ObjectKind, Tier
 from vowvault.engine import lifecycle, retention
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import ObjectNotFound
 from vowvault.storage import StorageBackend
 

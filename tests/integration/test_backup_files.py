@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from trees import make_tree, tree_state
 
-from vowvault.catalog.enums import BackupStatus, BackupType, CopyStatus, ObjectKind
 from vowvault.catalog.models import AuditEntry, BackupJob, BackupStorage, RecoveryJob
+from vowvault.domain import BackupStatus, BackupType, CopyStatus, ObjectKind
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context
 from vowvault.engine.restore import restore_backup

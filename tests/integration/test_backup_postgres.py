@@ -12,8 +12,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from vowvault.catalog.enums import BackupStatus
 from vowvault.catalog.models import BackupJob, BackupStorage
+from vowvault.domain import BackupStatus
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context
 from vowvault.engine.restore import restore_backup
@@ -91,18 +91,19 @@ def test_restore_creates_a_missing_database_and_refuses_a_non_empty_one(
 def test_validation_catches_a_restore_that_differs(ctx: Context, policy, venue_db: str,
                                                    pg_database) -> None:
     """Validation is not a formality: a database that differs from the dump is refused."""
-    from vowvault.engine.objects import open_backup
-    from vowvault.engine.restore import _validate_database
+    from vowvault.engine import objects
+    from vowvault.sources.postgres import validate
 
     result = run_backup(ctx, policy("venue-db", f"{{kind: postgres, dsn: '{venue_db}'}}"))
     target = pg_database()
     restore_backup(ctx, result.job_id, to_database=target)
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute("UPDATE venue.bookings SET couple = 'someone else' WHERE id = 7")
-    with ctx.catalog.session() as s:
-        backup = open_backup(ctx, s, s.get(BackupJob, uuid.UUID(result.job_id)))
-        with pytest.raises(RestoreError, match=r"venue\.bookings: 3000 rows .* content differs"):
-            _validate_database(backup, target, None)
+    with ctx.catalog.read() as s:
+        stored = objects.read_stored(s, uuid.UUID(result.job_id))
+    database = objects.open_reader(ctx, stored).manifest.sections["database"]
+    with pytest.raises(RestoreError, match=r"venue\.bookings: 3000 rows .* content differs"):
+        validate(database, target, None)
 
 
 def test_unreachable_database_fails_cleanly(ctx: Context, policy) -> None:

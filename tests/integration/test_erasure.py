@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from trees import tree_state
 
-from vowvault.catalog.enums import BackupStatus
 from vowvault.catalog.models import BackupJob, RecoveryJob
+from vowvault.domain import BackupStatus
 from vowvault.engine import erasure
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context

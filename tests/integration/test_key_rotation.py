@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from trees import tree_state
 
-from vowvault.catalog.enums import BackupStatus, CopyStatus, KeyStatus
 from vowvault.catalog.models import AuditEntry, BackupJob, BackupStorage, EncryptionKey
+from vowvault.domain import BackupStatus, CopyStatus, KeyStatus
 from vowvault.engine import keyring
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context

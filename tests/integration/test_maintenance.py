@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.catalog.models import BackupJob, BackupStorage
+from vowvault.domain import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.engine import lifecycle, retention
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context

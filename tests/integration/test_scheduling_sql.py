@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from vowvault.catalog.db import make_engine
-from vowvault.catalog.enums import Priority
+from vowvault.domain import Priority
 from vowvault.scheduling import (
     ScheduleError,
     effective_priority,

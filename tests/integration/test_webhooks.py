@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from vowvault.catalog.enums import DeliveryStatus
 from vowvault.catalog.models import WebhookDelivery
+from vowvault.domain import DeliveryStatus
 from vowvault.engine import webhooks
 from vowvault.engine.backup import run_backup
 from vowvault.engine.context import Context

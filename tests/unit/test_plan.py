@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
-from vowvault.catalog.enums import BackupType, Priority, SourceKind, VendorType
+from vowvault.domain import BackupType, Priority, SourceKind, VendorType
 from vowvault.plan import (
     QUEUE_PRIORITY,
     backup_deployments,

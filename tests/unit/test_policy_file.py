@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vowvault.catalog.enums import BackupType, Priority, Tier, VendorType
+from vowvault.domain import BackupType, Priority, Tier, VendorType
 from vowvault.errors import PolicyError
 from vowvault.policies.loader import load_policy_file, parse_policy_text
 

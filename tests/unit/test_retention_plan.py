@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.engine.lifecycle import StoredObject, plan_lifecycle
 from vowvault.engine.retention import Candidate, Rules, plan_retention
+from vowvault.storage.s3 import MIN_STORAGE_DAYS as S3_STAYS
 
 NOW = dt.datetime(2026, 12, 31, 12, tzinfo=dt.UTC)
 
@@ -73,8 +74,10 @@ def test_failed_runs_are_cleared_and_pending_deletions_continue() -> None:
 
 
 def obj(tier: Tier, backup_days: int, in_tier_days: int, provider: str = "s3") -> StoredObject:
-    return StoredObject("o", provider, tier, NOW - dt.timedelta(days=backup_days),
-                        NOW - dt.timedelta(days=in_tier_days), NOW - dt.timedelta(days=backup_days))
+    stays = {"s3": S3_STAYS, "local": {}}[provider]
+    return StoredObject("o", tier, NOW - dt.timedelta(days=backup_days),
+                        NOW - dt.timedelta(days=in_tier_days), NOW - dt.timedelta(days=backup_days),
+                        stays)
 
 
 RULES = [{"after_days": 7, "tier": "WARM"}, {"after_days": 45, "tier": "COLD"},

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import StorageFullError, TransientStorageError
 from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
 from vowvault.storage.wrap import RetryingBackend, RetryPolicy

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from vowvault.catalog.enums import Priority
+from vowvault.domain import Priority
 from vowvault.scheduling import (
     ScheduleError,
     effective_priority,

@@ -48,9 +48,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
-    # IMMEDIATE takes the write lock up front: concurrent writers wait (busy_timeout)
-    # instead of failing when a read snapshot cannot be upgraded to a write.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A writing transaction takes the write lock up front (IMMEDIATE): concurrent writers
+    # wait (busy_timeout) instead of failing when a read snapshot cannot be upgraded to a
+    # write. A reading one takes no lock at all (WAL: readers never wait for the writer).
+    if conn.get_execution_options().get(_READ_ONLY):
+        conn.exec_driver_sql("BEGIN DEFERRED")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "vowvault_read_only"
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -150,11 +157,22 @@ def postgres_ddl() -> str:
 
 
 class Catalog:
-    """A handle on one catalog database: its engine and a session factory."""
+    """A handle on one catalog database: its engine and two session factories.
+
+    ``session()`` is a writing transaction, ``read()`` a reading one. Either is short: it
+    is opened, used and closed again with no storage I/O, subprocess, network request or
+    wait inside it (on SQLite a writing transaction holds the one write lock until it
+    ends; on PostgreSQL an open transaction holds back vacuum and row locks).
+    """
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        options: dict[str, object] = {_READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            options["postgresql_readonly"] = True
+        self._readers = sessionmaker(engine.execution_options(**options),
+                                     expire_on_commit=False)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, migrate_embedded: bool = True) -> Catalog:
@@ -194,8 +212,24 @@ class Catalog:
         finally:
             session.close()
 
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A reading transaction: never takes SQLite's write lock, refused by PostgreSQL if
+        it writes, and refused here before any write reaches either."""
+        session = self._readers()
+        sa.event.listen(session, "before_flush", _refuse_writes)
+        try:
+            yield session
+        finally:
+            session.close()  # ends the transaction; what was read stays loaded
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _refuse_writes(session: Session, _context: object, _instances: object) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a reading catalog session tried to write: use Catalog.session()")
 
 
 def _first_line(exc: BaseException) -> str:

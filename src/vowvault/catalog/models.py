@@ -15,7 +15,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from vowvault.catalog.enums import (
+from vowvault.catalog.types import (
+    BigIntPK,
+    JSONDoc,
+    TZDateTime,
+    UUIDList,
+    check_enum,
+    gen_random_uuid,
+    pg_enum,
+)
+from vowvault.domain import (
     BackupStatus,
     BackupType,
     CopyRole,
@@ -32,15 +41,6 @@ from vowvault.catalog.enums import (
     Tier,
     VendorType,
     VerificationStatus,
-)
-from vowvault.catalog.types import (
-    BigIntPK,
-    JSONDoc,
-    TZDateTime,
-    UUIDList,
-    check_enum,
-    gen_random_uuid,
-    pg_enum,
 )
 
 NAMING = {

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
 from vowvault.cli.tables import key_value_table
+from vowvault.domain import BackupStatus, CopyStatus, ObjectKind
 from vowvault.engine.context import Context
 from vowvault.errors import ConfigError, IntegrityError, NotFound, VowvaultError
 

@@ -20,11 +20,14 @@ rather than decrypting to wrong data.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
 import uuid
+from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -139,6 +142,61 @@ class Sealer:
         sealed = self._aead.encrypt(_nonce(self._kind_no, index), body,
                                     _aad(self.header, index, final))
         return RECORD_LEN.pack(len(sealed)) + sealed
+
+
+@dataclass
+class SealedStats:
+    """What sealing one object gathered: plaintext size and SHA-256, bytes stored, and every
+    record's sealed length (the frame table of random access)."""
+
+    plaintext_size: int = 0
+    sha256: Any = field(default_factory=hashlib.sha256)
+    stored_size: int = 0
+    lengths: array[int] = field(default_factory=lambda: array("I"))
+
+
+class ObjectSealer:
+    """The write side of one object, as a filter: plaintext in, sealed records out, with
+    the hash, sizes and frame lengths gathered on the way (``stats``).
+
+    ``records`` is the whole filter in one thread. A pipeline may split it across stages:
+    ``cut`` (frames and hashing) in one, ``compress`` in a pool, ``seal`` in frame order
+    in another; the stats come out the same."""
+
+    def __init__(self, dek: bytes, backup_id: uuid.UUID, kind: str, frame_size: int,
+                 level: int = ZSTD_LEVEL) -> None:
+        self.level = level
+        self.frame_size = frame_size
+        self.stats = SealedStats()
+        self._sealer = Sealer(dek, backup_id, kind, frame_size)
+
+    @property
+    def header(self) -> bytes:
+        return self._sealer.header
+
+    def cut(self, chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes, bool]]:
+        """(index, plaintext frame, final) of a stream, hashing the plaintext."""
+        for index, (frame, final) in enumerate(frame_plaintext(chunks, self.frame_size)):
+            self.stats.sha256.update(frame)
+            self.stats.plaintext_size += len(frame)
+            yield index, frame, final
+
+    def compress(self, frame: bytes) -> bytes:
+        return compress(frame, self.level)
+
+    def seal(self, index: int, body: bytes, final: bool) -> bytes:
+        """The record of frame ``index`` (``body`` from ``compress``), preceded by the
+        object's header for frame 0: the bytes to append to the object."""
+        record = self._sealer.seal(index, body, final)
+        self.stats.lengths.append(len(record) - RECORD_LEN.size)
+        if index == 0:
+            record = self.header + record
+        self.stats.stored_size += len(record)
+        return record
+
+    def records(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for index, frame, final in self.cut(chunks):
+            yield self.seal(index, self.compress(frame), final)
 
 
 @dataclass

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from vowvault.catalog.enums import BackupStatus, CopyStatus, KeyStatus, RecoveryType
 from vowvault.catalog.models import (
     BackupAnalytics,
     BackupJob,
@@ -29,6 +28,7 @@ from vowvault.catalog.models import (
     Organization,
     RecoveryJob,
 )
+from vowvault.domain import BackupStatus, CopyStatus, KeyStatus, RecoveryType
 from vowvault.engine.context import Context
 from vowvault.scheduling import expected_runs
 
@@ -37,7 +37,7 @@ MiB = 1024 * 1024
 
 def _frames(ctx: Context, until: dt.datetime) -> dict[str, pd.DataFrame]:
     """The catalog tables analytics needs, as data frames (one read each)."""
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         def frame(query: Any) -> pd.DataFrame:
             result = s.execute(query)
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -1,40 +1,43 @@
 """One backup: snapshot → compress → encrypt → upload → verify → record.
 
-The first four steps are stages running concurrently, connected by bounded channels of
-frames (``pipeline``), so a backup moves at the speed of its slowest stage and holds at most
-``Context.memory_bound()`` bytes of data whatever its size. ``run_backup`` runs them in
-threads; the Prefect flow runs each as a task through ``start`` / ``run_stage`` /
-``finish``, with the same code.
+The engine owns the job; the bytes belong to the data plane and the source:
 
-The catalog follows the job: SCHEDULED → IN_PROGRESS (with a heartbeat) → COMPLETED only
-after every required copy was read back and proven; FAILED or CORRUPTED otherwise, with the
-objects written so far removed. A job whose process died is found by ``reap``.
+- ``start`` reads the policy (one short transaction), takes a data key and wraps it (the
+  key provider, outside any transaction), then records the job IN_PROGRESS with a row per
+  object it is to write on each target (one more). It hands the source's snapshot
+  (``sources``) and the copies to the data plane's pipeline (``repository.pipeline``).
+- ``run_stage`` runs one of the pipeline's four concurrent stages; ``verify_stage`` reads
+  every copy back and proves it (``repository.verify``), which no catalog transaction
+  spans either.
+- ``finish`` records the outcome in one transaction: COMPLETED only after every required
+  copy was read back and proven; FAILED or CORRUPTED otherwise, with the objects written
+  so far removed first.
+
+``run_backup`` runs the stages in threads; the Prefect flow runs each as a task, with the
+same code. A heartbeat (its own tiny transaction every few seconds) shows the job is alive;
+a job whose process died is found by ``reaper.reap``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
 import socket
 import threading
 import time
 import uuid
-from array import array
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from vowvault import sources
 from vowvault.catalog import audit
-from vowvault.catalog.enums import (
+from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, WeddingDate
+from vowvault.codec.frames import FORMAT_VERSION
+from vowvault.domain import (
     BackupStatus,
     BackupType,
     CopyRole,
@@ -45,27 +48,10 @@ from vowvault.catalog.enums import (
     Tier,
     VerificationStatus,
 )
-from vowvault.catalog.models import (
-    BackupJob,
-    BackupPolicy,
-    BackupStorage,
-    Organization,
-    WeddingDate,
-)
-from vowvault.codec import frames as codec
-from vowvault.engine import keyring
-from vowvault.engine import verify as verifier
+from vowvault.engine import keyring, objects, runs
 from vowvault.engine.context import Context, Progress, log
-from vowvault.engine.keyring import active_key, data_key
-from vowvault.engine.objects import (
-    KEY_OBJECT_FORMAT,
-    object_name,
-    pack_lengths,
-    prefix,
-    read_object,
-    target_secrets,
-)
-from vowvault.engine.pipeline import Abort, Aborted, Channel, Item, StageClock, run_threads
+from vowvault.engine.keyring import KeyRecord
+from vowvault.engine.reaper import reap
 from vowvault.errors import (
     ConfigError,
     IntegrityError,
@@ -75,10 +61,17 @@ from vowvault.errors import (
     VowvaultError,
 )
 from vowvault.keys import new_dek
+from vowvault.repository import BackupLocation, Copy
+from vowvault.repository.layout import DATA, KEY, MANIFEST, tier_for
+from vowvault.repository.manifest import Manifest, ObjectEntry
+from vowvault.repository.pipeline import STAGES, BackupPipeline, WriteResult, WriteSpec
+from vowvault.repository.verify import CopyVerdict, verify_copy
+from vowvault.repository.writer import remove_backup
 from vowvault.scheduling import effective_priority, is_wedding_day, local_date
-from vowvault.sources.directory import DirectorySnapshot, parse_index
+from vowvault.sources.base import Snapshot, SnapshotRequest, SourceDriver
 
-STAGES = ("snapshot", "compress", "encrypt", "upload")
+_OBJECT_KINDS = {"key": ObjectKind.KEY, "data": ObjectKind.DATA, "index": ObjectKind.INDEX,
+                 "manifest": ObjectKind.MANIFEST}
 
 
 @dataclass(frozen=True)
@@ -109,28 +102,23 @@ class PolicyView:
                    p.wedding_day_priority, p.max_retries, p.full_every_days)
 
 
-@dataclass
-class ObjectStats:
-    plaintext_size: int = 0
-    sha256: Any = field(default_factory=hashlib.sha256)
-    stored_size: int = 0
-    lengths: array[int] = field(default_factory=lambda: array("I"))
-
-    def describe(self, frame_size: int) -> dict[str, Any]:
-        return {"plaintext_size": self.plaintext_size, "sha256": self.sha256.hexdigest(),
-                "stored_size": self.stored_size, "frame_size": frame_size,
-                "frames": len(self.lengths), "frame_lengths": pack_lengths(self.lengths)}
-
-
-@dataclass
+@dataclass(frozen=True)
 class Target:
+    """Where one copy goes."""
+
     url: str
     tier: Tier
     required: bool
     role: CopyRole
     credentials_secret: str | None = None
-    failed: str | None = None
-    rows: dict[str, uuid.UUID] = field(default_factory=dict)
+
+    @classmethod
+    def of_policy(cls, targets: list[dict[str, Any]]) -> list[Target]:
+        return [cls(url=t["url"], tier=Tier(t.get("tier", "HOT")),
+                    required=bool(t.get("required", True)),
+                    role=CopyRole.PRIMARY if i == 0 else CopyRole.COPY,
+                    credentials_secret=t.get("credentials_secret"))
+                for i, t in enumerate(targets)]
 
 
 @dataclass
@@ -155,58 +143,52 @@ class Result:
         return self.__dict__.copy()
 
 
-class BackupRun:
-    """The state of one running backup, shared by its stages."""
+@dataclass
+class Prepared:
+    """A job recorded IN_PROGRESS, with everything its data plane needs (plain values)."""
 
-    def __init__(self, ctx: Context, job_id: uuid.UUID, policy: PolicyView, dek: bytes,
-                 wrapped: bytes, key_row: tuple[uuid.UUID, str, int, str],
-                 targets: list[Target], parent: tuple[uuid.UUID, str] | None,
-                 backup_type: BackupType, source_password: str | None) -> None:
-        self.ctx = ctx
-        self.job_id = job_id
-        self.policy = policy
-        self.dek = dek
-        self.wrapped = wrapped
-        self.key_id, self.key_provider, self.key_version, self.key_ref = key_row
-        self.targets = targets
-        self.parent = parent
-        self.backup_type = backup_type
-        self.source_password = source_password
-        self.abort = Abort()
-        depth = ctx.queue_depth
-        self.ch_frames = Channel(self.abort, depth)
-        self.ch_compressed = Channel(self.abort, depth)
-        self.ch_sealed = Channel(self.abort, depth)
-        self.stats: dict[str, ObjectStats] = {}
-        self.clocks = {s: StageClock() for s in STAGES}
-        self.compress_cpu = 0.0
-        self.verify_seconds = 0.0
-        self.started = time.perf_counter()
-        self.source_info: dict[str, Any] = {}
-        self.manifest_sha256: str | None = None
-        self.snapshot: DirectorySnapshot | None = None
-        self.references: set[str] = set()
-        self.warnings: list[str] = []
-        self._stop_heartbeat = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, daemon=True,
-                                           name=f"vowvault-heartbeat-{job_id}")
-        self.progress: Progress = ctx.progress
+    job_id: uuid.UUID
+    policy: PolicyView
+    backup_type: BackupType
+    parent: uuid.UUID | None
+    targets: list[Target]
+    dek: bytes
+    key: KeyRecord
+    wrapped: bytes
+    rows: dict[tuple[str, str], uuid.UUID] = field(default_factory=dict)
+    """(target URL, object kind) -> its backup_storage row."""
 
     @property
-    def prefix(self) -> str:
-        return prefix(self.policy.organization_id, self.policy.id, self.job_id)
+    def location(self) -> BackupLocation:
+        return BackupLocation(self.policy.organization_id, self.policy.id, self.job_id)
 
-    def name(self, kind: str) -> str:
-        return self.prefix + kind
 
-    def backend(self, target: Target) -> Any:
-        return self.ctx.backend(target.url, target.credentials_secret)
+class BackupRun:
+    """One backup running in this process: the job, its source's snapshot, its pipeline."""
 
-    def live_targets(self) -> list[Target]:
-        return [t for t in self.targets if t.failed is None]
+    def __init__(self, ctx: Context, prepared: Prepared, driver: SourceDriver,
+                 snapshot: Snapshot, pipeline: BackupPipeline) -> None:
+        self.ctx = ctx
+        self.prepared = prepared
+        self.job_id = prepared.job_id
+        self.driver = driver
+        self.snapshot = snapshot
+        self.pipeline = pipeline
+        self.progress: Progress = ctx.progress
+        self.verdicts: list[CopyVerdict] = []
+        self.dropped: list[str] = []
+        """Optional copies that did not read back, removed."""
+        self.verify_seconds = 0.0
+        self.started = time.perf_counter()
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True,
+                                           name=f"vowvault-heartbeat-{self.job_id}")
+
+    def report(self, what: str, done: int, total: int | None) -> None:
+        self.progress(what, done, total)
 
     def _beat(self) -> None:
-        while not self._stop_heartbeat.wait(self.ctx.heartbeat_seconds):
+        while not self._stop.wait(self.ctx.heartbeat_seconds):
             try:
                 with self.ctx.catalog.session() as s:
                     s.execute(sa.update(BackupJob).where(BackupJob.id == self.job_id)
@@ -214,354 +196,27 @@ class BackupRun:
             except Exception as exc:  # the backup goes on; the reaper is patient
                 log.warning("heartbeat of backup %s not recorded: %s", self.job_id, exc)
 
-    # -- stage 1: snapshot ------------------------------------------------------------
-    def stage_snapshot(self) -> None:
-        clock = self.clocks["snapshot"]
-        with ExitStack() as stack:
-            for kind, chunks in self._source_streams(stack):
-                stats = self.stats.setdefault(kind, ObjectStats())
-                frames = codec.frame_plaintext(chunks, self.ctx.frame_size)
-                index = 0
-                while True:
-                    with clock:
-                        nxt = next(frames, None)
-                        if nxt is None:
-                            break
-                        frame, final = nxt
-                        stats.sha256.update(frame)
-                        stats.plaintext_size += len(frame)
-                    self.ch_frames.put(Item(kind, index, frame, final))
-                    index += 1
-        self.ch_frames.close()
+    def begin(self) -> None:
+        self._heartbeat.start()
 
-    def _source_streams(self, stack: ExitStack) -> Iterator[tuple[str, Iterator[bytes]]]:
-        src = self.policy.source
-        if self.policy.source_kind == SourceKind.POSTGRES_LOGICAL:
-            from vowvault.sources.pgarchive import ArchiveTap
-            from vowvault.sources.postgres import PostgresSource
+    def end(self) -> None:
+        self._stop.set()
 
-            source = PostgresSource(src["dsn"], self.source_password)
-            info = source.describe()
-            total = info["size_bytes"]
-            self.source_info.update(kind="postgres", **{k: v for k, v in info.items()
-                                                        if k != "settings"})
-            tap = ArchiveTap()
-            stream = stack.enter_context(source.dump())
-
-            # The tap parses in its own thread, beside the one reading pg_dump's pipe
-            # and hashing (which spends most of its time outside the GIL).
-            feed = Channel(self.abort, 64)
-
-            def run_tap() -> None:
-                try:
-                    for chunk in feed:
-                        tap.feed(chunk)
-                except Aborted:
-                    return  # the backup failed elsewhere; its error is reported there
-
-            tapper = threading.Thread(target=run_tap, daemon=True, name="vowvault-tap")
-            tapper.start()
-
-            def tapped() -> Iterator[bytes]:
-                done = 0
-                try:
-                    for chunk in stream:
-                        feed.put(chunk)
-                        done += len(chunk)
-                        self.progress("dump", done, total)
-                        yield chunk
-                finally:
-                    if not self.abort.failed:
-                        feed.close()
-                tapper.join()
-                summary = tap.finish()
-                if summary.error:
-                    self.warnings.append(f"per-table checksums unavailable: {summary.error}")
-                self.database = {"summary": summary.to_json(), "settings": info["settings"]}
-                self.source_info["tables"] = len(summary.tables)
-                self.source_info["rows"] = sum(t.rows for t in summary.tables)
-
-            yield "data", tapped()
-            return
-        if self.policy.source_kind != SourceKind.DIRECTORY:
-            raise ConfigError(f"{self.policy.source_kind.value} backups are not implemented")
-        parent_entries = self._parent_entries() if self.parent else None
-        snap = DirectorySnapshot(Path(src["path"]), exclude=src.get("exclude") or [],
-                                 one_file_system=src.get("one_file_system", True),
-                                 parent=parent_entries,
-                                 strict=src.get("on_unreadable", "fail") != "warn")
-        self.snapshot = snap
-        _files, total = snap.estimate()
-        done = 0
-
-        def progress(n: int) -> None:
-            nonlocal done
-            done += n
-            self.progress("read", done, total)
-
-        snap.progress = progress
-        yield "data", snap.data()
-        report = snap.report
-        self.references = {r for r in snap.references if r != str(self.job_id)}
-        self.source_info.update(kind="directory", path=src["path"], files=report.files,
-                                dirs=report.dirs, symlinks=report.symlinks,
-                                files_unchanged=report.files_unchanged,
-                                bytes_referenced=report.bytes_referenced,
-                                unreadable=report.unreadable, skipped=report.skipped)
-        if report.unreadable:
-            self.warnings.append(f"{len(report.unreadable)} unreadable files not backed up: "
-                                 + "; ".join(report.unreadable[:5]))
-        yield "index", snap.index_lines()
-
-    def _parent_entries(self) -> Iterator[Any]:
-        assert self.parent is not None
-        parent_id, _ = self.parent
-        with self.ctx.catalog.session() as s:
-            job = s.get(BackupJob, parent_id)
-            org = s.get(Organization, self.policy.organization_id)
-            assert job is not None and org is not None
-            dek = data_key(self.ctx, s, org, job.encryption_key_id, job.wrapped_dek, job.id)
-            from vowvault.engine.objects import copies
-
-            available = copies(self.ctx, s, job)
-            name = object_name(job, "index")
-        if not available:
-            raise StorageError(f"parent backup {parent_id} has no readable copy")
-        entries = parse_index(read_object(available[0].backend, name, dek, parent_id, "index"))
-        for entry in entries:
-            if entry.type == "file" and entry.backup is None:
-                entry.backup = str(parent_id)
-            yield entry
-
-    # -- stage 2: compress --------------------------------------------------------------
-    def stage_compress(self) -> None:
-        workers = self.ctx.workers
-
-        def work(data: bytes) -> tuple[bytes, float]:
-            t0 = time.perf_counter()
-            out = codec.compress(data)
-            return out, time.perf_counter() - t0
-
-        pending: deque[Any] = deque()
-        with ThreadPoolExecutor(workers, thread_name_prefix="vowvault-zstd") as pool:
-            for item in self.ch_frames:
-                pending.append((item, pool.submit(work, item.data)))
-                while len(pending) > workers:
-                    self._emit_compressed(*pending.popleft())
-            while pending:
-                self._emit_compressed(*pending.popleft())
-        self.ch_compressed.close()
-
-    def _emit_compressed(self, item: Item, future: Any) -> None:
-        data, seconds = future.result()
-        self.compress_cpu += seconds
-        self.ch_compressed.put(Item(item.obj, item.index, data, item.final))
-
-    # -- stage 3: encrypt ---------------------------------------------------------------
-    def stage_encrypt(self) -> None:
-        clock = self.clocks["encrypt"]
-        sealers: dict[str, codec.Sealer] = {}
-        for item in self.ch_compressed:
-            with clock:
-                sealer = sealers.get(item.obj)
-                if sealer is None:
-                    sealer = sealers[item.obj] = codec.Sealer(self.dek, self.job_id, item.obj,
-                                                              self.ctx.frame_size)
-                record = sealer.seal(item.index, item.data, item.final)
-                stats = self.stats[item.obj]
-                stats.lengths.append(len(record) - codec.RECORD_LEN.size)
-                if item.index == 0:
-                    record = sealer.header + record
-                stats.stored_size += len(record)
-            self.ch_sealed.put(Item(item.obj, item.index, record, item.final))
-        self.ch_sealed.close()
-
-    # -- stage 4: upload ----------------------------------------------------------------
-    def stage_upload(self) -> None:
-        clock = self.clocks["upload"]
-        with clock:
-            self._save_small("key", self._key_object(), ObjectKind.KEY)
-        writers: dict[str, _Writers] = {}
-        for item in self.ch_sealed:
-            if item.index == 0:
-                writers[item.obj] = _Writers(self, item.obj)
-            with clock:
-                writers[item.obj].put(item.data)
-            if item.final:
-                with clock:
-                    writers.pop(item.obj).finish()
-        with clock:
-            manifest = json.dumps(self._manifest(), sort_keys=True).encode()
-            self.manifest_sha256 = hashlib.sha256(manifest).hexdigest()
-            sealer = codec.Sealer(self.dek, self.job_id, "manifest", self.ctx.frame_size)
-            records = [sealer.header]
-            for i, (frame, final) in enumerate(codec.frame_plaintext([manifest],
-                                                                       self.ctx.frame_size)):
-                records.append(sealer.seal(i, codec.compress(frame), final))
-            self._save_small("manifest", b"".join(records), ObjectKind.MANIFEST)
-
-    def _key_object(self) -> bytes:
-        import base64
-
-        return json.dumps({
-            "format": KEY_OBJECT_FORMAT, "backup_id": str(self.job_id),
-            "organization_id": str(self.policy.organization_id),
-            "kek": {"provider": self.key_provider, "key_ref": self.key_ref,
-                    "version": self.key_version},
-            "algorithm": "AES-256-GCM", "wrapped_dek": base64.b64encode(self.wrapped).decode(),
-        }, sort_keys=True).encode()
-
-    def _save_small(self, kind: str, data: bytes, object_kind: ObjectKind) -> None:
-        for target in self.live_targets():
-            row_id = self._storage_row(target, kind, object_kind)
-            try:
-                info = self.backend(target).save(self.name(kind), [data],
-                                                 tier=_small_tier(target.tier))
-            except VowvaultError as exc:
-                self._target_failed(target, exc)
-                continue
-            self._stored(row_id, info.size)
-
-    def _storage_row(self, target: Target, kind: str, object_kind: ObjectKind) -> uuid.UUID:
-        row_id = uuid.uuid4()
-        with self.ctx.catalog.session() as s:
-            s.add(BackupStorage(
-                id=row_id, organization_id=self.policy.organization_id,
-                backup_job_id=self.job_id,
-                storage_provider=self.backend(target).properties().provider,
-                storage_url=target.url, copy_role=target.role,
-                object_kind=object_kind, storage_tier=_small_tier(target.tier)
-                if object_kind != ObjectKind.DATA else target.tier,
-                file_path=self.name(kind), file_size_bytes=0, is_encrypted=True,
-                encryption_key_id=self.key_ref, status=CopyStatus.PENDING,
-                created_at=self.ctx.clock()))
-        target.rows[kind] = row_id
-        return row_id
-
-    def _stored(self, row_id: uuid.UUID, size: int) -> None:
-        with self.ctx.catalog.session() as s:
-            s.execute(sa.update(BackupStorage).where(BackupStorage.id == row_id)
-                      .values(status=CopyStatus.STORED, file_size_bytes=size))
-
-    def _target_failed(self, target: Target, exc: BaseException) -> None:
-        target.failed = str(exc)
-        if target.required:
-            raise exc
-        self.warnings.append(f"optional copy {target.url} failed: {exc}")
-        log.warning("optional copy %s failed: %s", target.url, exc)
-
-    def _manifest(self) -> dict[str, Any]:
-        manifest: dict[str, Any] = {
-            "format": codec.FORMAT_VERSION,
-            "backup_id": str(self.job_id),
-            "organization_id": str(self.policy.organization_id),
-            "policy_id": str(self.policy.id),
-            "policy": self.policy.name,
-            "backup_type": self.backup_type.value,
-            "created_at": self.ctx.clock().isoformat(),
-            "parent": str(self.parent[0]) if self.parent else None,
-            "references": sorted(self.references),
-            "source": {k: v for k, v in self.source_info.items()},
-            "objects": {k: s.describe(self.ctx.frame_size) for k, s in self.stats.items()},
-        }
-        database = getattr(self, "database", None)
-        if database:
-            manifest["database"] = database
-        return manifest
+    @property
+    def warnings(self) -> list[str]:
+        return [*self.snapshot.warnings, *self.pipeline.writer.warnings, *self.dropped]
 
 
-class _Writers:
-    """The same object written to every live target at once, each by its own thread."""
-
-    def __init__(self, run: BackupRun, kind: str) -> None:
-        self.run, self.kind = run, kind
-        self.slots: list[tuple[Target, Channel, Abort, threading.Thread, dict[str, Any]]] = []
-        object_kind = ObjectKind.DATA if kind == "data" else ObjectKind.INDEX
-        for target in run.live_targets():
-            row_id = run._storage_row(target, kind, object_kind)
-            own = Abort()
-            channel = _FanChannel(run.abort, own, run.ctx.queue_depth)
-            result: dict[str, Any] = {"row": row_id}
-            backend = run.backend(target)
-            tier = target.tier if kind == "data" else _small_tier(target.tier)
-
-            def write(backend: Any = backend, channel: Channel = channel,
-                      result: dict[str, Any] = result, own: Abort = own,
-                      tier: Tier = tier) -> None:
-                try:
-                    result["info"] = backend.save(run.name(kind), iter(channel), tier=tier)
-                except BaseException as exc:
-                    own.fail(exc)
-
-            thread = threading.Thread(target=write, daemon=True,
-                                      name=f"vowvault-upload-{kind}-{len(self.slots)}")
-            thread.start()
-            self.slots.append((target, channel, own, thread, result))
-
-    def put(self, data: bytes) -> None:
-        for target, channel, own, _t, _r in self.slots:
-            if target.failed is not None:
-                continue
-            try:
-                channel.put(data)
-            except Aborted:
-                if self.run.abort.failed:
-                    raise
-                self.run._target_failed(target, own.error or StorageError("upload stopped"))
-
-    def finish(self) -> None:
-        for target, channel, own, thread, result in self.slots:
-            if target.failed is None:
-                try:
-                    channel.close()
-                except Aborted:
-                    if self.run.abort.failed:
-                        raise
-            thread.join()
-            if target.failed is not None:
-                continue
-            if own.error is not None:
-                self.run._target_failed(target, own.error)
-                continue
-            self.run._stored(result["row"], result["info"].size)
-
-
-class _FanChannel(Channel):
-    """A channel to one target's writer: stops on the run's abort or the writer's."""
-
-    def __init__(self, run_abort: Abort, own: Abort, maxsize: int) -> None:
-        super().__init__(_Either(run_abort, own), maxsize)
-
-
-class _Either(Abort):
-    def __init__(self, a: Abort, b: Abort) -> None:
-        super().__init__()
-        self.a, self.b = a, b
-
-    def check(self) -> None:
-        self.a.check()
-        self.b.check()
-
-
-def _small_tier(tier: Tier) -> Tier:
-    """Key, index and manifest stay readable without an archive restore (COLD is still
-    instantly readable on every provider)."""
-    return tier if tier.rank <= Tier.COLD.rank else Tier.COLD
-
-
-_RUNS: dict[str, BackupRun] = {}
-_RUNS_LOCK = threading.Lock()
-
+# -- start ----------------------------------------------------------------------------------
 
 def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
           attempt: int = 1, scheduled_at: dt.datetime | None = None) -> str:
-    """Create (or, on a flow retry, reset) the job, take keys, check the source and the
-    targets; register the run for its stages. Returns the job id."""
-    from vowvault.engine.reaper import reap
-
+    """Record the job (or, on a flow retry, start it again), take its data key, check the
+    source's settings and the targets; register the run for its stages. Returns the job
+    id."""
     reap(ctx, policy_name=policy_name)
     now = ctx.clock()
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         policy = s.execute(sa.select(BackupPolicy).where(BackupPolicy.name == policy_name)
                            ).scalar_one_or_none()
         if policy is None:
@@ -570,65 +225,125 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
             raise ConfigError(f"policy {policy_name} is deactivated; apply a policy file that "
                               f"lists it to reactivate it")
         view = PolicyView.of(policy)
-        org = policy.organization
-        job = None
+        previous = None
         if flow_run_id:
             job = s.execute(sa.select(BackupJob).where(BackupJob.flow_run_id == flow_run_id)
                             ).scalar_one_or_none()
-        if job is not None:
-            _cleanup(ctx, s, job, reason="retried by its flow")
-        else:
-            day = local_date(now, view.timezone)
-            weddings = [str(w) for w in s.execute(sa.select(WeddingDate.wedding_id).where(
-                WeddingDate.organization_id == org.id, WeddingDate.wedding_date == day))
-                .scalars()]
-            wedding_day = view.wedding_day_priority and is_wedding_day(day, [day] if weddings
-                                                                        else [])
+            previous = objects.read_stored(s, job) if job is not None else None
+        job_id = previous.id if previous else uuid.uuid4()
+        day = local_date(now, view.timezone)
+        weddings = [str(w) for w in s.execute(sa.select(WeddingDate.wedding_id).where(
+            WeddingDate.organization_id == view.organization_id,
+            WeddingDate.wedding_date == day)).scalars()]
+        backup_type, parent_id = _choose_parent(s, view, job_id, now)
+        parent = objects.read_stored(s, parent_id) if parent_id else None
+    driver = sources.driver(view.source_kind)
+    targets = Target.of_policy(view.targets)
+    copies = copies_of(ctx, targets)
+    password = _source_password(view.source)
+    if previous is not None:
+        objects.remove_objects(ctx, previous, reason="retried by its flow")
+    key = keyring.ensure_active_key(ctx, view.organization_id, view.key_provider)
+    dek = new_dek()
+    wrapped = keyring.wrap(ctx, key, dek, job_id)
+    parent_entries = None
+    if parent is not None and view.source_kind == SourceKind.DIRECTORY:
+        parent_entries = objects.open_tree(ctx, parent).entries(resolved=True)
+    prepared = Prepared(job_id, view, backup_type, parent_id, targets, dek, key, wrapped)
+    with ctx.catalog.session() as s:
+        job = s.get(BackupJob, job_id) if previous else None
+        if job is None:
             job = BackupJob(
-                id=uuid.uuid4(), organization_id=org.id, policy_id=policy.id,
-                job_name=f"{policy.name}-{now:%Y%m%dT%H%M%SZ}",
-                backup_type=view.backup_type, status=BackupStatus.SCHEDULED,
+                id=job_id, organization_id=view.organization_id, policy_id=view.id,
+                job_name=f"{view.name}-{now:%Y%m%dT%H%M%SZ}", backup_type=view.backup_type,
+                status=BackupStatus.SCHEDULED,
                 priority=effective_priority(view.priority, view.wedding_day_priority, day,
                                             [day] if weddings else []),
-                scheduled_at=scheduled_at or now, is_wedding_day_backup=wedding_day,
+                scheduled_at=scheduled_at or now,
+                is_wedding_day_backup=view.wedding_day_priority and is_wedding_day(
+                    day, [day] if weddings else []),
                 related_wedding_ids=weddings or None, flow_run_id=flow_run_id,
                 created_at=now)
             s.add(job)
             s.flush()
-        backup_type, parent = _choose_parent(s, view, job.id, now)
-        key_row = active_key(ctx, s, org, view.key_provider)
-        dek = new_dek()
-        wrapped = keyring.wrap(ctx, org, key_row, dek, job.id)
         job.backup_type = backup_type
-        job.parent_job_id = parent[0] if parent else None
-        job.encryption_key_id = key_row.id
-        job.wrapped_dek = wrapped
-        job.status = BackupStatus.IN_PROGRESS
-        job.started_at = job.heartbeat_at = now
+        job.parent_job_id = parent_id
         job.retry_count = max(attempt - 1, 0)
-        job.worker_host, job.worker_pid = socket.gethostname(), os.getpid()
-        job.format_version = codec.FORMAT_VERSION
         job.error_message = None
-        job_id = job.id
-        key_info = (key_row.id, key_row.provider, key_row.version, key_row.key_ref)
+        record_started(ctx, s, job, prepared, driver, copies)
         audit.record(s, actor=ctx.settings.actor, action="backup.start", target_type="backup",
-                     target_id=job_id, organization_id=org.id,
-                     summary=f"backup of {policy.name} started ({backup_type.value})"
+                     target_id=job_id, organization_id=view.organization_id,
+                     summary=f"backup of {view.name} started ({backup_type.value})"
                      + (f", attempt {attempt}" if attempt > 1 else ""))
-    targets = [Target(url=t["url"], tier=Tier(t.get("tier", "HOT")),
-                      required=bool(t.get("required", True)),
-                      role=CopyRole.PRIMARY if i == 0 else CopyRole.COPY,
-                      credentials_secret=t.get("credentials_secret"))
-               for i, t in enumerate(view.targets)]
-    password = _source_password(view.source)
-    run = BackupRun(ctx, job_id, view, dek, wrapped, key_info, targets, parent, backup_type,
-                    password)
-    with _RUNS_LOCK:
-        _RUNS[str(job_id)] = run
-    run._heartbeat.start()
+    request = SnapshotRequest(view.source, password, parent_entries)
+    launch(ctx, prepared, driver, driver.snapshot(request), copies, request)
     log.info("backup %s of policy %s started: %s to %s", job_id, view.name, backup_type.value,
              ", ".join(t.url for t in targets))
     return str(job_id)
+
+
+def copies_of(ctx: Context, targets: list[Target]) -> list[Copy]:
+    return [Copy(t.url, ctx.backend(t.url, t.credentials_secret), t.required, t.tier)
+            for t in targets]
+
+
+def record_started(ctx: Context, s: Session, job: BackupJob, prepared: Prepared,
+                    driver: SourceDriver, copies: list[Copy]) -> None:
+    """The job IN_PROGRESS with its key, and a PENDING row for every object it is to write
+    on every target (so that whatever happens next, the catalog knows where to clean up).
+    Rows of an earlier attempt of the same job are replaced."""
+    now = ctx.clock()
+    s.execute(sa.delete(BackupStorage).where(BackupStorage.backup_job_id == job.id))
+    job.encryption_key_id = prepared.key.id
+    job.wrapped_dek = prepared.wrapped
+    job.status = BackupStatus.IN_PROGRESS
+    job.started_at = job.heartbeat_at = now
+    job.worker_host, job.worker_pid = socket.gethostname(), os.getpid()
+    job.format_version = FORMAT_VERSION
+    location = prepared.location
+    for target, copy in zip(prepared.targets, copies, strict=True):
+        provider = copy.backend.properties().provider
+        for kind in (KEY, *driver.objects, MANIFEST):
+            row_id = uuid.uuid4()
+            s.add(BackupStorage(
+                id=row_id, organization_id=job.organization_id, backup_job_id=job.id,
+                storage_provider=provider, storage_url=target.url, copy_role=target.role,
+                object_kind=_OBJECT_KINDS[kind], storage_tier=tier_for(kind, target.tier),
+                file_path=location.name(kind), file_size_bytes=0, is_encrypted=True,
+                encryption_key_id=prepared.key.key_ref, status=CopyStatus.PENDING,
+                created_at=now))
+            prepared.rows[(target.url, kind)] = row_id
+
+
+def launch(ctx: Context, prepared: Prepared, driver: SourceDriver, snapshot: Snapshot,
+           copies: list[Copy], request: SnapshotRequest | None = None) -> BackupRun:
+    """Hand a recorded job to the data plane and register it for its stages."""
+    location = prepared.location
+    spec = WriteSpec(location, prepared.dek,
+                     prepared.key.key_object(prepared.job_id, prepared.wrapped).to_bytes(),
+                     ctx.frame_size, ctx.workers, ctx.queue_depth)
+    view = prepared.policy
+
+    def describe(found: dict[str, ObjectEntry]) -> Manifest:
+        return Manifest(
+            backup_id=prepared.job_id, organization_id=view.organization_id,
+            policy_id=view.id, policy=view.name, backup_type=prepared.backup_type.value,
+            created_at=ctx.clock().isoformat(),
+            parent=str(prepared.parent) if prepared.parent else None,
+            references=tuple(sorted(_references(prepared, snapshot))),
+            source=dict(snapshot.info), objects=found, sections=dict(snapshot.sections))
+
+    run = BackupRun(ctx, prepared, driver, snapshot,
+                    BackupPipeline(spec, snapshot, copies, describe))
+    if request is not None:
+        request.progress = run.report
+    runs.register(str(prepared.job_id), run)
+    run.begin()
+    return run
+
+
+def _references(prepared: Prepared, snapshot: Snapshot) -> set[str]:
+    return {r for r in snapshot.references if r != str(prepared.job_id)}
 
 
 def _source_password(source: dict[str, Any]) -> str | None:
@@ -647,8 +362,8 @@ def _source_password(source: dict[str, Any]) -> str | None:
     return None
 
 
-def _choose_parent(s: sa.orm.Session, view: PolicyView, job_id: uuid.UUID,
-                   now: dt.datetime) -> tuple[BackupType, tuple[uuid.UUID, str] | None]:
+def _choose_parent(s: Session, view: PolicyView, job_id: uuid.UUID,
+                   now: dt.datetime) -> tuple[BackupType, uuid.UUID | None]:
     """An incremental backup builds on the newest backup of its chain, a differential one on
     the chain's full backup. A chain starts with a full backup, and starts again when its
     full backup is ``full_every_days`` old, so that retention can let old chains go and a
@@ -666,116 +381,103 @@ def _choose_parent(s: sa.orm.Session, view: PolicyView, job_id: uuid.UUID,
         return BackupType.FULL, None
     parent = full if view.backup_type == BackupType.DIFFERENTIAL else \
         s.execute(usable).scalar_one()
-    return view.backup_type, (parent.id, parent.backup_type.value)
+    return view.backup_type, parent.id
 
 
-
-def get_run(job_id: str) -> BackupRun:
-    try:
-        return _RUNS[job_id]
-    except KeyError:
-        raise NotFound(f"backup {job_id} is not running in this process") from None
-
+# -- the stages -----------------------------------------------------------------------------
 
 def run_stage(job_id: str, stage: str, progress: Progress | None = None) -> dict[str, Any]:
     """Run one stage to its end. A stage stopped because another failed returns normally;
     the stage that failed raises (and stops the others)."""
-    run = get_run(job_id)
+    run: BackupRun = runs.get(job_id)
     if progress is not None:
         run.progress = progress
-    fn = {"snapshot": run.stage_snapshot, "compress": run.stage_compress,
-          "encrypt": run.stage_encrypt, "upload": run.stage_upload}[stage]
-    try:
-        fn()
-    except Aborted:
-        return {"stage": stage, "aborted": True}
-    except BaseException as exc:
-        run.abort.fail(exc)
-        raise
-    return {"stage": stage, "aborted": False}
+    ok = run.pipeline.run_stage(stage)
+    return {"stage": stage, "aborted": not ok}
 
 
 def verify_stage(job_id: str) -> dict[str, Any]:
     """Read every object of every live copy back; skipped when the stages failed."""
-    run = get_run(job_id)
-    if run.abort.failed:
+    run: BackupRun = runs.get(job_id)
+    if run.pipeline.abort.failed:
         return {"skipped": True}
     t0 = time.perf_counter()
     try:
-        with run.ctx.catalog.session() as s:
-            job = s.get(BackupJob, run.job_id)
-            assert job is not None
-            report = verifier.verify_job(run.ctx, s, job, dek=run.dek,
-                                         expected_manifest_sha=run.manifest_sha256,
-                                         record=False, raise_on_problem=False)
-        run.verify_report = report
-        _judge_copies(run, report)
+        result = run.pipeline.result
+        assert result is not None
+        wrapped = run.prepared.wrapped
+        run.verdicts = [
+            verify_copy(copy, run.prepared.location, run.prepared.dek,
+                        expected_manifest_sha=result.manifest_sha256,
+                        key_opens=lambda key: key.wrapped_dek == wrapped,
+                        deep_check=lambda reader, deep=(i == 0): run.driver.check(reader,
+                                                                                  deep=deep))
+            for i, copy in enumerate(result.live())]
+        _judge_copies(run, result)
     except BaseException as exc:
-        run.abort.fail(exc)
+        run.pipeline.abort.fail(exc)
         raise
     finally:
         run.verify_seconds = time.perf_counter() - t0
-    return {"skipped": False, "copies": len(report.copies)}
+    return {"skipped": False, "copies": len(run.verdicts)}
 
 
-def _judge_copies(run: BackupRun, report: verifier.VerifyReport) -> None:
+def _judge_copies(run: BackupRun, result: WriteResult) -> None:
     """A required copy that does not read back intact fails the backup (CORRUPTED when it
     read back wrong); an optional one is dropped with a warning and its objects removed."""
-    by_url = {t.url: t for t in run.targets}
-    for copy in report.copies:
-        if copy.ok:
+    by_url = {o.copy.url: o for o in result.copies}
+    for verdict in run.verdicts:
+        if verdict.ok:
             continue
-        target = by_url[copy.url]
-        if target.required:
-            if copy.unreachable:
-                raise StorageError(f"required copy {copy.url} could not be read back: "
-                                   f"{copy.problem}")
-            raise IntegrityError(f"copy {copy.url} does not read back intact: {copy.problem}")
-        run._target_failed(target, StorageError(copy.problem or "verification failed"))
-        with run.ctx.catalog.session() as s:
-            s.execute(sa.update(BackupStorage).where(
-                BackupStorage.backup_job_id == run.job_id,
-                BackupStorage.storage_url == copy.url).values(status=CopyStatus.FAILED))
+        outcome = by_url[verdict.url]
+        if outcome.copy.required:
+            if verdict.unreachable:
+                raise StorageError(f"required copy {verdict.url} could not be read back: "
+                                   f"{verdict.problem}")
+            raise IntegrityError(f"copy {verdict.url} does not read back intact: "
+                                 f"{verdict.problem}")
+        outcome.failed = verdict.problem or "verification failed"
+        run.dropped.append(f"optional copy {verdict.url} failed: {outcome.failed}")
+        log.warning("optional copy %s does not read back: %s", verdict.url, verdict.problem)
         try:
-            backend = run.ctx.backend(copy.url, target.credentials_secret)
-            backend.delete([o.name for o in backend.list(run.prefix)])
+            remove_backup(outcome.copy.backend, run.prepared.location)
         except VowvaultError as exc:
-            log.warning("could not remove the bad copy on %s: %s", copy.url, exc)
-    if not any(c.ok for c in report.copies):
+            log.warning("could not remove the bad copy on %s: %s", verdict.url, exc)
+    if not any(v.ok for v in run.verdicts):
         raise StorageError("no copy of the backup could be read back")
 
+
+# -- finish ---------------------------------------------------------------------------------
 
 def finish(job_id: str) -> Result:
     """Record the outcome: COMPLETED with every number, or FAILED / CORRUPTED with the
     objects removed. Raises the root cause when the backup did not complete."""
-    run = get_run(job_id)
-    run._stop_heartbeat.set()
+    run: BackupRun = runs.get(job_id)
+    run.end()
     try:
-        if run.abort.failed:
-            error = run.abort.error or RuntimeError("backup stopped")
+        if run.pipeline.abort.failed:
+            error = run.pipeline.abort.error or RuntimeError("backup stopped")
             return _record_failure(run, error)
         return _record_success(run)
     finally:
-        with _RUNS_LOCK:
-            _RUNS.pop(job_id, None)
+        runs.forget(job_id)
 
 
 def _record_success(run: BackupRun) -> Result:
-    ctx = run.ctx
+    ctx, prepared = run.ctx, run.prepared
+    result = run.pipeline.result
+    assert result is not None
     now = ctx.clock()
-    data = run.stats.get("data", ObjectStats())
-    source_bytes = data.plaintext_size
-    stored = sum(s.stored_size for s in run.stats.values())
-    stages = {
-        "snapshot": round(run.clocks["snapshot"].busy, 3),
-        "compress": round(run.compress_cpu, 3),
-        "encrypt": round(run.clocks["encrypt"].busy, 3),
-        "upload": round(run.clocks["upload"].busy, 3),
-        "verify": round(run.verify_seconds, 3),
-    }
+    data = result.objects.get(DATA)
+    source_bytes = data.plaintext_size if data else 0
+    stored = sum(e.stored_size for e in result.objects.values())
+    stages = {**result.stage_seconds, "verify": round(run.verify_seconds, 3)}
     wall = time.perf_counter() - run.started
+    live = [o.copy.url for o in result.copies if o.failed is None]
+    info = {**run.snapshot.info, "references": sorted(_references(prepared, run.snapshot)),
+            "warnings": run.warnings}
     with ctx.catalog.session() as s:
-        job = s.get(BackupJob, run.job_id)
+        job = s.get(BackupJob, prepared.job_id)
         assert job is not None
         t0 = time.perf_counter()
         job.status = BackupStatus.COMPLETED
@@ -783,35 +485,37 @@ def _record_success(run: BackupRun) -> Result:
         job.verification_status = VerificationStatus.VERIFIED
         job.source_bytes, job.stored_bytes = source_bytes, stored
         job.actual_size_gb = Decimal(source_bytes / 1e9).quantize(Decimal("0.01"))
-        job.compression_ratio = _ratio(data.stored_size, source_bytes)
-        job.file_count = run.source_info.get("files")
-        info = dict(run.source_info)
-        info["references"] = sorted(run.references)
-        info["warnings"] = run.warnings
+        job.compression_ratio = _ratio(data.stored_size if data else 0, source_bytes)
+        job.file_count = run.snapshot.info.get("files")
         job.source_info = info
-        job.manifest_sha256 = run.manifest_sha256
-        job.expires_at = now + dt.timedelta(days=run.policy.retention_days)
+        job.manifest_sha256 = result.manifest_sha256
+        job.expires_at = now + dt.timedelta(days=prepared.policy.retention_days)
         job.error_message = "; ".join(run.warnings) or None
-        s.execute(sa.update(BackupStorage).where(
-            BackupStorage.backup_job_id == run.job_id,
-            BackupStorage.status == CopyStatus.STORED).values(
-            status=CopyStatus.VERIFIED, verified_at=now))
+        for outcome in result.copies:
+            for (url, kind), row_id in prepared.rows.items():
+                if url != outcome.copy.url:
+                    continue
+                values: dict[str, Any] = {"status": CopyStatus.FAILED} if outcome.failed \
+                    else {"status": CopyStatus.VERIFIED, "verified_at": now,
+                          "file_size_bytes": outcome.stored.get(kind, 0)}
+                s.execute(sa.update(BackupStorage).where(BackupStorage.id == row_id)
+                          .values(**values))
         stages["record"] = round(time.perf_counter() - t0, 3)
         job.stage_durations = {**stages, "wall": round(wall, 3)}
         audit.record(s, actor=ctx.settings.actor, action="backup.completed",
-                     target_type="backup", target_id=run.job_id,
-                     organization_id=run.policy.organization_id,
-                     summary=f"backup of {run.policy.name} completed and verified: "
+                     target_type="backup", target_id=prepared.job_id,
+                     organization_id=prepared.policy.organization_id,
+                     summary=f"backup of {prepared.policy.name} completed and verified: "
                              f"{source_bytes} bytes, {stored} stored",
                      after={"source_bytes": source_bytes, "stored_bytes": stored,
-                            "targets": [t.url for t in run.live_targets()]})
+                            "targets": live})
     log.info("backup %s completed: %s bytes read, %s stored, verified on %d copies in %.1fs",
-             run.job_id, source_bytes, stored, len(run.live_targets()), wall)
-    _notify(ctx, run.job_id, "backup_completed")
-    return Result(str(run.job_id), run.policy.name, BackupStatus.COMPLETED.value,
-                  run.backup_type.value, source_bytes, stored, round(wall, 3), stages,
-                  [t.url for t in run.live_targets()], files=run.source_info.get("files"),
-                  tables=run.source_info.get("tables"), warnings=run.warnings)
+             prepared.job_id, source_bytes, stored, len(live), wall)
+    _notify(ctx, prepared.job_id, "backup_completed")
+    return Result(str(prepared.job_id), prepared.policy.name, BackupStatus.COMPLETED.value,
+                  prepared.backup_type.value, source_bytes, stored, round(wall, 3), stages,
+                  live, files=run.snapshot.info.get("files"),
+                  tables=run.snapshot.info.get("tables"), warnings=run.warnings)
 
 
 def _ratio(stored: int, source: int) -> Decimal | None:
@@ -824,15 +528,15 @@ def _ratio(stored: int, source: int) -> Decimal | None:
 
 
 def _record_failure(run: BackupRun, error: BaseException) -> Result:
-    ctx = run.ctx
+    ctx, prepared = run.ctx, run.prepared
     status = BackupStatus.CORRUPTED if isinstance(error, IntegrityError) else \
         BackupStatus.FAILED
     message = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
-        _one_line(error)
+        one_line(error)
+    discard(ctx, prepared.job_id, reason=message)
     with ctx.catalog.session() as s:
-        job = s.get(BackupJob, run.job_id)
+        job = s.get(BackupJob, prepared.job_id)
         assert job is not None
-        _cleanup(ctx, s, job, reason=message)
         job.status = status
         job.completed_at = ctx.clock()
         job.error_message = message
@@ -840,22 +544,38 @@ def _record_failure(run: BackupRun, error: BaseException) -> Result:
             job.verification_status = VerificationStatus.FAILED
         job.stage_durations = {"wall": round(time.perf_counter() - run.started, 3)}
         audit.record(s, actor=ctx.settings.actor, action=f"backup.{status.value.lower()}",
-                     target_type="backup", target_id=run.job_id,
-                     organization_id=run.policy.organization_id,
-                     summary=f"backup of {run.policy.name} {status.value.lower()}: {message}")
-    log.error("backup %s %s: %s", run.job_id, status.value.lower(), message)
-    _notify(ctx, run.job_id, "verification_failed" if status == BackupStatus.CORRUPTED
+                     target_type="backup", target_id=prepared.job_id,
+                     organization_id=prepared.policy.organization_id,
+                     summary=f"backup of {prepared.policy.name} {status.value.lower()}: "
+                             f"{message}")
+    log.error("backup %s %s: %s", prepared.job_id, status.value.lower(), message)
+    _notify(ctx, prepared.job_id, "verification_failed" if status == BackupStatus.CORRUPTED
             else "backup_failed")
     if isinstance(error, VowvaultError | KeyboardInterrupt | SystemExit):
         raise error  # an interrupt stays an interrupt, recorded as FAILED and cleaned up
     raise SourceError(message) from error
 
 
+def discard(ctx: Context, job_id: uuid.UUID, *, reason: str) -> None:
+    """Remove whatever objects a job wrote, on every target it used, then mark their rows
+    DELETED (rows stay, so that the catalog tells what happened; a target that could not
+    be cleaned keeps its rows for the reaper or the orphan sweep)."""
+    with ctx.catalog.read() as s:
+        stored = objects.read_stored(s, job_id)
+    failed = objects.remove_objects(ctx, stored, reason=reason)
+    with ctx.catalog.session() as s:
+        s.execute(sa.update(BackupStorage).where(
+            BackupStorage.backup_job_id == job_id,
+            BackupStorage.status != CopyStatus.DELETED,
+            BackupStorage.storage_url.not_in(failed))
+            .values(status=CopyStatus.DELETED, deletion_date=ctx.clock()))
+
+
 def _notify(ctx: Context, job_id: uuid.UUID, event: str) -> None:
     """The event for the organization's webhooks; a failed wedding-day backup escalates."""
     from vowvault.engine import webhooks
 
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         job = s.get(BackupJob, job_id)
         assert job is not None
         payload = webhooks.backup_payload(s, job, event)
@@ -864,31 +584,7 @@ def _notify(ctx: Context, job_id: uuid.UUID, event: str) -> None:
     webhooks.emit(ctx, org_id, event, payload, escalation=escalate)
 
 
-def _cleanup(ctx: Context, s: sa.orm.Session, job: BackupJob, *, reason: str) -> None:
-    """Delete whatever objects a job wrote, on every target it used; the storage rows stay
-    (as DELETED) so that the catalog tells what happened."""
-    rows = list(s.execute(sa.select(BackupStorage).where(
-        BackupStorage.backup_job_id == job.id,
-        BackupStorage.status != CopyStatus.DELETED)).scalars())
-    pre = prefix(job.organization_id, job.policy_id, job.id)
-    secrets = target_secrets(job)
-    for url in sorted({r.storage_url for r in rows}):
-        try:
-            backend = ctx.backend(url, secrets.get(url))
-            names = [o.name for o in backend.list(pre)] + [r.file_path for r in rows
-                                                            if r.storage_url == url]
-            backend.delete(sorted(set(names)))
-        except VowvaultError as exc:
-            log.warning("could not remove the objects of backup %s from %s: %s (the reaper "
-                        "will try again)", job.id, url, exc)
-            continue
-        for r in rows:
-            if r.storage_url == url:
-                r.status, r.deletion_date = CopyStatus.DELETED, ctx.clock()
-    log.info("objects of backup %s removed (%s)", job.id, reason)
-
-
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else error.__class__.__name__)[:1000]
 
@@ -903,26 +599,30 @@ def run_backup(ctx: Context, policy_name: str, **kw: Any) -> Result:
 def run_in_process(job_id: str) -> None:
     """A started run's stages in threads, then its verification; a failure of either is
     kept in the run's abort for ``finish`` to record."""
-    run = get_run(job_id)
-    stages = {name: (lambda name=name: run_stage(job_id, name)) for name in STAGES}
+    run: BackupRun = runs.get(job_id)
     try:
-        run_threads(stages, run.abort)
+        run.pipeline.run()
     except BaseException as exc:
-        run.abort.fail(exc)
-    if not run.abort.failed:
+        run.pipeline.abort.fail(exc)
+    if not run.pipeline.abort.failed:
         try:
             verify_stage(job_id)
         except BaseException as exc:
-            run.abort.fail(exc)
+            run.pipeline.abort.fail(exc)
 
 
 def concurrency_limits(ctx: Context, policy_name: str) -> list[str]:
     """The global concurrency limits a backup of this policy holds while it runs."""
     from vowvault.plan import limits_for
 
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         policy = s.execute(sa.select(BackupPolicy).where(BackupPolicy.name == policy_name)
                            ).scalar_one_or_none()
         if policy is None:
             raise NotFound(f"no policy named {policy_name!r}")
         return limits_for(policy.source_config, policy.storage_targets)
+
+
+__all__ = ["STAGES", "BackupRun", "PolicyView", "Prepared", "Result", "Target", "copies_of",
+           "discard", "finish", "launch", "record_started", "run_backup", "run_in_process",
+           "run_stage", "start", "verify_stage"]

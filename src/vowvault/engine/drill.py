@@ -3,20 +3,18 @@ it against what the backup recorded, measure the recovery time, and clean up."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from vowvault.catalog.enums import BackupStatus, RecoveryType, VerificationStatus
+from vowvault import sources
 from vowvault.catalog.models import BackupJob, BackupPolicy, RecoveryJob
+from vowvault.domain import BackupStatus, RecoveryType, SourceKind, VerificationStatus
 from vowvault.engine.context import Context, log
 from vowvault.engine.restore import restore_backup
 from vowvault.errors import ConfigError, NotFound
@@ -42,7 +40,7 @@ def pick_backup(ctx: Context, policy: str, backup: str = "latest") -> BackupJob:
     the last N days) or a backup id."""
     import secrets
 
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         if backup != "latest" and not backup.startswith("random:"):
             from vowvault.engine.lookup import find_backup
 
@@ -75,14 +73,15 @@ def run_drill(ctx: Context, policy: str, backup: str = "latest",
     """Restore into a temporary directory, or a throw-away database on ``drill_server``
     (default: the source's server), validate, time it, remove it."""
     job = pick_backup(ctx, policy, backup)
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         p = s.get(BackupPolicy, job.policy_id)
         assert p is not None
         source, rto_target = dict(p.source_config), p.rto_target_minutes * 60
+        kind = p.source_kind
         completed = job.completed_at
     started = time.perf_counter()
     try:
-        result = _restore(ctx, job, source, drill_server, archive_wait)
+        result = _restore(ctx, job, kind, source, drill_server, archive_wait)
     except Exception as exc:
         _event(ctx, job.id, "drill_failed", {"error": str(exc).splitlines()[0][:500]})
         raise
@@ -107,7 +106,7 @@ def run_drill(ctx: Context, policy: str, backup: str = "latest",
 def _event(ctx: Context, job_id: uuid.UUID, event: str, extra: dict[str, Any]) -> None:
     from vowvault.engine import webhooks
 
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         job = s.get(BackupJob, job_id)
         assert job is not None
         payload = {**webhooks.backup_payload(s, job, event), **extra}
@@ -115,35 +114,11 @@ def _event(ctx: Context, job_id: uuid.UUID, event: str, extra: dict[str, Any]) -
     webhooks.emit(ctx, org_id, event, payload)
 
 
-def _restore(ctx: Context, job: BackupJob, source: dict[str, Any],
+def _restore(ctx: Context, job: BackupJob, kind: SourceKind, source: dict[str, Any],
              drill_server: str | None, wait: float) -> Any:
-    if source.get("kind") == "postgres":
-        from psycopg.conninfo import make_conninfo
-
-        scratch = f"vowvault_drill_{uuid.uuid4().hex[:10]}"
-        target = make_conninfo(drill_server or source["dsn"], dbname=scratch)
-        try:
-            return restore_backup(ctx, str(job.id), to_database=target,
-                                  recovery_type=RecoveryType.DR_DRILL, archive_wait=wait)
-        finally:
-            _drop(target)
-    tmp = Path(tempfile.mkdtemp(prefix="vowvault-drill-"))
-    try:
-        return restore_backup(ctx, str(job.id), to_dir=tmp / "restored",
+    """Restore into the source driver's scratch target (a throw-away database or
+    directory), which is removed whatever happens."""
+    with sources.driver(kind).scratch(source, drill_server) as target:
+        return restore_backup(ctx, str(job.id), to_dir=target.directory,
+                              to_database=target.database,
                               recovery_type=RecoveryType.DR_DRILL, archive_wait=wait)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _drop(dsn: str) -> None:
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = conninfo_to_dict(dsn).get("dbname")
-    try:
-        with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(str(name))))
-    except psycopg.Error as exc:
-        log.warning("drill database %s not dropped: %s", name, exc)

@@ -18,21 +18,22 @@ belongs to it: file paths (globs, relative to the policy's directory) and databa
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import os
-import socket
-import tempfile
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from vowvault.catalog import audit
-from vowvault.catalog.enums import (
+from vowvault.catalog.models import (
+    BackupJob,
+    BackupPolicy,
+    BackupStorage,
+    ErasureRequest,
+    Organization,
+)
+from vowvault.domain import (
     BackupStatus,
     BackupType,
     CopyRole,
@@ -41,17 +42,14 @@ from vowvault.catalog.enums import (
     ObjectKind,
     SourceKind,
 )
-from vowvault.catalog.models import (
-    BackupJob,
-    BackupPolicy,
-    BackupStorage,
-    ErasureRequest,
-    Organization,
-)
-from vowvault.engine.backup import BackupRun
+from vowvault.engine import objects
 from vowvault.engine.context import Context, log
 from vowvault.errors import ConfigError, NotFound
-from vowvault.sources.directory import Entry, parse_index
+from vowvault.sources.base import ErasureSpec
+from vowvault.sources.directory import path_matches
+
+__all__ = ["RowSpec", "applicable", "path_matches", "purge", "replay_specs", "request",
+           "rewrite_without", "status"]
 
 
 @dataclass(frozen=True)
@@ -111,55 +109,23 @@ def applicable(session: Session, job: BackupJob) -> list[ErasureRequest]:
         .scalars())
 
 
-def path_matches(path: str, patterns: list[str]) -> bool:
-    """A glob on the relative path, or a directory and everything under it."""
-    for p in patterns:
-        p = p.strip("/")
-        if fnmatch.fnmatchcase(path, p) or path == p or path.startswith(p + "/"):
-            return True
-        if p.endswith("/**") and (path == p[:-3] or path.startswith(p[:-2])):
-            return True
-    return False
+def replay_specs(session: Session, job: BackupJob) -> list[ErasureSpec]:
+    """The requests a restore of ``job`` replays, as the sources take them."""
+    return [ErasureSpec(str(r.id), r.subject_ref, tuple((r.scope or {}).get("paths", [])),
+                        tuple((r.scope or {}).get("rows", [])))
+            for r in applicable(session, job)]
 
 
 def erased_paths(requests: list[ErasureRequest]) -> list[str]:
     return [p for r in requests for p in (r.scope or {}).get("paths", [])]
 
 
-def erase_rows(dsn: str, requests: list[ErasureRequest], password: str | None = None
-               ) -> list[dict[str, Any]]:
-    """Delete the subjects' rows from a restored database; one parameterised DELETE per
-    row pattern."""
-    import psycopg
-    from psycopg import sql
-
-    applied = []
-    with psycopg.connect(dsn, password=password, autocommit=False) as conn:
-        for r in requests:
-            for spec in (r.scope or {}).get("rows", []):
-                schema, _, table = spec["table"].partition(".")
-                query = sql.SQL("DELETE FROM {}.{} WHERE {} = %s").format(
-                    sql.Identifier(schema), sql.Identifier(table),
-                    sql.Identifier(spec["column"]))
-                try:
-                    n = conn.execute(query, (spec["value"],)).rowcount
-                except psycopg.errors.UndefinedTable:
-                    conn.rollback()
-                    n = 0
-                applied.append({"request": str(r.id), "subject": r.subject_ref,
-                                "table": spec["table"], "rows_deleted": n})
-        conn.commit()
-    return applied
-
-
 # -- status ---------------------------------------------------------------------------------
 
 def status(ctx: Context, subject_ref: str) -> list[dict[str, Any]]:
     """Backups that still hold the subject, and when each will be gone."""
-    from vowvault.engine.objects import open_backup
-
-    out = []
-    with ctx.catalog.session() as s:
+    candidates: list[tuple[dict[str, Any], list[str], objects.StoredBackup | None]] = []
+    with ctx.catalog.read() as s:
         requests = list(s.execute(sa.select(ErasureRequest).where(
             ErasureRequest.subject_ref == subject_ref)).scalars())
         if not requests:
@@ -176,21 +142,22 @@ def status(ctx: Context, subject_ref: str) -> list[dict[str, Any]]:
                     "expires": job.expires_at.date().isoformat() if job.expires_at else "-"}
                 if policy.source_kind == SourceKind.DIRECTORY:
                     patterns = (req.scope or {}).get("paths", [])
-                    if not patterns:
-                        continue
-                    backup = open_backup(ctx, s, job)
-                    hits = sum(1 for e in parse_index(backup.stream("index"))
-                               if path_matches(e.path, patterns))
-                    if not hits:
-                        continue
-                    row.update(holds=f"{hits} paths", action="`vowvault gdpr purge` rewrites "
-                                                             "it without them")
-                else:
-                    if not (req.scope or {}).get("rows"):
-                        continue
+                    if patterns:
+                        candidates.append((row, patterns, objects.read_stored(s, job)))
+                elif (req.scope or {}).get("rows"):
                     row.update(holds="rows (database dump)",
                                action="beyond use: every restore deletes them; gone at expiry")
-                out.append(row)
+                    candidates.append((row, [], None))
+    out = []
+    for row, patterns, stored in candidates:
+        if stored is not None:  # a file tree: does its index hold the subject's paths?
+            tree = objects.open_tree(ctx, stored)
+            hits = sum(1 for e in tree.entries() if path_matches(e.path, patterns))
+            if not hits:
+                continue
+            row.update(holds=f"{hits} paths",
+                       action="`vowvault gdpr purge` rewrites it without them")
+        out.append(row)
     return out
 
 
@@ -202,7 +169,7 @@ def purge(ctx: Context, subject_ref: str, *, dry_run: bool = False) -> list[dict
     from vowvault.engine import retention
 
     holders = [r for r in status(ctx, subject_ref) if r["holds"].endswith("paths")]
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         requests = list(s.execute(sa.select(ErasureRequest).where(
             ErasureRequest.subject_ref == subject_ref)).scalars())
         patterns = erased_paths(requests)
@@ -228,7 +195,7 @@ def purge(ctx: Context, subject_ref: str, *, dry_run: bool = False) -> list[dict
         new_id = rewrite_without(ctx, job_id, patterns)
         replaced.append((job_id, new_id))
     for old, _new in replaced:
-        retention._delete(ctx, old, "erasure purge", f"rewritten without {subject_ref}")
+        retention.delete_backup(ctx, old, "erasure purge", f"rewritten without {subject_ref}")
     with ctx.catalog.session() as s:
         for req in s.execute(sa.select(ErasureRequest).where(
                 ErasureRequest.subject_ref == subject_ref)).scalars():
@@ -246,49 +213,49 @@ def purge(ctx: Context, subject_ref: str, *, dry_run: bool = False) -> list[dict
 def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uuid.UUID:
     """A new, self-contained backup with the original's content minus ``patterns``, sealed
     under a new data key, verified; it takes the original's place in time."""
+    from vowvault import sources
     from vowvault.engine import backup as engine
     from vowvault.engine import keyring
     from vowvault.keys import new_dek
+    from vowvault.sources.directory import TreeRewrite
 
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         old = s.get(BackupJob, job_id)
         assert old is not None
         policy = s.get(BackupPolicy, old.policy_id)
-        org = s.get(Organization, old.organization_id)
-        assert policy is not None and org is not None
+        assert policy is not None
         view = engine.PolicyView.of(policy)
+        secrets = {t["url"]: t.get("credentials_secret") for t in view.targets}
         rows = s.execute(sa.select(BackupStorage).where(
             BackupStorage.backup_job_id == old.id,
             BackupStorage.object_kind == ObjectKind.DATA)).scalars()
-        targets = [engine.Target(url=r.storage_url, tier=r.storage_tier, required=True,
-                                 role=r.copy_role,
-                                 credentials_secret=next((t.get("credentials_secret") for t in
-                                                          view.targets
-                                                          if t["url"] == r.storage_url), None))
-                   for r in rows]
-        targets.sort(key=lambda t: t.role != CopyRole.PRIMARY)
-        key = keyring.active_key(ctx, s, org, view.key_provider)
-        new = BackupJob(id=uuid.uuid4(), organization_id=org.id, policy_id=policy.id,
-                        job_name=f"{old.job_name}-erased", backup_type=BackupType.FULL,
-                        status=BackupStatus.IN_PROGRESS, priority=old.priority,
-                        scheduled_at=old.scheduled_at, created_at=old.created_at,
-                        started_at=ctx.clock(), heartbeat_at=ctx.clock(),
-                        worker_host=socket.gethostname(), worker_pid=os.getpid(),
-                        is_wedding_day_backup=old.is_wedding_day_backup,
-                        related_wedding_ids=old.related_wedding_ids, legal_hold=old.legal_hold,
-                        encryption_key_id=key.id, format_version=old.format_version)
-        dek = new_dek()
-        new.wrapped_dek = keyring.wrap(ctx, org, key, dek, new.id)
-        s.add(new)
-        s.flush()
-        new_id, wrapped = new.id, new.wrapped_dek
-        key_info = (key.id, key.provider, key.version, key.key_ref)
+        targets = sorted((engine.Target(url=r.storage_url, tier=r.storage_tier, required=True,
+                                        role=r.copy_role,
+                                        credentials_secret=secrets.get(r.storage_url))
+                          for r in rows), key=lambda t: t.role != CopyRole.PRIMARY)
+        stored = objects.read_stored(s, old)
+        original = {"job_name": old.job_name, "priority": old.priority,
+                    "scheduled_at": old.scheduled_at, "created_at": old.created_at,
+                    "is_wedding_day_backup": old.is_wedding_day_backup,
+                    "related_wedding_ids": old.related_wedding_ids,
+                    "legal_hold": old.legal_hold}
         original_times = (old.created_at, old.completed_at, old.expires_at)
-    run = RewriteRun(ctx, new_id, view, dek, wrapped, key_info, targets, None,
-                     BackupType.FULL, None)
-    run.original, run.patterns = job_id, patterns
-    with engine._RUNS_LOCK:
-        engine._RUNS[str(new_id)] = run
+    tree = objects.open_tree(ctx, stored)
+    key = keyring.ensure_active_key(ctx, view.organization_id, view.key_provider)
+    new_id = uuid.uuid4()
+    dek = new_dek()
+    prepared = engine.Prepared(new_id, view, BackupType.FULL, None, targets, dek, key,
+                               keyring.wrap(ctx, key, dek, new_id))
+    driver = sources.driver(SourceKind.DIRECTORY)
+    copies = engine.copies_of(ctx, targets)
+    with ctx.catalog.session() as s:
+        job = BackupJob(id=new_id, organization_id=view.organization_id, policy_id=view.id,
+                        backup_type=BackupType.FULL, status=BackupStatus.IN_PROGRESS,
+                        **{**original, "job_name": f"{original['job_name']}-erased"})
+        s.add(job)
+        s.flush()
+        engine.record_started(ctx, s, job, prepared, driver, copies)
+    engine.launch(ctx, prepared, driver, TreeRewrite(tree, patterns), copies)
     engine.run_in_process(str(new_id))
     engine.finish(str(new_id))  # raises if anything failed (the new objects are removed)
     with ctx.catalog.session() as s:
@@ -300,62 +267,3 @@ def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uui
     log.info("backup %s rewritten as %s without %d path patterns", job_id, new_id,
              len(patterns))
     return new_id
-
-
-class RewriteRun(BackupRun):
-    """A backup run whose source is an existing backup minus the erased paths."""
-
-    original: uuid.UUID
-    patterns: list[str]
-
-    def _source_streams(self, stack: Any) -> Iterator[tuple[str, Iterator[bytes]]]:
-        index: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
-        counts = {"files": 0, "withheld": 0}
-        yield "data", _rewritten_data(self.ctx, self.original, self.patterns, index, counts)
-        self.source_info.update(kind="directory", rewritten=True, files=counts["files"],
-                                withheld=counts["withheld"])
-        index.seek(0)
-        yield "index", iter(lambda: index.read(1 << 20), b"")
-
-
-def _rewritten_data(ctx: Context, original: uuid.UUID, patterns: list[str], index: IO[bytes],
-                    counts: dict[str, int]) -> Iterator[bytes]:
-    from vowvault.engine.objects import RangeReader, object_name, open_backup
-
-    with ctx.catalog.session() as s:
-        job = s.get(BackupJob, original)
-        assert job is not None
-        backup = open_backup(ctx, s, job)
-        own = RangeReader(backup.copy.backend, object_name(job, "data"), backup.dek, job.id,
-                          backup.manifest["objects"]["data"])
-        readers: dict[str, RangeReader] = {}
-        offset = 0
-        for entry in parse_index(backup.stream("index")):
-            if entry.path and path_matches(entry.path, patterns):
-                counts["withheld"] += 1
-                continue
-            if entry.type == "file":
-                if entry.backup is None:
-                    reader = own
-                else:
-                    reader = readers.get(entry.backup)
-                    if reader is None:
-                        other = s.get(BackupJob, uuid.UUID(entry.backup))
-                        assert other is not None
-                        ob = open_backup(ctx, s, other)
-                        reader = readers[entry.backup] = RangeReader(
-                            ob.copy.backend, object_name(other, "data"), ob.dek, other.id,
-                            ob.manifest["objects"]["data"])
-                digest = hashlib.sha256()
-                for chunk in reader.read(int(entry.offset or 0), entry.size):
-                    digest.update(chunk)
-                    yield chunk
-                if digest.hexdigest() != entry.sha256:
-                    from vowvault.errors import IntegrityError
-
-                    raise IntegrityError(f"{entry.path} does not match its recorded SHA-256")
-                entry = Entry(**{**entry.__dict__, "backup": None, "offset": offset})
-                offset += entry.size
-                counts["files"] += 1
-            index.write(entry.to_line())
-

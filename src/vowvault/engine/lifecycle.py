@@ -5,47 +5,45 @@ Per-policy rules (``lifecycle: [{after_days, tier}]``, by default HOT -> COLD af
 days, COLD -> ARCHIVE after a year) apply to data objects by the backup's age; the rule with
 the most days that applies wins, and objects only ever move to colder tiers. Each provider's
 minimum storage duration is respected: an object leaves a tier only after it has been there
-that long (moving earlier is charged as if it had stayed). Keys, indexes and manifests stay
+that long (moving earlier is charged as if it had stayed): each target says how long in its
+``properties().min_storage_days``. Keys, indexes and manifests stay
 where they were written (at most COLD), so listing, verifying and restoring never need an
 archive retrieval to start.
 
 The executor is idempotent: setting a tier an object already has is a no-op, and a run
-killed between the backend and the catalog is finished by the next one.
+killed between the backend and the catalog is finished by the next one. Each move reads the
+catalog, changes the tier on the target, then records it: no transaction spans the
+service's call.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from vowvault.catalog import audit
-from vowvault.catalog.enums import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
+from vowvault.domain import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.engine import retention
 from vowvault.engine.context import Context
 from vowvault.engine.objects import target_secrets
-
-# Days an object must stay in a tier before it leaves it without an early-deletion charge.
-MIN_STAY: dict[str, dict[Tier, int]] = {
-    "s3": {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 90, Tier.DEEP_ARCHIVE: 180},
-    "gcs": {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 365, Tier.DEEP_ARCHIVE: 365},
-    "azure": {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 180, Tier.DEEP_ARCHIVE: 180},
-    "local": {},
-}
 
 
 @dataclass(frozen=True)
 class StoredObject:
     id: str
-    provider: str
     tier: Tier
     created_at: dt.datetime
     tier_changed_at: dt.datetime | None
     backup_created_at: dt.datetime
+    min_stay: Mapping[Tier, int] = field(default_factory=dict)
+    """Days an object must stay in a tier of its target before it leaves it without an
+    early-deletion charge."""
 
 
 @dataclass
@@ -71,7 +69,7 @@ def plan_lifecycle(objects: list[StoredObject], rules: list[dict[str, Any]],
         target = Tier(rule["tier"])
         since = o.tier_changed_at or o.created_at
         stayed = (now - since).days
-        minimum = MIN_STAY.get(o.provider, {}).get(o.tier, 0)
+        minimum = o.min_stay.get(o.tier, 0)
         if stayed < minimum:
             out.append(Move(o.id, False, target, f"due for {target.value} (rule: after "
                                                   f"{rule['after_days']} days), but in "
@@ -87,23 +85,26 @@ def plan(ctx: Context) -> list[tuple[str, Move]]:
     """The lifecycle plan of every live data object, with its policy's name."""
     now = ctx.clock()
     out: list[tuple[str, Move]] = []
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         rows = s.execute(sa.select(BackupStorage, BackupJob.created_at, BackupPolicy.name,
-                                   BackupPolicy.lifecycle_rules)
+                                   BackupPolicy.lifecycle_rules, BackupPolicy.storage_targets)
                          .join(BackupJob, BackupJob.id == BackupStorage.backup_job_id)
                          .join(BackupPolicy, BackupPolicy.id == BackupJob.policy_id)
                          .where(BackupStorage.object_kind == ObjectKind.DATA,
                                 BackupStorage.status.in_([CopyStatus.STORED,
                                                           CopyStatus.VERIFIED]),
                                 BackupJob.status == BackupStatus.COMPLETED)
-                         .order_by(BackupJob.created_at))
-        by_policy: dict[str, tuple[list[dict[str, Any]], list[StoredObject]]] = {}
-        backup_of: dict[str, str] = {}
-        for obj, created, name, rules in rows:
-            entry = by_policy.setdefault(name, (rules, []))
-            entry[1].append(StoredObject(str(obj.id), obj.storage_provider, obj.storage_tier,
-                                         obj.created_at, obj.tier_changed_at, created))
-            backup_of[str(obj.id)] = str(obj.backup_job_id)
+                         .order_by(BackupJob.created_at)).all()
+    by_policy: dict[str, tuple[list[dict[str, Any]], list[StoredObject]]] = {}
+    backup_of: dict[str, str] = {}
+    for obj, created, name, rules, targets in rows:
+        secret = next((t.get("credentials_secret") for t in targets
+                       if t["url"] == obj.storage_url), None)
+        stays = ctx.backend(obj.storage_url, secret).properties().min_storage_days
+        entry = by_policy.setdefault(name, (rules, []))
+        entry[1].append(StoredObject(str(obj.id), obj.storage_tier, obj.created_at,
+                                     obj.tier_changed_at, created, stays))
+        backup_of[str(obj.id)] = str(obj.backup_job_id)
     # A backup that retention is about to delete is not moved first: on a cloud's cold tiers
     # that would only add a transition fee and an early-deletion charge.
     doomed = {d.id for p in retention.plan(ctx) for d in p.deletions}
@@ -121,14 +122,18 @@ def execute(ctx: Context, moves: list[tuple[str, Move]]) -> list[dict[str, Any]]
     for policy, m in moves:
         if not m.move or m.to is None:
             continue
-        with ctx.catalog.session() as s:
+        with ctx.catalog.read() as s:
             obj = s.get(BackupStorage, uuid.UUID(m.id))
             assert obj is not None
             job = s.get(BackupJob, obj.backup_job_id)
             assert job is not None
-            backend = ctx.backend(obj.storage_url, target_secrets(job).get(obj.storage_url))
-            before = obj.storage_tier
-            backend.set_tier(obj.file_path, m.to)  # the service first, then the record
+            url, name, before = obj.storage_url, obj.file_path, obj.storage_tier
+            secret = target_secrets(job).get(url)
+        backend = ctx.backend(url, secret)
+        backend.set_tier(name, m.to)  # the service first, then the record
+        with ctx.catalog.session() as s:
+            obj = s.get(BackupStorage, uuid.UUID(m.id))
+            assert obj is not None
             obj.storage_tier = m.to
             obj.tier_changed_at = ctx.clock()
             obj.is_archived = backend.properties().archive_needs_restore and \
@@ -136,10 +141,10 @@ def execute(ctx: Context, moves: list[tuple[str, Move]]) -> list[dict[str, Any]]
             audit.record(s, actor=ctx.settings.actor, action="storage.tier",
                          target_type="backup", target_id=obj.backup_job_id,
                          organization_id=obj.organization_id,
-                         summary=f"{policy}: {obj.file_path} {before.value} -> {m.to.value}",
+                         summary=f"{policy}: {name} {before.value} -> {m.to.value}",
                          before={"tier": before.value}, after={"tier": m.to.value})
-            done.append({"policy": policy, "object": obj.file_path, "from": before.value,
-                         "to": m.to.value, "target": obj.storage_url})
+        done.append({"policy": policy, "object": name, "from": before.value,
+                     "to": m.to.value, "target": url})
     return done
 
 

@@ -1,73 +1,62 @@
-"""Reading a backup's objects back: names, manifests, whole streams and byte ranges."""
+"""A stored backup as the data plane needs it, from the catalog.
+
+``read_stored`` (inside a short transaction) turns a backup's catalog rows into plain
+values: where its objects live, which targets hold a copy and with which credentials, its
+wrapped data key and the KEK version that wrapped it, the backups it references. Outside
+the transaction, ``data_key`` unwraps the key (the key provider may be a remote service),
+``copies`` opens the targets' backends, and ``open_reader`` / ``open_tree`` hand back the
+data plane's readers. ``remove_objects`` is the one way a backup's objects are deleted.
+"""
 
 from __future__ import annotations
 
-import base64
-import json
+import datetime as dt
 import uuid
-from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
-import zstandard
 from sqlalchemy.orm import Session
 
-from vowvault.catalog.enums import CopyStatus, ObjectKind
 from vowvault.catalog.models import BackupJob, BackupStorage, Organization
-from vowvault.codec.frames import HEADER, RECORD_LEN, Opener, decompress
+from vowvault.domain import BackupStatus, CopyRole, CopyStatus, ObjectKind
 from vowvault.engine.context import Context, log
-from vowvault.engine.keyring import data_key
-from vowvault.errors import ArchivedObjectError, IntegrityError, StorageError, VowvaultError
-from vowvault.storage import StorageBackend
-
-KEY_OBJECT_FORMAT = 1
-
-
-def prefix(org_id: uuid.UUID, policy_id: uuid.UUID | None, backup_id: uuid.UUID) -> str:
-    """``<org>/<policy>/<backup>/``: identifiers only, nothing that names a customer."""
-    return f"{org_id}/{policy_id or 'adhoc'}/{backup_id}/"
+from vowvault.engine.keyring import KeyRecord, read_key, unwrap
+from vowvault.errors import KeyUnavailableError, RestoreError, VowvaultError
+from vowvault.repository import BackupLocation, Copy
+from vowvault.repository.reader import BackupReader
+from vowvault.repository.tree import TreeReader
+from vowvault.repository.writer import remove_backup
 
 
-def object_name(job: BackupJob, kind: str) -> str:
-    return prefix(job.organization_id, job.policy_id, job.id) + kind
-
-
-def pack_lengths(lengths: array[int]) -> str:
-    return base64.b64encode(zstandard.ZstdCompressor().compress(lengths.tobytes())).decode()
-
-
-def unpack_lengths(text: str) -> array[int]:
-    out = array("I")
-    out.frombytes(zstandard.ZstdDecompressor().decompress(base64.b64decode(text)))
-    return out
-
-
-def read_object(backend: StorageBackend, name: str, dek: bytes, backup_id: uuid.UUID,
-                kind: str) -> Iterator[bytes]:
-    """The plaintext of a whole object, checked frame by frame as it streams."""
-    return Opener(dek, backup_id, kind).frames(backend.open(name))
-
-
-@dataclass
-class Copy:
-    """One readable copy of a backup: where it is and which backend reads it."""
+@dataclass(frozen=True)
+class Target:
+    """A storage target as a policy names it."""
 
     url: str
-    backend: StorageBackend
+    secret: str | None = None
+    role: CopyRole = CopyRole.COPY
 
 
-def copies(ctx: Context, session: Session, job: BackupJob) -> list[Copy]:
-    """The targets holding this backup's manifest, primary first."""
-    rows = session.execute(sa.select(BackupStorage).where(
-        BackupStorage.backup_job_id == job.id,
-        BackupStorage.object_kind == ObjectKind.MANIFEST,
-        BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))
-        .order_by(BackupStorage.copy_role.desc(), BackupStorage.created_at)).scalars()
-    secrets = target_secrets(job)
-    return [Copy(r.storage_url, ctx.backend(r.storage_url, secrets.get(r.storage_url)))
-            for r in rows]
+@dataclass(frozen=True)
+class StoredBackup:
+    id: uuid.UUID
+    location: BackupLocation
+    status: BackupStatus
+    org_slug: str
+    shredded_at: dt.datetime | None
+    key: KeyRecord | None
+    wrapped_dek: bytes | None
+    manifest_sha256: str | None
+    targets: list[Target] = field(default_factory=list)
+    """Targets holding a readable copy (its manifest stored), primary first."""
+    all_targets: list[Target] = field(default_factory=list)
+    """Every target the backup wrote to (or was to write to), for removal."""
+    object_names: dict[str, list[str]] = field(default_factory=dict)
+    """Target URL -> object names the catalog records there."""
+    references: list[str] = field(default_factory=list)
+    created_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    error_message: str | None = None
 
 
 def target_secrets(job: BackupJob) -> dict[str, str]:
@@ -77,127 +66,103 @@ def target_secrets(job: BackupJob) -> dict[str, str]:
             if t.get("credentials_secret")}
 
 
-@dataclass
-class OpenBackup:
-    job: BackupJob
-    dek: bytes
-    manifest: dict[str, Any]
-    copy: Copy
-    skipped: list[str] = field(default_factory=list)
-    """Copies tried first that could not be read, with why."""
-
-    def name(self, kind: str) -> str:
-        return object_name(self.job, kind)
-
-    def stream(self, kind: str) -> Iterator[bytes]:
-        return read_object(self.copy.backend, self.name(kind), self.dek, self.job.id, kind)
-
-
-def open_backup(ctx: Context, session: Session, job: BackupJob) -> OpenBackup:
-    """Unwrap the data key and read the manifest from the first copy that answers; say so
-    when falling back to another copy."""
+def read_stored(session: Session, job_or_id: BackupJob | uuid.UUID) -> StoredBackup:
+    job = job_or_id if isinstance(job_or_id, BackupJob) else session.get(BackupJob, job_or_id)
+    if job is None:
+        raise RestoreError(f"backup {job_or_id} is not in the catalog")
     org = session.get(Organization, job.organization_id)
     assert org is not None
-    dek = data_key(ctx, session, org, job.encryption_key_id, job.wrapped_dek, job.id)
-    available = copies(ctx, session, job)
-    if not available:
-        raise StorageError(f"backup {job.id} has no stored copy to read")
-    errors: list[str] = []
-    for copy in available:
-        try:
-            manifest = load_manifest(copy.backend, object_name(job, "manifest"), dek, job.id)
-        except ArchivedObjectError:
-            raise
-        except IntegrityError:
-            raise
-        except (StorageError, OSError) as exc:
-            errors.append(f"{copy.url}: {exc}")
-            log.warning("copy %s of backup %s is unreachable (%s); trying the next copy",
-                        copy.url, job.id, exc)
+    secrets = target_secrets(job)
+    rows = list(session.execute(sa.select(BackupStorage).where(
+        BackupStorage.backup_job_id == job.id)
+        .order_by(BackupStorage.copy_role.desc(), BackupStorage.created_at)).scalars())
+    readable: list[Target] = []
+    every: list[Target] = []
+    names: dict[str, list[str]] = {}
+    for r in rows:
+        target = Target(r.storage_url, secrets.get(r.storage_url), r.copy_role)
+        if r.status != CopyStatus.DELETED:
+            names.setdefault(r.storage_url, []).append(r.file_path)
+            if target.url not in {t.url for t in every}:
+                every.append(target)
+        if r.object_kind == ObjectKind.MANIFEST and r.status in (CopyStatus.STORED,
+                                                                  CopyStatus.VERIFIED):
+            readable.append(target)
+    return StoredBackup(
+        id=job.id, location=BackupLocation(job.organization_id, job.policy_id, job.id),
+        status=job.status, org_slug=org.slug, shredded_at=org.shredded_at,
+        key=read_key(session, job.encryption_key_id), wrapped_dek=job.wrapped_dek,
+        manifest_sha256=job.manifest_sha256, targets=readable, all_targets=every,
+        object_names=names, references=list((job.source_info or {}).get("references") or []),
+        created_at=job.created_at, completed_at=job.completed_at,
+        error_message=job.error_message)
+
+
+def data_key(ctx: Context, stored: StoredBackup) -> bytes:
+    """Unwrap a backup's data key with the KEK version that wrapped it."""
+    if stored.shredded_at is not None:
+        raise KeyUnavailableError(
+            f"backup {stored.id} is unrecoverable: organization {stored.org_slug} was "
+            f"crypto-shredded on {stored.shredded_at:%Y-%m-%d} and its keys destroyed")
+    if stored.key is None or stored.wrapped_dek is None:
+        raise KeyUnavailableError(f"backup {stored.id} records no data key"
+                                  if stored.wrapped_dek is None else
+                                  f"the key that sealed backup {stored.id} is not in the "
+                                  f"catalog")
+    return unwrap(ctx, stored.key, stored.wrapped_dek, stored.id)
+
+
+def copies(ctx: Context, stored: StoredBackup) -> list[Copy]:
+    """The readable copies' backends, primary first."""
+    return [Copy(t.url, ctx.backend(t.url, t.secret)) for t in stored.targets]
+
+
+def open_reader(ctx: Context, stored: StoredBackup) -> BackupReader:
+    return BackupReader(stored.location, data_key(ctx, stored), copies(ctx, stored))
+
+
+def open_references(ctx: Context, ids: list[str], *,
+                    archive_wait: float = 0.0) -> dict[str, BackupReader]:
+    """Readers of the backups a file tree refers to (read in one transaction, opened
+    outside it); a reference that is gone is an error naming it."""
+    with ctx.catalog.read() as s:
+        found = {}
+        for ref in ids:
+            job = s.get(BackupJob, uuid.UUID(ref))
+            if job is None or job.deletion_date is not None:
+                raise RestoreError(f"backup {ref}, which holds unchanged files of this one, "
+                                   f"is gone from the catalog")
+            found[ref] = read_stored(s, job)
+    readers = {}
+    for ref, stored in found.items():
+        reader = open_reader(ctx, stored)
+        reader.ensure_readable(wait=archive_wait, kinds=["data"])
+        readers[ref] = reader
+    return readers
+
+
+def open_tree(ctx: Context, stored: StoredBackup, reader: BackupReader | None = None
+              ) -> TreeReader:
+    """The tree reader of a file-tree backup, its references resolved."""
+    return TreeReader(reader or open_reader(ctx, stored),
+                      open_references(ctx, stored.references))
+
+
+def remove_objects(ctx: Context, stored: StoredBackup, *, reason: str,
+                   urls: list[str] | None = None) -> list[str]:
+    """Delete a backup's objects from its targets (or only ``urls``): whatever the catalog
+    records plus whatever is found under the backup's prefix. Returns the targets where
+    that failed (logged; the caller keeps their rows so that it is tried again)."""
+    failed = []
+    for target in stored.all_targets:
+        if urls is not None and target.url not in urls:
             continue
-        if errors:
-            log.warning("reading backup %s from %s", job.id, copy.url)
-        return OpenBackup(job, dek, manifest, copy, errors)
-    raise StorageError(f"no copy of backup {job.id} can be read: " + "; ".join(errors))
-
-
-def load_manifest(backend: StorageBackend, name: str, dek: bytes,
-                  backup_id: uuid.UUID) -> dict[str, Any]:
-    try:
-        text = b"".join(read_object(backend, name, dek, backup_id, "manifest"))
-    except VowvaultError as exc:
-        if exc.__class__.__name__ == "ObjectNotFound":
-            raise IntegrityError(f"backup {backup_id}: manifest is missing from "
-                                 f"{backend.url}") from None
-        raise
-    try:
-        manifest = json.loads(text)
-    except ValueError:
-        raise IntegrityError(f"backup {backup_id}: manifest is not valid JSON") from None
-    if manifest.get("backup_id") != str(backup_id):
-        raise IntegrityError(f"manifest names backup {manifest.get('backup_id')}, "
-                             f"not {backup_id}")
-    return manifest
-
-
-class RangeReader:
-    """Random access to the plaintext of a ``data`` object through its frame table: reads
-    only the frames a range needs (used for content an incremental backup refers to)."""
-
-    def __init__(self, backend: StorageBackend, name: str, dek: bytes, backup_id: uuid.UUID,
-                 info: dict[str, Any]) -> None:
-        self.backend, self.name = backend, name
-        self.frame_size = int(info["frame_size"])
-        self.opener = Opener(dek, backup_id, "data", self.frame_size)
-        self.lengths = unpack_lengths(info["frame_lengths"])
-        self.offsets = array("Q", [HEADER.size])
-        for length in self.lengths:
-            self.offsets.append(self.offsets[-1] + RECORD_LEN.size + length)
-        self._cache: tuple[int, bytes] | None = None
-
-    def _frame(self, i: int) -> bytes:
-        if self._cache and self._cache[0] == i:
-            return self._cache[1]
-        start = self.offsets[i] + RECORD_LEN.size
-        sealed = self.backend.load(self.name, start, self.lengths[i])
-        if len(sealed) != self.lengths[i]:
-            raise IntegrityError(f"{self.name}: frame {i} is truncated")
-        final = i == len(self.lengths) - 1
-        plain = decompress(self.opener.open(i, sealed, final), self.frame_size)
-        self._cache = (i, plain)
-        return plain
-
-    def read(self, offset: int, length: int) -> Iterator[bytes]:
-        end = offset + length
-        while offset < end:
-            i, within = divmod(offset, self.frame_size)
-            if i >= len(self.lengths):
-                raise IntegrityError(f"{self.name}: range beyond the end of the data")
-            piece = self._frame(i)[within:within + (end - offset)]
-            if not piece:
-                raise IntegrityError(f"{self.name}: range beyond the end of the data")
-            yield piece
-            offset += len(piece)
-
-
-def ensure_readable(backend: StorageBackend, name: str, *, wait: float = 0.0,
-                    poll: float = 5.0, days: int = 7) -> None:
-    """Make an archived object readable: start its restore (rehydration) and wait up to
-    ``wait`` seconds for it; if it is not readable by then, say so clearly."""
-    import time
-
-    info = backend.stat(name)
-    if not info.archived or info.restore_state == "restored":
-        return
-    backend.start_restore(name, days=days)
-    deadline = time.monotonic() + wait
-    while True:
-        info = backend.stat(name)
-        if info.restore_state == "restored" or not info.archived:
-            log.info("%s/%s restored from %s", backend.url, name, info.tier.value)
-            return
-        if time.monotonic() >= deadline:
-            raise ArchivedObjectError(
-                f"{backend.url}/{name} is in {info.tier.value}: a restore was started "
-                f"(hours on the real service); run again later, or give --wait-archive")
-        time.sleep(poll)
+        try:
+            remove_backup(ctx.backend(target.url, target.secret), stored.location,
+                          stored.object_names.get(target.url, []))
+        except VowvaultError as exc:
+            log.warning("could not remove the objects of backup %s from %s: %s (tried again "
+                        "later)", stored.id, target.url, exc)
+            failed.append(target.url)
+    log.info("objects of backup %s removed (%s)", stored.id, reason)
+    return failed

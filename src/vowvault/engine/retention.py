@@ -33,11 +33,12 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from vowvault.catalog import audit
-from vowvault.catalog.enums import BackupStatus, CopyStatus, RecoveryStatus
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, RecoveryJob
+from vowvault.domain import BackupStatus, CopyStatus, RecoveryStatus
+from vowvault.engine import objects
 from vowvault.engine.context import Context, log
-from vowvault.engine.objects import prefix, target_secrets
 from vowvault.errors import VowvaultError
+from vowvault.repository.writer import remove_backup
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
     """The retention plan of every policy (or one), from the catalog."""
     now = ctx.clock()
     out = []
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         in_use = set(s.execute(sa.select(RecoveryJob.backup_job_id).where(
             RecoveryJob.status.in_([RecoveryStatus.PENDING, RecoveryStatus.IN_PROGRESS,
                                     RecoveryStatus.VALIDATING]))).scalars())
@@ -193,11 +194,13 @@ def execute(ctx: Context, plans: list[PolicyPlan]) -> list[dict[str, Any]]:
     done = []
     for p in plans:
         for d in p.deletions:
-            done.append(_delete(ctx, uuid.UUID(d.id), p.policy, "; ".join(d.reasons)))
+            done.append(delete_backup(ctx, uuid.UUID(d.id), p.policy, "; ".join(d.reasons)))
     return done
 
 
-def _delete(ctx: Context, job_id: uuid.UUID, policy: str, reason: str) -> dict[str, Any]:
+def delete_backup(ctx: Context, job_id: uuid.UUID, policy: str, reason: str
+                  ) -> dict[str, Any]:
+    """Delete one backup in the executor's three steps (see the module's docstring)."""
     now = ctx.clock()
     with ctx.catalog.session() as s:  # step 1: nothing restores from it any more
         job = s.get(BackupJob, job_id)
@@ -206,24 +209,12 @@ def _delete(ctx: Context, job_id: uuid.UUID, policy: str, reason: str) -> dict[s
         s.execute(sa.update(BackupStorage).where(
             BackupStorage.backup_job_id == job_id,
             BackupStorage.status != CopyStatus.DELETED).values(status=CopyStatus.DELETING))
-        rows = list(s.execute(sa.select(BackupStorage).where(
-            BackupStorage.backup_job_id == job_id,
-            BackupStorage.status == CopyStatus.DELETING)).scalars())
-        targets = {r.storage_url: [] for r in rows}  # type: dict[str, list[str]]
-        for r in rows:
-            targets[r.storage_url].append(r.file_path)
-        pre = prefix(job.organization_id, job.policy_id, job.id)
-        secrets = target_secrets(job)
+        stored = objects.read_stored(s, job)
         org_id = job.organization_id
     _step("expired")
-    for url, names in targets.items():  # step 2: every copy's objects
-        backend = ctx.backend(url, secrets.get(url))
-        try:
-            listed = [o.name for o in backend.list(pre)]
-        except VowvaultError as exc:
-            log.warning("listing %s on %s failed: %s", pre, url, exc)
-            listed = []
-        backend.delete(sorted({*names, *listed}))
+    for target in stored.all_targets:  # step 2: every copy's objects
+        remove_backup(ctx.backend(target.url, target.secret), stored.location,
+                      stored.object_names.get(target.url, []))
         _step("deleted-one-copy")
     with ctx.catalog.session() as s:  # step 3: the record says it is gone
         s.execute(sa.update(BackupStorage).where(
@@ -236,13 +227,13 @@ def _delete(ctx: Context, job_id: uuid.UUID, policy: str, reason: str) -> dict[s
                      target_type="backup", target_id=job_id, organization_id=org_id,
                      summary=f"backup of {policy} deleted by retention: {reason}")
     return {"backup": str(job_id), "policy": policy, "reason": reason,
-            "copies": sorted(targets)}
+            "copies": sorted(t.url for t in stored.all_targets)}
 
 
 def sweep_orphans(ctx: Context, remove: bool = False) -> list[dict[str, str]]:
     """Objects on the targets that no live catalog row accounts for (a crashed run's
     leftovers, a deleted backup's remains): reported, or removed with ``remove``."""
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         known = {(r.storage_url, r.file_path) for r in s.execute(sa.select(BackupStorage).where(
             BackupStorage.status.in_([CopyStatus.PENDING, CopyStatus.STORED,
                                       CopyStatus.VERIFIED]))).scalars()}

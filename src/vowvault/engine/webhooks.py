@@ -32,7 +32,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from vowvault.catalog.enums import DeliveryStatus
 from vowvault.catalog.models import (
     BackupJob,
     Organization,
@@ -40,6 +39,7 @@ from vowvault.catalog.models import (
     WebhookEndpoint,
     WeddingDate,
 )
+from vowvault.domain import DeliveryStatus
 from vowvault.engine.context import Context, log
 
 EVENTS = ("backup_completed", "backup_failed", "verification_failed", "drill_completed",
@@ -117,42 +117,48 @@ def emit(ctx: Context, org_id: uuid.UUID, event: str, payload: dict[str, Any], *
 
 
 def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
-    """One try of one delivery; the outcome is recorded, the next try scheduled."""
+    """One try of one delivery; the outcome is recorded, the next try scheduled. The
+    request is sent between two short transactions, never inside one."""
     from vowvault.secrets import resolve
 
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         d = s.get(WebhookDelivery, delivery_id)
         assert d is not None
         if d.status != DeliveryStatus.PENDING:
             return d.status
         ep = s.get(WebhookEndpoint, d.endpoint_id)
         assert ep is not None
+        url, secret_ref, message_id = ep.url, ep.secret_ref, d.message_id
         body = json.dumps(d.payload, sort_keys=True, separators=(",", ":"), default=str
                           ).encode()
-        timestamp = int(time.time())
-        started = time.perf_counter()
-        status_code: int | None = None
-        error: str | None = None
-        try:
-            if not ep.url.startswith(("https://", "http://")):
-                raise ValueError(f"not an http(s) URL: {ep.url}")
-            signature = sign(resolve(ep.secret_ref), d.message_id, timestamp, body)
-            req = urllib.request.Request(ep.url, data=body, method="POST", headers={  # noqa: S310
-                "content-type": "application/json", "user-agent": "vowvault-webhooks/1",
-                "webhook-id": d.message_id, "webhook-timestamp": str(timestamp),
-                "webhook-signature": signature})
-            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:  # noqa: S310
-                status_code = resp.status
-        except urllib.error.HTTPError as exc:
-            status_code, error = exc.code, f"HTTP {exc.code}"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+    timestamp = int(time.time())
+    started = time.perf_counter()
+    status_code: int | None = None
+    error: str | None = None
+    try:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"not an http(s) URL: {url}")
+        signature = sign(resolve(secret_ref), message_id, timestamp, body)
+        req = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310
+            "content-type": "application/json", "user-agent": "vowvault-webhooks/1",
+            "webhook-id": message_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature})
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:  # noqa: S310
+            status_code = resp.status
+    except urllib.error.HTTPError as exc:
+        status_code, error = exc.code, f"HTTP {exc.code}"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    elapsed = round((time.perf_counter() - started) * 1000)
+    with ctx.catalog.session() as s:
+        d = s.get(WebhookDelivery, delivery_id)
+        assert d is not None
         now = ctx.clock()
         d.attempts += 1
         d.response_status = status_code
         d.attempt_log = [*(d.attempt_log or []), {
             "at": now.isoformat(timespec="seconds"), "status": status_code, "error": error,
-            "ms": round((time.perf_counter() - started) * 1000)}]
+            "ms": elapsed}]
         if status_code is not None and 200 <= status_code < 300:
             d.status, d.delivered_at, d.error_message, d.next_attempt_at = (
                 DeliveryStatus.DELIVERED, now, None, None)
@@ -162,7 +168,7 @@ def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
             if d.attempts > len(schedule):
                 d.status, d.next_attempt_at = DeliveryStatus.GAVE_UP, None
                 log.error("webhook %s to %s given up after %d attempts", d.event_type,
-                          ep.url, d.attempts)
+                          url, d.attempts)
             else:
                 d.next_attempt_at = now + dt.timedelta(seconds=schedule[d.attempts - 1])
         return d.status
@@ -171,7 +177,7 @@ def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
 def deliver_pending(ctx: Context) -> dict[str, int]:
     """Retry every delivery whose next attempt is due."""
     now = ctx.clock()
-    with ctx.catalog.session() as s:
+    with ctx.catalog.read() as s:
         due = list(s.execute(sa.select(WebhookDelivery.id).where(
             WebhookDelivery.status == DeliveryStatus.PENDING,
             WebhookDelivery.next_attempt_at <= now).order_by(

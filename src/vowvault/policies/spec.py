@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from vowvault.catalog.enums import BackupType, Priority, SourceKind, Tier, VendorType
+from vowvault.domain import BackupType, Priority, SourceKind, Tier, VendorType
 from vowvault.scheduling import (
     DEFAULT_PEAK_MULTIPLIER,
     PEAK_MONTHS,

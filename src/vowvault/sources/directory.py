@@ -1,9 +1,11 @@
-"""File trees: a deterministic walk, the content stream, and the index of entries.
+"""File trees, both directions: a deterministic walk that produces a backup's streams, and
+writing a stored tree back.
 
 A directory backup stores two streams: ``data`` (the contents of the files it holds,
 concatenated in walk order) and ``index`` (one JSON line per entry: path, type, mode,
 owner, mtime, size, SHA-256, and for files where their bytes are: this backup's data at
-``offset``, or another backup's for content unchanged since an earlier backup).
+``offset``, or another backup's for content unchanged since an earlier backup; the format
+is ``repository.tree``'s).
 
 The walk visits each directory's entries sorted by name, depth first; the parent backup's
 index is in the same order, so an incremental backup compares both in one merged pass with
@@ -12,51 +14,39 @@ bounded memory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import hashlib
-import json
+import logging
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from vowvault.errors import SourceError
+from vowvault.errors import ConfigError, IntegrityError, RestoreError, SourceError
+from vowvault.repository.layout import DATA, INDEX
+from vowvault.repository.reader import BackupReader
+from vowvault.repository.tree import Entry, TreeReader
+from vowvault.sources.base import (
+    ErasureSpec,
+    Progress,
+    RestoreOutcome,
+    RestoreTarget,
+    Snapshot,
+    SnapshotRequest,
+    SourceDriver,
+    no_progress,
+)
+
+log = logging.getLogger("vowvault")
 
 READ_CHUNK = 1 << 20
 INDEX_SPOOL = 8 << 20
-
-
-@dataclass
-class Entry:
-    path: str
-    type: str  # dir, file, symlink, fifo
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    size: int = 0
-    sha256: str | None = None
-    target: str | None = None
-    backup: str | None = None
-    """Backup id whose data holds the content (None: this backup)."""
-    offset: int | None = None
-    ctime_ns: int = 0
-    inode: int = 0
-
-    def key(self) -> tuple[str, ...]:
-        return tuple(self.path.split("/")) if self.path else ()
-
-    def to_line(self) -> bytes:
-        data = {k: v for k, v in asdict(self).items() if v is not None}
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-
-    @classmethod
-    def from_line(cls, line: bytes) -> Entry:
-        return cls(**json.loads(line))
 
 
 @dataclass
@@ -276,15 +266,207 @@ class _Lookahead:
         return None
 
 
-def parse_index(chunks: Iterator[bytes]) -> Iterator[Entry]:
-    """Entries from an index stream (JSON lines)."""
-    rest = b""
-    for chunk in chunks:
-        rest += chunk
-        *lines, rest = rest.split(b"\n")
-        for line in lines:
-            if line:
-                yield Entry.from_line(line)
-    if rest.strip():
-        yield Entry.from_line(rest)
+def path_matches(path: str, patterns: list[str]) -> bool:
+    """A glob on the relative path, or a directory and everything under it."""
+    for p in patterns:
+        p = p.strip("/")
+        if fnmatch.fnmatchcase(path, p) or path == p or path.startswith(p + "/"):
+            return True
+        if p.endswith("/**") and (path == p[:-3] or path.startswith(p[:-2])):
+            return True
+    return False
 
+
+class TreeSnapshot(Snapshot):
+    """The streams of a directory backup: ``data`` while walking, then ``index``."""
+
+    def __init__(self, request: SnapshotRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def streams(self) -> Iterator[tuple[str, Iterable[bytes]]]:
+        config, progress = self.request.config, self.request.progress
+        snap = DirectorySnapshot(Path(config["path"]), exclude=config.get("exclude") or [],
+                                 one_file_system=config.get("one_file_system", True),
+                                 parent=self.request.parent,
+                                 strict=config.get("on_unreadable", "fail") != "warn")
+        _files, total = snap.estimate()
+        done = 0
+
+        def read(n: int) -> None:
+            nonlocal done
+            done += n
+            progress("read", done, total)
+
+        snap.progress = read
+        yield DATA, snap.data()
+        report = snap.report
+        self.references = set(snap.references)
+        self.info = {"kind": "directory", "path": config["path"], "files": report.files,
+                     "dirs": report.dirs, "symlinks": report.symlinks,
+                     "files_unchanged": report.files_unchanged,
+                     "bytes_referenced": report.bytes_referenced,
+                     "unreadable": report.unreadable, "skipped": report.skipped}
+        if report.unreadable:
+            self.warnings.append(f"{len(report.unreadable)} unreadable files not backed up: "
+                                 + "; ".join(report.unreadable[:5]))
+        yield INDEX, snap.index_lines()
+
+
+class TreeRewrite(Snapshot):
+    """The streams of a new, self-contained backup made from a stored tree without the
+    entries ``withhold`` matches (an erasure purge): data copied from wherever the tree
+    holds it, every file checked on the way."""
+
+    def __init__(self, tree: TreeReader, patterns: list[str]) -> None:
+        super().__init__()
+        self.tree, self.patterns = tree, patterns
+
+    def streams(self) -> Iterator[tuple[str, Iterable[bytes]]]:
+        index: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=INDEX_SPOOL)  # noqa: SIM115
+        counts = {"files": 0, "withheld": 0}
+        yield DATA, self._data(index, counts)
+        self.info = {"kind": "directory", "rewritten": True, "files": counts["files"],
+                     "withheld": counts["withheld"]}
+        index.seek(0)
+        yield INDEX, iter(lambda: index.read(READ_CHUNK), b"")
+
+    def _data(self, index: IO[bytes], counts: dict[str, int]) -> Iterator[bytes]:
+        offset = 0
+
+        def withhold(entry: Entry) -> bool:
+            return bool(entry.path) and path_matches(entry.path, self.patterns)
+
+        for entry, chunks in self.tree.walk(withhold=withhold):
+            if withhold(entry):
+                counts["withheld"] += 1
+                continue
+            if entry.type == "file":
+                assert chunks is not None
+                yield from chunks
+                entry = Entry(**{**entry.__dict__, "backup": None, "offset": offset})
+                offset += entry.size
+                counts["files"] += 1
+            index.write(entry.to_line())
+
+
+class DirectoryDriver(SourceDriver):
+    name = "directory"
+    objects = (DATA, INDEX)
+
+    def snapshot(self, request: SnapshotRequest) -> Snapshot:
+        return TreeSnapshot(request)
+
+    def check(self, reader: BackupReader, *, deep: bool) -> set[str]:
+        """Every file this backup stores, in data order, against its SHA-256 and the
+        index's offsets (the data and index objects are read whole on the way)."""
+        for _entry, chunks in TreeReader(reader).walk(referenced=False):
+            for _ in chunks or ():
+                pass
+        return {DATA, INDEX}
+
+    def restore(self, reader: BackupReader, references: dict[str, BackupReader],
+                target: RestoreTarget, erasures: list[ErasureSpec],
+                progress: Progress = no_progress) -> RestoreOutcome:
+        if target.directory is None:
+            raise ConfigError(f"backup {reader.backup_id} is a file tree: restore it with "
+                              f"--to-dir")
+        directory = target.directory
+        if directory.exists() and not directory.is_dir():
+            raise RestoreError(f"{directory} exists and is not a directory")
+        was_empty = not directory.exists() or not any(directory.iterdir())
+        if not was_empty and not target.force:
+            raise RestoreError(f"{directory} is not empty: restore into an empty directory, "
+                               f"or add --force to overwrite files in it")
+        directory.mkdir(parents=True, exist_ok=True)
+        erased = [p for e in erasures for p in e.paths]
+        try:
+            restored, validation = write_tree(TreeReader(reader, references), directory,
+                                              erased, progress)
+        except BaseException:
+            if was_empty:  # leave nothing that looks like a finished restore
+                for child in directory.iterdir():
+                    _clear(child)
+            raise
+        applied = [{"request": e.request, "subject": e.subject,
+                    "files_withheld": validation.get("withheld", 0)}
+                   for e in erasures if e.paths]
+        return RestoreOutcome(restored, validation, applied)
+
+    @contextlib.contextmanager
+    def scratch(self, config: dict[str, Any],
+                server: str | None = None) -> Iterator[RestoreTarget]:
+        tmp = Path(tempfile.mkdtemp(prefix="vowvault-drill-"))
+        try:
+            yield RestoreTarget(directory=tmp / "restored")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_tree(tree: TreeReader, target: Path, erased: list[str],
+               progress: Progress = no_progress) -> tuple[int, dict[str, Any]]:
+    """Write a stored tree under ``target``; files matching ``erased`` are withheld."""
+    manifest = tree.reader.manifest
+    total = manifest.objects[DATA].plaintext_size + \
+        int(manifest.source.get("bytes_referenced") or 0)
+    done = files = withheld = 0
+    dirs: list[Entry] = []
+    as_root = os.geteuid() == 0
+
+    def withhold(entry: Entry) -> bool:
+        return bool(erased) and bool(entry.path) and path_matches(entry.path, erased)
+
+    for entry, chunks in tree.walk(withhold=withhold):
+        if withhold(entry):
+            withheld += 1  # erased after this backup was taken: never handed over
+            continue
+        path = _safe_join(target, entry.path)
+        if entry.type == "dir":
+            path.mkdir(parents=True, exist_ok=True)
+            dirs.append(entry)
+            continue
+        _clear(path)
+        if entry.type == "symlink":
+            os.symlink(entry.target or "", path)
+        elif entry.type == "fifo":
+            os.mkfifo(path, entry.mode)
+        elif entry.type == "file":
+            assert chunks is not None
+            with open(path, "wb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                    done += len(chunk)
+                    progress("restore", done, total)
+            files += 1
+        _apply_metadata(path, entry, as_root)
+    for entry in reversed(dirs):  # children first, so their writes do not touch mtimes
+        _apply_metadata(_safe_join(target, entry.path), entry, as_root)
+    return done, {"files": files, "directories": len(dirs), "checked": True,
+                  "sha256_per_file": True, "withheld": withheld}
+
+
+def _safe_join(root: Path, rel: str) -> Path:
+    if rel == "":
+        return root
+    parts = rel.split("/")
+    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise IntegrityError(f"index holds an unsafe path {rel!r}")
+    return root.joinpath(*parts)
+
+
+def _clear(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _apply_metadata(path: Path, entry: Entry, as_root: bool) -> None:
+    if as_root:
+        try:
+            os.lchown(path, entry.uid, entry.gid)
+        except OSError as exc:
+            log.warning("could not restore the owner of %s: %s", path, exc)
+    if entry.type != "symlink":
+        os.chmod(path, stat.S_IMODE(entry.mode))
+    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)

@@ -1,4 +1,5 @@
-"""PostgreSQL logical backups: ``pg_dump -Fc -Z0`` streamed, ``pg_restore`` fed back.
+"""PostgreSQL logical backups, both directions: ``pg_dump -Fc -Z0`` streamed, ``pg_restore``
+fed back, the restored database validated and erasures replayed on it.
 
 The custom format with compression off: vowvault compresses frames itself (zstd is
 several times faster than pg_dump's zlib), the archive streams to stdout, and ``pg_restore``
@@ -10,15 +11,32 @@ restore can be validated table by table without querying the source again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from vowvault.errors import ConfigError, RestoreError, SourceError
+from vowvault.errors import ConfigError, IntegrityError, RestoreError, SourceError
+from vowvault.repository.channels import Abort, Aborted, Channel
+from vowvault.repository.layout import DATA
+from vowvault.repository.reader import BackupReader
+from vowvault.sources.base import (
+    ErasureSpec,
+    Progress,
+    RestoreOutcome,
+    RestoreTarget,
+    Snapshot,
+    SnapshotRequest,
+    SourceDriver,
+    no_progress,
+)
+
+log = logging.getLogger("vowvault")
 
 READ_CHUNK = 1 << 20
 
@@ -157,8 +175,6 @@ def check_archive(chunks: Iterable[bytes]) -> None:
     reads every entry of it."""
     error = _pg_restore([_tool("pg_restore"), "--file=/dev/null"], chunks, None)
     if error is not None:
-        from vowvault.errors import IntegrityError
-
         raise IntegrityError(f"pg_restore rejects the archive: {error}")
 
 
@@ -242,3 +258,197 @@ def restore(dsn: str, chunks: Iterable[bytes], *, password: str | None = None,
     error = _pg_restore(cmd, chunks, env)
     if error is not None:
         raise RestoreError(f"pg_restore into {redact(dsn)} failed: {error}")
+
+
+def drop_database(dsn: str, password: str | None = None) -> None:
+    """Drop the database ``dsn`` names, if it exists (a failed restore, a drill's)."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = conninfo_to_dict(dsn).get("dbname")
+    try:
+        with psycopg.connect(make_conninfo(dsn, dbname="postgres"), password=password,
+                             autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(str(name))))
+    except psycopg.Error as exc:
+        log.warning("could not drop the database %s: %s", name, exc)
+
+
+def erase_rows(dsn: str, erasures: list[ErasureSpec], password: str | None = None
+               ) -> list[dict[str, Any]]:
+    """Delete the subjects' rows from a restored database; one parameterised DELETE per
+    row pattern, all in one transaction."""
+    import psycopg
+    from psycopg import sql
+
+    applied = []
+    with psycopg.connect(dsn, password=password, autocommit=False) as conn:
+        for e in erasures:
+            for spec in e.rows:
+                schema, _, table = spec["table"].partition(".")
+                query = sql.SQL("DELETE FROM {}.{} WHERE {} = %s").format(
+                    sql.Identifier(schema), sql.Identifier(table),
+                    sql.Identifier(spec["column"]))
+                try:
+                    n = conn.execute(query, (spec["value"],)).rowcount
+                except psycopg.errors.UndefinedTable:
+                    conn.rollback()
+                    n = 0
+                applied.append({"request": e.request, "subject": e.subject,
+                                "table": spec["table"], "rows_deleted": n})
+        conn.commit()
+    return applied
+
+
+class DumpSnapshot(Snapshot):
+    """The ``data`` stream of a logical backup: pg_dump's archive, counted and hashed table
+    by table on the way (``pgarchive.ArchiveTap``) so that a restore can be validated
+    without asking the source again."""
+
+    def __init__(self, request: SnapshotRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def streams(self) -> Iterator[tuple[str, Iterable[bytes]]]:
+        source = PostgresSource(self.request.config["dsn"], self.request.password)
+        info = source.describe()
+        self.info = {"kind": "postgres", **{k: v for k, v in info.items() if k != "settings"}}
+        with source.dump() as stream:
+            yield DATA, self._tapped(stream, info)
+
+    def _tapped(self, stream: Iterator[bytes], info: dict[str, Any]) -> Iterator[bytes]:
+        from vowvault.sources.pgarchive import ArchiveTap
+
+        tap = ArchiveTap()
+        # The tap parses in its own thread, beside the one reading pg_dump's pipe and
+        # hashing (which spends most of its time outside the GIL).
+        stop = Abort()
+        feed = Channel(stop, 64)
+
+        def run_tap() -> None:
+            try:
+                for chunk in feed:
+                    tap.feed(chunk)
+            except Aborted:
+                return  # the backup failed elsewhere; its error is reported there
+
+        tapper = threading.Thread(target=run_tap, daemon=True, name="vowvault-tap")
+        tapper.start()
+        total = info["size_bytes"]
+        done = 0
+        finished = False
+        try:
+            for chunk in stream:
+                feed.put(chunk)
+                done += len(chunk)
+                self.request.progress("dump", done, total)
+                yield chunk
+            feed.close()
+            finished = True
+        finally:
+            if not finished:
+                stop.fail(RuntimeError("dump stopped"))
+            tapper.join()
+        summary = tap.finish()
+        if summary.error:
+            self.warnings.append(f"per-table checksums unavailable: {summary.error}")
+        self.sections = {"database": {"summary": summary.to_json(),
+                                      "settings": info["settings"]}}
+        self.info["tables"] = len(summary.tables)
+        self.info["rows"] = sum(t.rows for t in summary.tables)
+
+
+class PostgresLogicalDriver(SourceDriver):
+    name = "postgres"
+    objects = (DATA,)
+
+    def snapshot(self, request: SnapshotRequest) -> Snapshot:
+        return DumpSnapshot(request)
+
+    def check(self, reader: BackupReader, *, deep: bool) -> set[str]:
+        """``pg_restore`` reads the whole archive (on ``deep`` checks; the others only
+        read the bytes back)."""
+        if not deep:
+            return set()
+        check_archive(reader.stream(DATA))
+        return {DATA}
+
+    def restore(self, reader: BackupReader, references: dict[str, BackupReader],
+                target: RestoreTarget, erasures: list[ErasureSpec],
+                progress: Progress = no_progress) -> RestoreOutcome:
+        dsn, password = target.database, target.password
+        if dsn is None:
+            raise ConfigError(f"backup {reader.backup_id} is a database dump: restore it "
+                              f"with --to-database")
+        exists, objects = target_state(dsn, password)
+        created = False
+        if not exists:
+            create_database(dsn, password)
+            created = True
+            log.info("created database %s", redact(dsn))
+        elif objects and not target.force:
+            raise RestoreError(f"{redact(dsn)} is not empty ({objects} tables, views or "
+                               f"sequences): restore into an empty database, or add --force "
+                               f"to replace what is there")
+        total = reader.entry(DATA).plaintext_size
+        done = 0
+
+        def stream() -> Iterator[bytes]:
+            nonlocal done
+            for chunk in reader.stream(DATA):
+                done += len(chunk)
+                progress("restore", done, total)
+                yield chunk
+
+        try:
+            restore(dsn, stream(), password=password, clean=bool(objects) and target.force)
+            validation = validate(reader.manifest.sections.get("database") or {}, dsn,
+                                  password)
+        except BaseException:
+            if created:
+                drop_database(dsn, password)
+            raise
+        applied = erase_rows(dsn, erasures, password) \
+            if any(e.rows for e in erasures) else []
+        return RestoreOutcome(done, validation, applied)
+
+    @contextlib.contextmanager
+    def scratch(self, config: dict[str, Any],
+                server: str | None = None) -> Iterator[RestoreTarget]:
+        from psycopg.conninfo import make_conninfo
+
+        name = f"vowvault_drill_{uuid.uuid4().hex[:10]}"
+        dsn = make_conninfo(server or config["dsn"], dbname=name)
+        try:
+            yield RestoreTarget(database=dsn)
+        finally:
+            drop_database(dsn)
+
+
+def validate(database: dict[str, Any], dsn: str, password: str | None) -> dict[str, Any]:
+    """Every table's rows and checksum in the restored database against the backup's."""
+    from vowvault.sources.pgarchive import ArchiveSummary, database_digests
+
+    summary = ArchiveSummary.from_json(database.get("summary") or {})
+    if summary.error or not summary.tables:
+        return {"tables": 0, "checked": False, "reason": summary.error or "no table data"}
+    if password:
+        from psycopg.conninfo import make_conninfo
+
+        dsn = make_conninfo(dsn, password=password)
+    found = database_digests(dsn, summary, settings=database.get("settings") or {})
+    problems = []
+    for t in summary.tables:
+        got = found.get((t.schema, t.name))
+        if got is None:
+            problems.append(f"{t.schema}.{t.name}: missing")
+        elif got != (t.rows, t.sha256):
+            problems.append(f"{t.schema}.{t.name}: {got[0]} rows (expected {t.rows})"
+                            + ("" if got[0] != t.rows else ", content differs"))
+    if problems:
+        raise RestoreError(f"restored database does not match the backup: {problems[0]}"
+                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return {"tables": len(summary.tables), "rows": sum(t.rows for t in summary.tables),
+            "checked": True}

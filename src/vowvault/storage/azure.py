@@ -75,7 +75,7 @@ from azure.storage.blob import (
     StandardBlobTier,
 )
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import (
     ArchivedObjectError,
     ConfigError,
@@ -110,6 +110,9 @@ _PERMISSION_CODES = {
     "InsufficientAccountPermissions", "InvalidAuthenticationInfo",
     "NoAuthenticationInformation", "AccountIsDisabled", "ContainerDisabled",
 }
+MIN_STORAGE_DAYS = {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 180, Tier.DEEP_ARCHIVE: 180}
+"""Cool, Cold and Archive charge an early deletion before these many days."""
+
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,9 @@ class AzureBackend(StorageBackend):
         self._batch_delete = True
 
     def properties(self) -> Properties:
-        return Properties(provider="azure", native_tiers=True, archive_needs_restore=True,
-                          legal_hold=False, max_connections=self.config.max_connections,
+        return Properties(provider="azure", archive_needs_restore=True,
+                          min_storage_days=MIN_STORAGE_DAYS, legal_hold=False,
+                          max_connections=self.config.max_connections,
                           part_size=self.config.part_size)
 
     def _key(self, name: str) -> str:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,15 @@ class Properties:
 
     provider: str
     """'local', 's3', 'gcs' or 'azure': recorded in backup_storage.storage_provider."""
-    native_tiers: bool
-    """Tiers change how the service stores the object (False: only recorded)."""
     archive_needs_restore: bool
     """Reading ARCHIVE / DEEP_ARCHIVE objects needs ``start_restore`` first."""
+    min_storage_days: Mapping[Tier, int] = field(default_factory=dict)
+    """Days an object must stay in a tier before leaving it costs nothing extra (the
+    service charges an early deletion otherwise); tiers not listed have no minimum."""
     legal_hold: bool = False
     """``set_legal_hold`` is enforced by the service."""
     max_connections: int = 4
+    """Requests to the service at once, from one process (the wrapper holds callers to it)."""
     part_size: int = 8 << 20
     """``save`` cuts streams into parts of this size (the last may be smaller); a part is
     the unit a retry resends, so at most one part per upload is held in memory."""

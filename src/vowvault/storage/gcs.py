@@ -39,7 +39,7 @@ import urllib3
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import (
     ConfigError,
     IntegrityError,
@@ -85,6 +85,9 @@ _TRANSIENT = (
 )
 _GONE = (404, 410, 499)
 """Answers of a resumable session that no longer exists (expired or cancelled)."""
+MIN_STORAGE_DAYS = {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 365, Tier.DEEP_ARCHIVE: 365}
+"""Nearline, Coldline and Archive charge an early deletion before these many days."""
+
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,9 @@ class GCSBackend(StorageBackend):
                 f"login`, or name a credentials_secret)") from None
 
     def properties(self) -> Properties:
-        return Properties(provider="gcs", native_tiers=True, archive_needs_restore=False,
-                          legal_hold=False, part_size=self.config.part_size)
+        return Properties(provider="gcs", archive_needs_restore=False,
+                          min_storage_days=MIN_STORAGE_DAYS, legal_hold=False,
+                          part_size=self.config.part_size)
 
     def _key(self, name: str) -> str:
         if not name or name.startswith("/") or ".." in name.split("/"):

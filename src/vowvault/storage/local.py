@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import (
     ObjectNotFound,
     StorageError,
@@ -53,7 +53,7 @@ class LocalBackend(StorageBackend):
         self.url = f"file://{config.root}"
 
     def properties(self) -> Properties:
-        return Properties(provider="local", native_tiers=False, archive_needs_restore=False,
+        return Properties(provider="local", archive_needs_restore=False,
                           max_connections=8, part_size=1 << 20)
 
     def _path(self, name: str) -> Path:

@@ -47,7 +47,7 @@ import botocore.exceptions as bexc
 import urllib3.exceptions
 from botocore.config import Config as BotoConfig
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import (
     ArchivedObjectError,
     ConfigError,
@@ -95,6 +95,9 @@ ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 _URL_OPTIONS = {"region": "region", "endpoint_url": "endpoint_url", "endpoint": "endpoint_url",
                 "profile": "profile"}
+MIN_STORAGE_DAYS = {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 90, Tier.DEEP_ARCHIVE: 180}
+"""STANDARD_IA, GLACIER_IR, GLACIER and DEEP_ARCHIVE bill at least these many days."""
+
 
 
 @dataclass(frozen=True)
@@ -247,8 +250,9 @@ class S3Backend(StorageBackend):
         return client
 
     def properties(self) -> Properties:
-        return Properties(provider="s3", native_tiers=True, archive_needs_restore=True,
-                          legal_hold=True, max_connections=self.config.max_pool_connections,
+        return Properties(provider="s3", archive_needs_restore=True,
+                          min_storage_days=MIN_STORAGE_DAYS, legal_hold=True,
+                          max_connections=self.config.max_pool_connections,
                           part_size=self.config.part_size)
 
     def _key(self, name: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from vowvault.catalog.enums import Tier
+from vowvault.domain import Tier
 from vowvault.errors import TransientStorageError
 from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
 

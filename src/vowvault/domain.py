@@ -1,8 +1,10 @@
-"""Enumerations of the catalog.
+"""The domain's vocabulary, shared by every layer (storage, codec, sources, the data plane,
+the catalog, the engine): what kinds of backups, statuses, priorities and tiers exist.
 
-Seven are PostgreSQL enum types (the report's four plus recovery_status, recovery_type and
-vendor_type). Smaller state sets that are likely to grow (copy status, key status...) are
-VARCHAR columns with CHECK constraints, which are cheaper to migrate than enum types.
+Plain enumerations, no behaviour beyond their order. The catalog stores seven of them as
+PostgreSQL enum types (the report's four plus recovery_status, recovery_type and
+vendor_type); smaller state sets that are likely to grow (copy status, key status...) are
+VARCHAR columns with CHECK constraints there, which are cheaper to migrate than enum types.
 """
 
 from __future__ import annotations

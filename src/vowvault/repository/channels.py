@@ -1,4 +1,4 @@
-"""Bounded channels between concurrently running stages, with one abort for all.
+"""Bounded channels between concurrently running threads, with one abort for all.
 
 Every stage blocks on its channels for at most ``POLL`` seconds at a time and then checks
 the abort flag, so when any stage fails the others stop promptly instead of waiting
@@ -41,6 +41,19 @@ class Abort:
     def check(self) -> None:
         if self._event.is_set():
             raise Aborted()
+
+
+class Either(Abort):
+    """Stops on either of two aborts (a copy's writer stops on its own failure or the
+    backup's)."""
+
+    def __init__(self, a: Abort, b: Abort) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def check(self) -> None:
+        self.a.check()
+        self.b.check()
 
 
 @dataclass
