@@ -95,6 +95,10 @@ def test_list_is_ordered_and_filtered_by_prefix(backend: StorageBackend, prefix:
     assert listed == [(prefix + "a/1", 3), (prefix + "a/10", 4), (prefix + "b/2", 3),
                       (prefix + "c", 1)]
     assert [o.name for o in backend.list(prefix + "a/")] == [prefix + "a/1", prefix + "a/10"]
+    # A prefix is a string, not a directory: it may end inside a name.
+    assert [o.name for o in backend.list(prefix + "a/1")] == [prefix + "a/1", prefix + "a/10"]
+    assert [o.name for o in backend.list(prefix + "b")] == [prefix + "b/2"]
+    assert list(backend.list(prefix + "zz/")) == []
 
 
 def test_delete_is_idempotent_and_batched(backend: StorageBackend, prefix: str) -> None:

@@ -29,7 +29,7 @@ class Scripted(StorageBackend):
             raise self.error
 
     def properties(self) -> Properties:
-        return Properties("local", False, False, part_size=4)
+        return Properties("local", False, part_size=4)
 
     def begin_upload(self, name: str, *, tier: Tier = Tier.HOT) -> Upload:
         backend = self

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from vowvault.domain import BackupType, Priority, SourceKind, Tier, VendorType
+from vowvault.errors import ConfigError
 from vowvault.scheduling import (
     DEFAULT_PEAK_MULTIPLIER,
     PEAK_MONTHS,
@@ -32,10 +33,7 @@ from vowvault.scheduling import (
     normalize_cron,
     zone,
 )
-
-STORAGE_SCHEMES = {"file": "local", "s3": "s3", "gs": "gcs", "az": "azure"}
-_SECRET_QUERY_KEYS = {"key", "secret", "password", "token", "sig", "signature", "accountkey",
-                      "access_key", "secret_key", "sas", "credential"}
+from vowvault.storage.url import parse_target_url
 
 
 def _upper(value: Any) -> Any:
@@ -177,26 +175,16 @@ class TargetSpec(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in STORAGE_SCHEMES:
-            raise ValueError(f"unknown storage scheme in {value!r}; use one of "
-                             + ", ".join(f"{s}://" for s in STORAGE_SCHEMES))
-        if parts.password or (parts.username and parts.scheme != "file"):
-            raise ValueError("contains credentials; use the SDK's environment or "
-                             "credentials_secret instead")
-        query_keys = {k.lower() for k in parse_qs(parts.query)}
-        if query_keys & _SECRET_QUERY_KEYS or "sig" in query_keys:
-            raise ValueError("carries a secret in its query string; use credentials_secret")
-        if parts.scheme == "file":
-            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-                raise ValueError(f"file URLs need an absolute path: file:///path, not {value!r}")
-        elif not parts.netloc:
-            raise ValueError(f"names no bucket or container: {value!r}")
-        return value.rstrip("/")
+        value = value.rstrip("/")
+        try:
+            parse_target_url(value)  # the backends' own rules
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @property
     def provider(self) -> str:
-        return STORAGE_SCHEMES[urlsplit(self.url).scheme]
+        return parse_target_url(self.url).provider
 
 
 class ScheduleSpec(Strict):

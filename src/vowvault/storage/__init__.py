@@ -1,17 +1,19 @@
-"""Storage targets: one interface (``base.StorageBackend``), one module per backend, one
-registry mapping URL schemes to backends, and one place (``wrap``) that adds retries."""
+"""Storage targets: one interface (``base.StorageBackend``), one module per backend of the
+same shape (a ``...Config`` with ``from_url``, the backend class, its SDK's errors
+translated at its edge), one URL parser (``url``), one registry mapping URL schemes to
+backends, and one place (``wrap``) that adds retries, connection limits and logging."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from urllib.parse import urlsplit
 
-from vowvault.errors import ConfigError
 from vowvault.storage.base import ObjectInfo, Properties, StorageBackend
+from vowvault.storage.url import TargetURL, parse_target_url
 from vowvault.storage.wrap import RetryPolicy, wrap
 
-__all__ = ["ObjectInfo", "Properties", "StorageBackend", "open_backend", "register"]
+__all__ = ["ObjectInfo", "Properties", "StorageBackend", "TargetURL", "open_backend",
+           "parse_target_url", "register"]
 
 Factory = Callable[[str, "str | None"], StorageBackend]
 _REGISTRY: dict[str, Factory] = {}
@@ -53,11 +55,7 @@ register("az", _azure)
 
 def open_backend(url: str, *, retries: RetryPolicy | None = None,
                  credentials_secret: str | None = None) -> StorageBackend:
-    """The backend for a target URL, wrapped with retries (``wrap``). Credentials come from
-    the SDK's standard chain, or from the named secret (``vowvault.secrets``)."""
-    scheme = urlsplit(url).scheme
-    factory = _REGISTRY.get(scheme)
-    if factory is None:
-        known = ", ".join(f"{s}://" for s in sorted(_REGISTRY))
-        raise ConfigError(f"no storage backend for {url!r}: known schemes are {known}")
-    return wrap(factory(url, credentials_secret), retries)
+    """The backend for a target URL, wrapped (``wrap``). Credentials come from the SDK's
+    standard chain, or from the named secret (``vowvault.secrets``)."""
+    target = parse_target_url(url)
+    return wrap(_REGISTRY[target.scheme](url, credentials_secret), retries)

@@ -59,7 +59,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -79,12 +79,22 @@ from vowvault.domain import Tier
 from vowvault.errors import (
     ArchivedObjectError,
     ConfigError,
-    ObjectNotFound,
     StorageError,
     StoragePermissionError,
     TransientStorageError,
 )
-from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
+from vowvault.storage.base import (
+    ErrorCodes,
+    ObjectInfo,
+    Properties,
+    StorageBackend,
+    Upload,
+    check_name,
+    clean,
+    service_error,
+    transport_error,
+)
+from vowvault.storage.url import parse_target_url
 
 _TIERS = {
     Tier.HOT: StandardBlobTier.HOT,
@@ -100,16 +110,15 @@ MAX_BLOCKS = 50_000
 BATCH = 256
 """Sub-requests in one Blob Batch request."""
 
-_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-_TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
-_PERMISSION_CODES = {
-    "AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch",
-    "AuthorizationSourceIPMismatch", "AuthorizationProtocolMismatch",
-    "AuthorizationResourceTypeMismatch", "AuthorizationServiceMismatch",
-    "InsufficientAccountPermissions", "InvalidAuthenticationInfo",
-    "NoAuthenticationInformation", "AccountIsDisabled", "ContainerDisabled",
-}
+CODES = ErrorCodes(
+    not_found=frozenset({"BlobNotFound"}),
+    transient=frozenset({"ServerBusy", "OperationTimedOut", "InternalError"}),
+    denied=frozenset({
+        "AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch",
+        "AuthorizationSourceIPMismatch", "AuthorizationProtocolMismatch",
+        "AuthorizationResourceTypeMismatch", "AuthorizationServiceMismatch",
+        "InsufficientAccountPermissions", "InvalidAuthenticationInfo",
+        "NoAuthenticationInformation", "AccountIsDisabled", "ContainerDisabled"}))
 MIN_STORAGE_DAYS = {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 180, Tier.DEEP_ARCHIVE: 180}
 """Cool, Cold and Archive charge an early deletion before these many days."""
 
@@ -139,21 +148,12 @@ class AzureConfig:
 
     @classmethod
     def from_url(cls, url: str, *, credentials_secret: str | None = None) -> AzureConfig:
-        """``az://container/prefix``, optionally ``?account=NAME``."""
-        parts = urlsplit(url)
-        if parts.scheme != "az" or not parts.netloc:
+        """``az://container/prefix``, optionally ``?account=NAME`` (``storage.url``)."""
+        target = parse_target_url(url)
+        if target.scheme != "az":
             raise ConfigError(f"not an Azure storage URL: {url!r} (use az://container/prefix)")
-        container = parts.netloc
-        if not _CONTAINER.match(container):
-            raise ConfigError(f"{url!r}: {container!r} is not a valid container name (3 to 63 "
-                              f"lowercase letters, digits and single hyphens)")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = set(query) - {"account"}
-        if unknown:
-            raise ConfigError(f"{url!r}: unknown parameter(s) {', '.join(sorted(unknown))}; "
-                              f"only account=NAME is understood")
-        account = query["account"][-1] if "account" in query else None
-        return cls(container=container, prefix=parts.path.strip("/"), account=account,
+        return cls(container=target.container, prefix=target.path,
+                   account=target.options.get("account"),
                    credentials_secret=credentials_secret)
 
 
@@ -173,8 +173,7 @@ class AzureBackend(StorageBackend):
                           part_size=self.config.part_size)
 
     def _key(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/"):
-            raise StorageError(f"{self.url}: invalid object name {name!r}")
+        check_name(self.url, name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def _blob(self, name: str) -> BlobClient:
@@ -305,13 +304,12 @@ class AzureBackend(StorageBackend):
         where = f"{self.url}/{name}" if name else self.url
         if _is_transport(exc):
             # Connection refused or reset, timeouts, a body cut short: all worth a retry.
-            return TransientStorageError(f"{where}: {type(exc).__name__}: {_first_line(exc)}")
+            return transport_error(where, exc)
         return StorageError(f"{where}: {type(exc).__name__}: {_first_line(exc)}")
 
     def _status_error(self, status: int, code: str | None, message: str,
                       name: str) -> StorageError:
         where = f"{self.url}/{name}" if name else self.url
-        cause = f"{status} {code}" if code else f"HTTP {status}"
         if code == "ContainerNotFound":
             return StorageError(f"{self.url}: container {self.config.container!r} does not "
                                 f"exist (create it, or fix the target URL)")
@@ -321,16 +319,10 @@ class AzureBackend(StorageBackend):
         if code == "BlobBeingRehydrated":
             return ArchivedObjectError(f"{where}: a restore (rehydration) of the blob is "
                                        f"still in progress")
-        if status == 404:
-            return ObjectNotFound(f"{where}: no such object")
-        if status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
-            return TransientStorageError(f"{where}: {cause}: {message}")
-        if status in (401, 403) or code in _PERMISSION_CODES:
-            return StoragePermissionError(f"{where}: access refused ({cause}): {message}")
         if code == "BlockCountExceedsLimit":
             return StorageError(f"{where}: more than {MAX_BLOCKS} parts; use a larger "
                                 f"part_size")
-        return StorageError(f"{where}: {cause}: {message}")
+        return service_error(where, status=status, code=code, message=message, codes=CODES)
 
 
 class _AzureUpload(Upload):
@@ -520,12 +512,8 @@ def _is_transport(exc: BaseException) -> bool:
                       | TimeoutError | requests.RequestException | Urllib3Error)
 
 
-_SECRETS = re.compile(r"(?i)(sig|accountkey|sharedaccesssignature|account_key)=[^&;\s'\"]+")
-
-
 def _first_line(exc: BaseException) -> str:
-    """The first line of an SDK message, with anything that looks like a secret masked."""
+    """The first line of an SDK message (Azure's run on with headers and XML), cleaned."""
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     line = str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
-    return _SECRETS.sub(r"\1=***", line)[:300]
-
+    return clean(line)

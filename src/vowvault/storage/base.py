@@ -1,23 +1,35 @@
-"""The one storage interface every backend implements.
+"""The one storage interface every backend implements, and what backends share.
 
 Storage only moves bytes: it knows nothing of codecs, keys or the catalog. Names are
-relative, ``/``-separated (``<org>/<policy>/<backup>/data``). Every backend translates its
-SDK's errors into ``vowvault.errors`` at its edge: ``ObjectNotFound``,
+relative, ``/``-separated (``<org>/<policy>/<backup>/data``) and checked by ``check_name``.
+Every backend translates its SDK's errors into ``vowvault.errors`` at its edge through
+``service_error`` (an answer of the service: its HTTP status and error code, classified by
+the backend's ``ErrorCodes``) and ``transport_error`` (no answer): ``ObjectNotFound``,
 ``StoragePermissionError``, ``StorageFullError``, ``TransientStorageError``,
-``ArchivedObjectError``, or ``StorageError`` for anything else.
+``ArchivedObjectError``, or ``StorageError`` for anything else. Their messages go through
+``clean``, the one place where anything that looks like a secret is masked.
 
 Retries are not a backend's business: ``vowvault.storage.wrap`` adds them, once, around
-any backend.
+any backend, with connection limits and logging.
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from vowvault.domain import Tier
+from vowvault.errors import (
+    ArchivedObjectError,
+    ObjectNotFound,
+    StorageError,
+    StorageFullError,
+    StoragePermissionError,
+    TransientStorageError,
+)
 
 
 @dataclass(frozen=True)
@@ -163,3 +175,68 @@ def parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
             sent = True
     if buf or not sent:
         yield bytes(buf)
+
+
+def check_name(url: str, name: str) -> str:
+    """An object name as every backend accepts it: relative, ``/``-separated, no empty,
+    ``.`` or ``..`` segment, no control character (it can never leave the target)."""
+    if not name or name.startswith("/") or any(
+            part in ("", ".", "..") for part in name.split("/")) or \
+            any(ord(c) < 32 for c in name):
+        raise StorageError(f"{url}: invalid object name {name!r}")
+    return name
+
+
+_SECRETS = re.compile(
+    r"(?i)\b(sig|signature|se|sp|sv|accountkey|sharedaccesssignature|account_key|"
+    r"x-amz-security-token|x-amz-signature|x-amz-credential|awsaccesskeyid|access_token|"
+    r"password|secret|token)=[^&;\s'\"]+")
+_BEARER = re.compile(r"(?i)\b(bearer|sharedkey|basic)\s+[A-Za-z0-9._~+/:=-]+")
+
+
+def clean(text: str, limit: int = 300) -> str:
+    """A message from a service or SDK made fit to show: one line, at most ``limit``
+    characters, anything that looks like a credential masked."""
+    text = _BEARER.sub(r"\1 ***", _SECRETS.sub(r"\1=***", " ".join(str(text).split())))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class ErrorCodes:
+    """How a service's error codes map onto ours (beyond what the HTTP status says)."""
+
+    not_found: frozenset[str] = frozenset()
+    denied: frozenset[str] = frozenset()
+    full: frozenset[str] = frozenset()
+    transient: frozenset[str] = frozenset()
+    archived: frozenset[str] = frozenset()
+
+
+def service_error(where: str, *, status: int | None, code: str | None, message: str = "",
+                  codes: ErrorCodes = ErrorCodes()) -> StorageError:
+    """Our error for an answer of the service: ``where`` names the target and object."""
+    code = code or None
+    message = clean(message)
+    if code is None or code.isdigit():  # HEAD answers carry no body, hence no error code
+        cause = " ".join(filter(None, [f"HTTP {code or status}", message]))
+    else:
+        cause = f"{code}: {message}" if message and message != code else code
+    text = f"{where}: {cause}"
+    if code in codes.archived:
+        return ArchivedObjectError(f"{text}: the object is archived; start a restore first")
+    if code in codes.full or status == 507:
+        return StorageFullError(text)
+    if code in codes.not_found or status in (404, 410):
+        return ObjectNotFound(text)
+    if code in codes.denied or status in (401, 403):
+        return StoragePermissionError(text)
+    if code in codes.transient or status in (408, 429) or (status is not None
+                                                           and status >= 500):
+        return TransientStorageError(text)
+    return StorageError(text)
+
+
+def transport_error(where: str, exc: BaseException) -> TransientStorageError:
+    """No answer at all (refused, reset, timed out, cut short): worth a retry."""
+    return TransientStorageError(f"{where}: connection failed: "
+                                 f"{type(exc).__name__}: {clean(str(exc)) or '-'}")

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import google_crc32c
 import requests
@@ -48,7 +48,17 @@ from vowvault.errors import (
     StoragePermissionError,
     TransientStorageError,
 )
-from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
+from vowvault.storage.base import (
+    ObjectInfo,
+    Properties,
+    StorageBackend,
+    Upload,
+    check_name,
+    clean,
+    service_error,
+    transport_error,
+)
+from vowvault.storage.url import parse_target_url
 
 QUANTUM = 256 * 1024
 """Every chunk of a resumable upload but the last is a multiple of this."""
@@ -116,14 +126,16 @@ class GCSConfig:
 
     @classmethod
     def from_url(cls, url: str) -> GCSConfig:
-        parts = urlsplit(url)
-        if parts.scheme != "gs" or not parts.netloc:
+        """``gs://bucket/prefix``, optionally ``?project=...`` (``storage.url``); an emulator
+        from ``STORAGE_EMULATOR_HOST``."""
+        target = parse_target_url(url)
+        if target.scheme != "gs":
             raise ConfigError(f"not a GCS URL: {url!r} (use gs://bucket/prefix)")
-        prefix = unquote(parts.path).strip("/")
         endpoint = os.environ.get("STORAGE_EMULATOR_HOST") or None
         if endpoint and "://" not in endpoint:
             endpoint = f"http://{endpoint}"
-        return cls(bucket=parts.netloc, prefix=f"{prefix}/" if prefix else "",
+        return cls(bucket=target.container, prefix=f"{target.path}/" if target.path else "",
+                   project=target.options.get("project"),
                    endpoint=endpoint.rstrip("/") if endpoint else None)
 
 
@@ -172,11 +184,10 @@ class GCSBackend(StorageBackend):
                           part_size=self.config.part_size)
 
     def _key(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/"):
-            raise StorageError(f"invalid object name {name!r}")
-        key = self.config.prefix + name
-        if len(key.encode()) > 1024 or "\r" in key or "\n" in key:
-            raise StorageError(f"invalid object name {name!r} for Cloud Storage")
+        key = self.config.prefix + check_name(self.url, name)
+        if len(key.encode()) > 1024:
+            raise StorageError(f"{self.url}: object name {name!r} is too long for Cloud "
+                               f"Storage")
         return key
 
     def _where(self, name: str | None) -> str:
@@ -560,18 +571,11 @@ def _detail(resp: Any) -> str:
         message = body["error"]["message"]
     except Exception:
         message = getattr(resp, "text", "") or getattr(resp, "reason", "") or ""
-    return " ".join(str(message).split())[:200]
+    return clean(str(message), 200)
 
 
 def _for_status(status: int, where: str, detail: str = "") -> StorageError:
-    message = f"{where}: HTTP {status}" + (f" {detail}" if detail else "")
-    if status in (401, 403):
-        return StoragePermissionError(message)
-    if status == 404:
-        return ObjectNotFound(f"{where}: no such object")
-    if status in (408, 429) or status >= 500:
-        return TransientStorageError(message)
-    return StorageError(message)
+    return service_error(where, status=status, code=None, message=detail)
 
 
 def _translate(exc: BaseException, where: str) -> StorageError:
@@ -583,10 +587,10 @@ def _translate(exc: BaseException, where: str) -> StorageError:
     if isinstance(status, int):
         return _for_status(status, where, _detail(response))
     if isinstance(exc, api_exceptions.GoogleAPICallError) and isinstance(exc.code, int):
-        return _for_status(exc.code, where, " ".join(str(exc.message).split())[:200])
-    text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        return _for_status(exc.code, where, clean(str(exc.message), 200))
+    text = clean(str(exc), 200) or type(exc).__name__
     if isinstance(exc, _TRANSIENT):
-        return TransientStorageError(f"{where}: {type(exc).__name__}: {text}")
+        return transport_error(where, exc)
     if isinstance(exc, auth_exceptions.GoogleAuthError):
         return StoragePermissionError(f"{where}: credentials refused or unusable: {text}")
     return StorageError(f"{where}: {type(exc).__name__}: {text}")

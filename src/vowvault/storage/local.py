@@ -18,16 +18,17 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from vowvault.domain import Tier
 from vowvault.errors import (
+    ConfigError,
     ObjectNotFound,
     StorageError,
     StorageFullError,
     StoragePermissionError,
 )
-from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
+from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload, check_name
+from vowvault.storage.url import parse_target_url
 
 _META = ".vvmeta"
 _TMP = ".tmp-"
@@ -40,10 +41,11 @@ class LocalConfig:
 
     @classmethod
     def from_url(cls, url: str) -> LocalConfig:
-        parts = urlsplit(url)
-        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-            raise ValueError(f"not a local storage URL: {url!r} (use file:///absolute/path)")
-        return cls(root=Path(unquote(parts.path)))
+        """``file:///absolute/path`` (``storage.url``)."""
+        target = parse_target_url(url)
+        if target.scheme != "file":
+            raise ConfigError(f"not a local storage URL: {url!r} (use file:///absolute/path)")
+        return cls(root=Path(target.path))
 
 
 class LocalBackend(StorageBackend):
@@ -57,9 +59,7 @@ class LocalBackend(StorageBackend):
                           max_connections=8, part_size=1 << 20)
 
     def _path(self, name: str) -> Path:
-        if not name or name.startswith("/") or ".." in name.split("/"):
-            raise StorageError(f"invalid object name {name!r}")
-        return self.root / name
+        return self.root / check_name(self.url, name)
 
     def begin_upload(self, name: str, *, tier: Tier = Tier.HOT) -> Upload:
         path = self._path(name)
@@ -94,21 +94,35 @@ class LocalBackend(StorageBackend):
                           modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Walks only the directory the prefix ends in (never the whole root), iteratively
+        (any depth), without following symlinks."""
+        directory, _, _ = prefix.rpartition("/")
+        base = self.root / directory if directory else self.root
+        if directory and (directory.startswith("/") or ".." in directory.split("/")):
+            raise StorageError(f"{self.url}: invalid prefix {prefix!r}")
         found: list[tuple[str, os.stat_result, Path]] = []
-        base = self.root
-        if not base.exists():
-            return iter(())
-        for dirpath, _dirs, files in os.walk(base):
-            for fn in files:
-                if fn.endswith(_META):
+        pending = [(base, directory)]
+        while pending:
+            path, rel = pending.pop()
+            try:
+                entries = list(os.scandir(path))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._error(exc, rel or ".") from exc
+            for entry in entries:
+                name = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if name.startswith(prefix) or prefix.startswith(name + "/"):
+                        pending.append((Path(entry.path), name))
                     continue
-                full = Path(dirpath) / fn
-                rel = full.relative_to(base).as_posix()
-                if rel.startswith(prefix):
-                    try:
-                        found.append((rel, full.stat(), full))
-                    except FileNotFoundError:
-                        continue
+                if entry.name.endswith(_META) or not name.startswith(prefix) \
+                        or not entry.is_file(follow_symlinks=False):
+                    continue
+                try:
+                    found.append((name, entry.stat(follow_symlinks=False), Path(entry.path)))
+                except FileNotFoundError:
+                    continue
         found.sort(key=lambda item: item[0])
         return iter([ObjectInfo(name=rel, size=st.st_size, tier=self._read_tier(full),
                                 modified=dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))

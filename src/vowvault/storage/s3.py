@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.exceptions as bexc
@@ -53,11 +53,21 @@ from vowvault.errors import (
     ConfigError,
     ObjectNotFound,
     StorageError,
-    StorageFullError,
     StoragePermissionError,
     TransientStorageError,
 )
-from vowvault.storage.base import ObjectInfo, Properties, StorageBackend, Upload
+from vowvault.storage.base import (
+    ErrorCodes,
+    ObjectInfo,
+    Properties,
+    StorageBackend,
+    Upload,
+    check_name,
+    clean,
+    service_error,
+    transport_error,
+)
+from vowvault.storage.url import parse_target_url
 
 log = logging.getLogger("vowvault.storage.s3")
 
@@ -93,8 +103,6 @@ _TIER_OF_CLASS: Mapping[str, Tier] = {
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 """Classes whose objects cannot be read (nor copied) until restored."""
 
-_URL_OPTIONS = {"region": "region", "endpoint_url": "endpoint_url", "endpoint": "endpoint_url",
-                "profile": "profile"}
 MIN_STORAGE_DAYS = {Tier.WARM: 30, Tier.COLD: 90, Tier.ARCHIVE: 90, Tier.DEEP_ARCHIVE: 180}
 """STANDARD_IA, GLACIER_IR, GLACIER and DEEP_ARCHIVE bill at least these many days."""
 
@@ -172,39 +180,30 @@ class S3Config:
     credentials, see ``S3Credentials.from_secret``; None: the standard chain."""
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]{1,254}", self.bucket):
-            raise ValueError(f"not a valid S3 bucket name: {self.bucket!r}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket):
+            raise ConfigError(f"not a valid S3 bucket name: {self.bucket!r}")
         prefix = self.prefix.strip("/")
         if prefix and ("" in prefix.split("/") or ".." in prefix.split("/")):
-            raise ValueError(f"not a valid key prefix: {self.prefix!r}")
+            raise ConfigError(f"not a valid key prefix: {self.prefix!r}")
         object.__setattr__(self, "prefix", prefix)
         if not MIN_PART <= self.part_size <= MAX_PART:
-            raise ValueError(f"part_size must be between 5 MiB and 5 GiB, not {self.part_size}")
+            raise ConfigError(f"part_size must be between 5 MiB and 5 GiB, not {self.part_size}")
         if not MIN_PART <= self.copy_part_size <= MAX_PART:
-            raise ValueError("copy_part_size must be between 5 MiB and 5 GiB")
+            raise ConfigError("copy_part_size must be between 5 MiB and 5 GiB")
         missing = set(Tier) - set(self.storage_classes)
         if missing:
-            raise ValueError(f"storage_classes lacks {', '.join(sorted(missing))}")
+            raise ConfigError(f"storage_classes lacks {', '.join(sorted(missing))}")
         if self.addressing_style not in (None, "path", "virtual", "auto"):
-            raise ValueError(f"unknown addressing style {self.addressing_style!r}")
+            raise ConfigError(f"unknown addressing style {self.addressing_style!r}")
 
     @classmethod
     def from_url(cls, url: str) -> S3Config:
-        """``s3://bucket/prefix``, optionally with ``?region=...&endpoint_url=...&profile=...``."""
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise ValueError(f"not an S3 storage URL: {url!r} (use s3://bucket/prefix)")
-        if "@" in parts.netloc or ":" in parts.netloc:
-            raise ValueError("S3 URLs name a bucket only: credentials come from the AWS "
-                             "environment or credentials_secret, an endpoint from "
-                             "AWS_ENDPOINT_URL_S3 or ?endpoint_url=")
-        options: dict[str, Any] = {}
-        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-            if key not in _URL_OPTIONS:
-                raise ValueError(f"unknown option {key!r} in {url!r}; known: "
-                                 + ", ".join(sorted(_URL_OPTIONS)))
-            options[_URL_OPTIONS[key]] = values[-1]
-        return cls(bucket=parts.netloc, prefix=unquote(parts.path), **options)
+        """``s3://bucket/prefix``, optionally with ``?region=...&endpoint_url=...&profile=...``
+        (``storage.url``)."""
+        target = parse_target_url(url)
+        if target.scheme != "s3":
+            raise ConfigError(f"not an S3 storage URL: {url!r} (use s3://bucket/prefix)")
+        return cls(bucket=target.container, prefix=target.path, **target.options)
 
     @property
     def url(self) -> str:
@@ -246,7 +245,7 @@ class S3Backend(StorageBackend):
                 client.close()
                 client = build("path")
         except bexc.BotoCoreError as exc:
-            raise ConfigError(f"{self.url}: {_one_line(str(exc))}") from exc
+            raise ConfigError(f"{self.url}: {clean(str(exc))}") from exc
         return client
 
     def properties(self) -> Properties:
@@ -256,9 +255,7 @@ class S3Backend(StorageBackend):
                           part_size=self.config.part_size)
 
     def _key(self, name: str) -> str:
-        if not name or name.startswith("/") or ".." in name.split("/"):
-            raise StorageError(f"{self.url}: invalid object name {name!r}")
-        return self._root + name
+        return self._root + check_name(self.url, name)
 
     def _where(self, name: str | None) -> str:
         return f"{self.url}/{name}" if name else self.url
@@ -692,15 +689,19 @@ transit included): they may pass."""
 _SDK_ERRORS = (bexc.ClientError, bexc.BotoCoreError, urllib3.exceptions.HTTPError,
                ConnectionError, TimeoutError)
 
-_NOT_FOUND = {"NoSuchKey", "NotFound", "NoSuchVersion", "404"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-           "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
-           "InvalidSecurity", "InvalidClientTokenId", "UnauthorizedAccess", "403"}
-_FULL = {"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "StorageFull"}
-_TRANSIENT = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError",
-              "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded",
-              "OperationAborted", "IncompleteBody", "BadDigest", "XAmzContentSHA256Mismatch",
-              "RequestTimeoutException", "500", "502", "503", "504"}
+CODES = ErrorCodes(
+    not_found=frozenset({"NoSuchKey", "NotFound", "NoSuchVersion"}),
+    denied=frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                      "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+                      "AllAccessDisabled", "AccountProblem", "InvalidSecurity",
+                      "InvalidClientTokenId", "UnauthorizedAccess"}),
+    full=frozenset({"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage",
+                    "StorageFull"}),
+    transient=frozenset({"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError",
+                         "Throttling", "ThrottlingException", "TooManyRequests",
+                         "RequestLimitExceeded", "OperationAborted", "IncompleteBody",
+                         "BadDigest", "XAmzContentSHA256Mismatch", "RequestTimeoutException"}),
+    archived=frozenset({"InvalidObjectState", "ObjectNotInActiveTierError"}))
 _CREDENTIAL_ERRORS = (bexc.NoCredentialsError, bexc.PartialCredentialsError,
                       bexc.CredentialRetrievalError, bexc.NoAuthTokenError,
                       bexc.TokenRetrievalError, bexc.SSOError)
@@ -711,10 +712,6 @@ def translate(exc: BaseException, where: str) -> StorageError:
     if isinstance(exc, bexc.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
-        if code in ("InvalidObjectState", "ObjectNotInActiveTierError"):
-            storage_class = error.get("StorageClass")
-            kind = f" ({storage_class})" if storage_class else ""
-            return ArchivedObjectError(f"{where} is archived{kind}: start a restore first")
         if code == "NoSuchBucket":
             return StorageError(f"{where}: the bucket does not exist")
         if code == "NoSuchUpload":
@@ -724,30 +721,15 @@ def translate(exc: BaseException, where: str) -> StorageError:
         return StoragePermissionError(f"{where}: no usable AWS credentials "
                                       f"({type(exc).__name__})")
     if isinstance(exc, bexc.SSLError) and "CERTIFICATE" in str(exc).upper():
-        return StorageError(f"{where}: TLS certificate rejected: {_one_line(str(exc))}")
+        return StorageError(f"{where}: TLS certificate rejected: {clean(str(exc))}")
     if isinstance(exc, _WIRE_ERRORS):
-        return TransientStorageError(f"{where}: connection failed: "
-                                     f"{_one_line(str(exc)) or type(exc).__name__}")
-    return StorageError(f"{where}: {_one_line(str(exc)) or type(exc).__name__}")
+        return transport_error(where, exc)
+    return StorageError(f"{where}: {clean(str(exc)) or type(exc).__name__}")
 
 
 def classify(code: str, status: int | None, where: str, message: str) -> StorageError:
     """Our error for an S3 error code (and HTTP status when there is one)."""
-    message = _one_line(message)
-    if not code or code.isdigit():  # HEAD answers carry no body, hence no error code
-        cause = " ".join(filter(None, [f"HTTP {code or status}", message]))
-    else:
-        cause = f"{code}: {message}" if message and message != code else code
-    text = f"{where}: {cause}"
-    if code in _FULL or status == 507:
-        return StorageFullError(text)
-    if code in _NOT_FOUND or status == 404:
-        return ObjectNotFound(text)
-    if code in _DENIED or status == 403:
-        return StoragePermissionError(text)
-    if code in _TRANSIENT or (status is not None and (status >= 500 or status == 429)):
-        return TransientStorageError(text)
-    return StorageError(text)
+    return service_error(where, status=status, code=code, message=message, codes=CODES)
 
 
 def _code(exc: bexc.ClientError) -> str:
@@ -757,11 +739,6 @@ def _code(exc: bexc.ClientError) -> str:
 def _status(exc: bexc.ClientError) -> int | None:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status is not None else None
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _restore_state(header: str | None) -> str | None:
