@@ -15,23 +15,15 @@ are created first, so that the flow's strict acquisition never meets an unknown 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import yaml
 
-from vowvault.catalog.db import Catalog
-from vowvault.catalog.models import BackupPolicy, WeddingDate
-from vowvault.plan import (
-    QUEUE_PRIORITY,
-    DeploymentPlan,
-    Schedule,
-    backup_deployments,
-    limit_slots,
-)
+from vowvault.engine import queries
+from vowvault.engine.context import Context
+from vowvault.plan import QUEUE_PRIORITY, DeploymentPlan, Schedule, limit_slots
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BACKUP_ENTRYPOINT = "flows/backup.py:backup"
@@ -47,21 +39,6 @@ class MaintenancePlan:
     description: str
     parameters: dict[str, Any]
     tags: list[str]
-
-
-def policy_plans(catalog: Catalog, today: dt.date | None = None) -> list[DeploymentPlan]:
-    """Every policy's deployments; deactivated policies' ones come back paused."""
-    today = today or dt.date.today()
-    with catalog.session() as s:
-        weddings: dict[Any, list[dt.date]] = {}
-        for org_id, day in s.execute(sa.select(WeddingDate.organization_id,
-                                               WeddingDate.wedding_date)):
-            weddings.setdefault(org_id, []).append(day)
-        plans: list[DeploymentPlan] = []
-        for policy in s.execute(sa.select(BackupPolicy).order_by(BackupPolicy.name)).scalars():
-            plans += backup_deployments(policy, policy.organization.slug,
-                                        weddings.get(policy.organization_id, []), today)
-    return plans
 
 
 def maintenance_plans(path: Path = PROJECT_DIR / "prefect.yaml") -> list[MaintenancePlan]:
@@ -92,13 +69,13 @@ def _load_flow(entrypoint: str) -> Any:
     return load_flow_from_entrypoint(str(PROJECT_DIR / entrypoint))
 
 
-def runner_deployments(catalog: Catalog) -> list[Any]:
+def runner_deployments(ctx: Context) -> list[Any]:
     """Deployments without a work pool, for ``serve``."""
     from flows.backup import backup
 
     deployments = [backup.to_deployment(
         name=p.name, schedules=_schedules(p), parameters=p.parameters, tags=p.tags,
-        description=p.description, paused=p.paused) for p in policy_plans(catalog)]
+        description=p.description, paused=p.paused) for p in queries.deployment_plans(ctx)]
     for m in maintenance_plans():
         flow = _load_flow(m.entrypoint)
         deployments.append(flow.to_deployment(
@@ -152,17 +129,17 @@ class DeploySummary:
     created: list[str]
 
 
-def deploy(catalog: Catalog, pool: str | None = None,
+def deploy(ctx: Context, pool: str | None = None,
            env: dict[str, str] | None = None) -> DeploySummary:
     """Create or update every deployment (idempotent). With ``pool``, into that process work
     pool (created with its priority queues when missing); otherwise for ``serve``."""
-    plans = policy_plans(catalog)
+    plans = queries.deployment_plans(ctx)
     limits = {name for p in plans for name in p.limits}
     asyncio.run(_ensure_limits(limits))
     created = asyncio.run(_ensure_pool(pool)) if pool else []
     names, paused = [], []
     if pool is None:
-        for deployment in runner_deployments(catalog):
+        for deployment in runner_deployments(ctx):
             deployment.apply()
             names.append(f"{deployment.flow_name}/{deployment.name}")
     else:
@@ -191,11 +168,11 @@ def _from_source(entrypoint: str) -> Any:
     return Flow.from_source(source=str(PROJECT_DIR), entrypoint=entrypoint)
 
 
-def serve(catalog: Catalog) -> None:
+def serve(ctx: Context) -> None:
     """Run every deployment's schedule in this process (single machine)."""
     from prefect import serve as prefect_serve
 
-    plans = policy_plans(catalog)
+    plans = queries.deployment_plans(ctx)
     asyncio.run(_ensure_limits({name for p in plans for name in p.limits}))
     # Stopping serve must not pause the deployments: a restart would find them paused.
-    prefect_serve(*runner_deployments(catalog), pause_on_shutdown=False)
+    prefect_serve(*runner_deployments(ctx), pause_on_shutdown=False)

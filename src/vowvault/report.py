@@ -111,7 +111,7 @@ def rto_chart(drills: pd.DataFrame) -> str:
 def build(ctx: Context, days: int = 30) -> str:
     today = ctx.clock().date()
     dates = [today - dt.timedelta(days=i) for i in reversed(range(days))]
-    frames = analytics._frames(ctx, analytics.day_window(today)[1])
+    frames = analytics.catalog_frames(ctx, analytics.day_window(today)[1])
     daily = [analytics.daily(ctx, d, frames) for d in dates]
     rates = []
     for table in daily:

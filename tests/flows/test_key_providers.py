@@ -12,12 +12,12 @@ def test_prefect_secret_keys(prefect_api, vv_home: Path, tmp_path: Path) -> None
     from policytext import apply_photos_policy
 
     from tasks.common import context
-    from tasks.secrets import register
     from vowvault.catalog.db import Catalog
     from vowvault.engine import keyring
     from vowvault.engine.backup import run_backup
     from vowvault.engine.restore import restore_backup
     from vowvault.errors import RestoreError
+    from vowvault.orchestrator.prefect_blocks import register
     from vowvault.settings import load_settings
 
     register()

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
 from vowvault.cli.tables import key_value_table
-from vowvault.domain import BackupStatus, CopyStatus, ObjectKind
+from vowvault.engine import queries
 from vowvault.engine.context import Context
-from vowvault.errors import ConfigError, IntegrityError, NotFound, VowvaultError
+from vowvault.errors import ConfigError, IntegrityError
 
 backup_app = typer.Typer(no_args_is_help=True, help="Run backups.")
 backups_app = typer.Typer(no_args_is_help=True, help="Stored backups.")
@@ -92,67 +89,18 @@ def backup_run(
 
 def _run_flow(policy: str) -> dict[str, Any]:
     import flows  # noqa: F401 - sets Prefect's offline defaults before Prefect loads
-    from vowvault.cli.prefect_server import use_running_server
+    from vowvault.cli.prefect_server import quiet_expected_errors, use_running_server
 
     use_running_server()
-    from vowvault.settings import load_settings
-
-    ctx_settings = load_settings()
-    from vowvault.catalog.db import Catalog
-
-    catalog = Catalog.open(ctx_settings)
-    with catalog.session() as s:
-        row = s.execute(sa.select(BackupPolicy).where(BackupPolicy.name == policy)
-                        ).scalar_one_or_none()
-        retries = row.max_retries if row else 0
-    catalog.dispose()
-    _quiet_expected_errors()
+    ctx = Context.from_settings()
+    try:
+        retries = queries.policy_retries(ctx, policy)
+    finally:
+        ctx.close()
+    quiet_expected_errors()
     from flows.backup import backup
 
     return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
-
-
-class _NoTracebackForExpected(logging.Filter):
-    """Prefect logs a task's exception with its traceback; for vowvault's own errors (bad
-    input, a source or target down) the one-line message is the whole story."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], VowvaultError):
-            record.msg = f"{record.getMessage().splitlines()[0]}: {record.exc_info[1]}"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _quiet_expected_errors() -> None:
-    from prefect.logging.configuration import setup_logging
-
-    setup_logging()
-    flt = _NoTracebackForExpected()
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            handler.addFilter(flt)
-
-
-def result_of_flow_run(catalog: Any, flow_run_id: str, state: Any) -> dict[str, Any]:
-    """What the catalog recorded for the backup of one flow run."""
-    with catalog.session() as s:
-        job = s.execute(sa.select(BackupJob).where(BackupJob.flow_run_id == flow_run_id)
-                        ).scalar_one_or_none()
-        if job is None:
-            raise VowvaultError(f"flow run {flow_run_id} ended {state.name if state else '?'} "
-                                f"without a backup job: see its logs in the Prefect UI")
-        if job.status != BackupStatus.COMPLETED:
-            raise VowvaultError(f"backup {job.id} {job.status.value}: {job.error_message}")
-        return {"job_id": str(job.id), "policy": job.policy.name if job.policy else "-",
-                "status": job.status.value, "backup_type": job.backup_type.value,
-                "source_bytes": job.source_bytes or 0, "stored_bytes": job.stored_bytes or 0,
-                "duration_seconds": (job.stage_durations or {}).get("wall", 0.0),
-                "targets": sorted({r.storage_url for r in s.execute(sa.select(BackupStorage)
-                                   .where(BackupStorage.backup_job_id == job.id)).scalars()}),
-                "files": job.file_count, "tables": (job.source_info or {}).get("tables"),
-                "warnings": (job.source_info or {}).get("warnings") or []}
 
 
 def _print_result(r: dict[str, Any]) -> None:
@@ -178,53 +126,22 @@ def backups_list(
 ) -> None:
     """Backups with id, policy, type, status, size, time and tier."""
     ctx = Context.from_settings()
-    with ctx.catalog.session() as s:
-        query = sa.select(BackupJob, BackupPolicy.name).join(BackupPolicy, isouter=True)
-        if policy:
-            if s.execute(sa.select(BackupPolicy.id).where(BackupPolicy.name == policy)
-                         ).first() is None:
-                raise NotFound(f"no policy named {policy!r}")
-            query = query.where(BackupPolicy.name == policy)
-        rows = s.execute(query.order_by(BackupJob.created_at.desc()).limit(limit)).all()
-        tiers = _tiers(s, [j.id for j, _ in rows])
-    ctx.close()
+    try:
+        rows = queries.list_backups(ctx, policy=policy, limit=limit)
+    finally:
+        ctx.close()
+    if not rows:
+        _out.print("no backups yet; run one with `vowvault backup run POLICY`")
+        return
     table = Table(box=None, pad_edge=False)
     for col in ("ID", "POLICY", "TYPE", "STATUS", "SIZE", "STORED", "TIME (UTC)", "TIER",
                 "COPIES"):
         table.add_column(col)
-    for job, name in rows:
-        tier, n = tiers.get(job.id, ("-", 0))
-        when = job.completed_at or job.started_at or job.created_at
-        table.add_row(str(job.id), name or "-", job.backup_type.value, _status(job),
-                      _human(job.source_bytes), _human(job.stored_bytes),
-                      f"{when:%Y-%m-%d %H:%M:%S}", tier, str(n))
-    if not rows:
-        _out.print("no backups yet; run one with `vowvault backup run POLICY`")
-        return
+    for r in rows:
+        table.add_row(r.id, r.policy, r.backup_type, r.status, _human(r.source_bytes),
+                      _human(r.stored_bytes), f"{r.time:%Y-%m-%d %H:%M:%S}", r.tiers,
+                      str(r.copies))
     _out.print(table)
-
-
-def _status(job: BackupJob) -> str:
-    if job.status == BackupStatus.COMPLETED and job.error_message:
-        return "COMPLETED*"
-    return job.status.value
-
-
-def _tiers(s: sa.orm.Session, ids: list[Any]) -> dict[Any, tuple[str, int]]:
-    out: dict[Any, tuple[str, int]] = {}
-    if not ids:
-        return out
-    rows = s.execute(sa.select(BackupStorage.backup_job_id, BackupStorage.storage_tier,
-                               BackupStorage.storage_url).where(
-        BackupStorage.backup_job_id.in_(ids), BackupStorage.object_kind == ObjectKind.DATA,
-        BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED])))
-    seen: dict[Any, list[str]] = {}
-    for job_id, tier, url in rows:
-        seen.setdefault(job_id, []).append(tier.value)
-        del url
-    for job_id, tiers in seen.items():
-        out[job_id] = ("/".join(sorted(set(tiers))), len(tiers))
-    return out
 
 
 def _human(n: int | None) -> str:
@@ -241,38 +158,36 @@ def _human(n: int | None) -> str:
 @backups_app.command("show")
 def backups_show(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) -> None:
     """Everything the catalog holds about one backup."""
-    from vowvault.engine.lookup import find_backup
-
     ctx = Context.from_settings()
-    with ctx.catalog.session() as s:
-        job = find_backup(s, backup)
-        objects = list(s.execute(sa.select(BackupStorage).where(
-            BackupStorage.backup_job_id == job.id).order_by(BackupStorage.storage_url,
-                                                            BackupStorage.file_path)).scalars())
-        rows: list[tuple[str, str]] = [
-            ("id", str(job.id)), ("policy", job.policy.name if job.policy else "-"),
-            ("status", job.status.value), ("type", job.backup_type.value),
-            ("parent", str(job.parent_job_id or "-")),
-            ("started", f"{job.started_at:%Y-%m-%d %H:%M:%S} UTC" if job.started_at else "-"),
-            ("completed", f"{job.completed_at:%Y-%m-%d %H:%M:%S} UTC" if job.completed_at
-             else "-"),
-            ("read / stored", f"{_human(job.source_bytes)} / {_human(job.stored_bytes)}"
-             f" (ratio {job.compression_ratio})"),
-            ("verification", f"{job.verification_status.value if job.verification_status else '-'}"
-             f" {job.verified_at:%Y-%m-%d %H:%M:%S}" if job.verified_at else "-"),
-            ("priority", job.priority.value + (" (wedding day)" if job.is_wedding_day_backup
-                                               else "")),
-            ("retries", str(job.retry_count)),
-            ("stage seconds", ", ".join(f"{k} {v}" for k, v in (job.stage_durations or {})
-                                        .items())),
-            ("expires", f"{job.expires_at:%Y-%m-%d}" if job.expires_at else "-"),
-            ("message", job.error_message or "-"),
-        ]
-        for o in objects:
-            rows.append((f"  {o.object_kind.value.lower()}",
-                         f"{o.storage_url}/{o.file_path} {_human(o.file_size_bytes)} "
-                         f"{o.storage_tier.value} {o.status.value}"))
-    ctx.close()
+    try:
+        d = queries.backup_details(ctx, backup)
+    finally:
+        ctx.close()
+    job = d.job
+
+    def when(value: Any) -> str:
+        return f"{value:%Y-%m-%d %H:%M:%S} UTC" if value else "-"
+
+    verification = job["verification_status"]
+    rows: list[tuple[str, str]] = [
+        ("id", str(job["id"])), ("policy", d.policy), ("status", job["status"].value),
+        ("type", job["backup_type"].value), ("parent", str(job["parent_job_id"] or "-")),
+        ("started", when(job["started_at"])), ("completed", when(job["completed_at"])),
+        ("read / stored", f"{_human(job['source_bytes'])} / {_human(job['stored_bytes'])}"
+         f" (ratio {job['compression_ratio']})"),
+        ("verification", f"{verification.value if verification else '-'}"
+         f" {job['verified_at']:%Y-%m-%d %H:%M:%S}" if job["verified_at"] else "-"),
+        ("priority", job["priority"].value + (" (wedding day)"
+                                              if job["is_wedding_day_backup"] else "")),
+        ("retries", str(job["retry_count"])),
+        ("stage seconds", ", ".join(f"{k} {v}" for k, v in (job["stage_durations"] or {})
+                                    .items())),
+        ("expires", f"{job['expires_at']:%Y-%m-%d}" if job["expires_at"] else "-"),
+        ("message", job["error_message"] or "-"),
+    ]
+    for o in d.objects:
+        rows.append((f"  {o['kind']}", f"{o['url']}/{o['path']} {_human(o['size'])} "
+                                       f"{o['tier']} {o['status']}"))
     _out.print(key_value_table(rows))
 
 

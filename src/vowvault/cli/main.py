@@ -12,18 +12,17 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from vowvault import __version__
-from vowvault.catalog import audit as audit_log
-from vowvault.catalog.db import Catalog, current_revision, head_revision, make_engine, upgrade
-from vowvault.catalog.models import AuditEntry, BackupPolicy, Organization, WeddingDate
+from vowvault.catalog.db import current_revision, head_revision, make_engine, upgrade
 from vowvault.cli.tables import key_value_table
-from vowvault.errors import NotFound, VowvaultError
-from vowvault.scheduling import effective_priority, local_date, next_run, zone
+from vowvault.engine import queries
+from vowvault.engine.context import Context
+from vowvault.errors import VowvaultError
+from vowvault.scheduling import zone
 from vowvault.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -87,10 +86,6 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
         logger.addHandler(logging.NullHandler())
 
 
-def _catalog() -> Catalog:
-    return Catalog.open(load_settings())
-
-
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the catalog to this version's schema."""
@@ -146,10 +141,12 @@ def policies_apply(file: FileArg,
     from vowvault.policies.loader import load_policy_file
 
     parsed = load_policy_file(file)
-    settings = load_settings()
-    catalog = Catalog.open(settings)
-    changes = apply_policy_file(catalog, parsed, actor=settings.actor, dry_run=dry_run)
-    catalog.dispose()
+    ctx = Context.from_settings()
+    try:
+        changes = apply_policy_file(ctx.catalog, parsed, actor=ctx.settings.actor,
+                                    dry_run=dry_run)
+    finally:
+        ctx.close()
     changed = [c for c in changes if c.action != "unchanged"]
     for change in changes:
         style = "dim" if change.action == "unchanged" else None
@@ -162,132 +159,118 @@ def policies_apply(file: FileArg,
 def policies_list(all_: Annotated[bool, typer.Option("--all", help="Include inactive.")]
                   = False) -> None:
     """Policies with their schedule and next run."""
-    catalog = _catalog()
     now = dt.datetime.now(dt.UTC)
-    with catalog.session() as session:
-        query = sa.select(BackupPolicy).order_by(BackupPolicy.name)
-        if not all_:
-            query = query.where(BackupPolicy.is_active.is_(True))
-        policies = list(session.execute(query).scalars())
-        weddings = _wedding_dates(session)
-        table = Table(box=None, pad_edge=False)
-        for col in ("NAME", "ORGANIZATION", "SOURCE", "TYPE", "SCHEDULE", "NEXT RUN",
-                    "PRIORITY", "TARGETS", "ACTIVE"):
-            table.add_column(col)
-        for p in policies:
-            nxt = next_run(p.effective_schedules, p.timezone, now) if p.is_active else None
-            if nxt:
-                day = local_date(nxt, p.timezone)
-                prio = effective_priority(p.priority, p.wedding_day_priority, day,
-                                          weddings.get(p.organization_id, set()))
-                when = f"{nxt.astimezone(zone(p.timezone)):%Y-%m-%d %H:%M %Z} " \
-                       f"(in {_ago(nxt - now)})"
-                prio_text = prio.value if prio == p.priority else \
-                    f"{prio.value} (wedding day; base {p.priority.value})"
-            else:
-                when, prio_text = "-", p.priority.value
-            extra = f" +{len(p.effective_schedules) - 1} peak" \
-                if len(p.effective_schedules) > 1 else ""
-            table.add_row(p.name, p.organization.slug, p.source_kind.value.lower(),
-                          p.backup_type.value, f"{p.schedule_cron} {p.timezone}{extra}", when,
-                          prio_text, str(len(p.storage_targets)),
-                          "yes" if p.is_active else "no")
-    catalog.dispose()
+    ctx = Context.from_settings()
+    try:
+        policies = queries.list_policies(ctx, include_inactive=all_, now=now)
+    finally:
+        ctx.close()
     if not policies:
         out.print("no policies; apply a file with `vowvault policies apply FILE`")
         return
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "ORGANIZATION", "SOURCE", "TYPE", "SCHEDULE", "NEXT RUN",
+                "PRIORITY", "TARGETS", "ACTIVE"):
+        table.add_column(col)
+    for p in policies:
+        if p.next_run:
+            when = f"{p.next_run.astimezone(zone(p.timezone)):%Y-%m-%d %H:%M %Z} " \
+                   f"(in {_ago(p.next_run - now)})"
+            prio = p.priority.value if p.priority == p.base_priority else \
+                f"{p.priority.value} (wedding day; base {p.base_priority.value})"
+        else:
+            when, prio = "-", p.base_priority.value
+        extra = f" +{p.peak_schedules} peak" if p.peak_schedules else ""
+        table.add_row(p.name, p.organization, p.source_kind, p.backup_type,
+                      f"{p.schedule} {p.timezone}{extra}", when, prio, str(p.targets),
+                      "yes" if p.active else "no")
     out.print(table)
 
 
 @policies_app.command("show")
 def policies_show(name: str) -> None:
     """Everything the catalog holds about one policy."""
-    catalog = _catalog()
-    now = dt.datetime.now(dt.UTC)
-    with catalog.session() as session:
-        p = session.execute(sa.select(BackupPolicy).where(BackupPolicy.name == name)
-                            ).scalar_one_or_none()
-        if p is None:
-            raise NotFound(f"no policy named {name!r}; see `vowvault policies list --all`")
-        weddings = _wedding_dates(session).get(p.organization_id, set())
-        nxt = next_run(p.effective_schedules, p.timezone, now)
-        rows = [
-            ("name", p.name), ("organization", p.organization.slug),
-            ("description", p.description or ""), ("active", str(p.is_active)),
-            ("source", f"{p.source_kind.value} {_source_text(p.source_config)}"),
-            ("backup type", p.backup_type.value), ("priority", p.priority.value),
-            ("wedding-day priority", str(p.wedding_day_priority)),
-            ("vendor type", p.vendor_type.value if p.vendor_type else "-"),
-            ("schedule", f"{p.schedule_cron} ({p.timezone})"),
-            ("peak-season multiplier", str(p.peak_season_multiplier)),
-            ("effective schedules", "; ".join(p.effective_schedules)),
-            ("next run", f"{nxt.astimezone(zone(p.timezone)):%Y-%m-%d %H:%M %Z}" if nxt else "-"),
-            ("retention", f"{p.retention_days} days; keep last {p.keep_last}, daily "
-                          f"{p.keep_daily}, weekly {p.keep_weekly}, monthly {p.keep_monthly}, "
-                          f"yearly {p.keep_yearly}; min verified {p.min_verified_backups}; "
-                          f"legal hold {p.legal_hold_years} years"),
-            ("storage", "; ".join(f"{t['url']} [{t['tier']}]"
-                                  + ("" if t.get("required", True) else " (optional)")
-                                  for t in p.storage_targets)),
-            ("lifecycle", "; ".join(f"after {r['after_days']}d -> {r['tier']}"
-                                    for r in p.lifecycle_rules) or "-"),
-            ("encryption", f"{'on' if p.encryption_enabled else 'OFF'} ({p.key_provider})"),
-            ("retries", str(p.max_retries)), ("RTO target", f"{p.rto_target_minutes} min"),
-            ("wedding dates", ", ".join(str(d) for d in sorted(weddings)) or "-"),
-            ("updated", f"{p.updated_at:%Y-%m-%d %H:%M:%S %Z}"),
-        ]
-    catalog.dispose()
+    ctx = Context.from_settings()
+    try:
+        d = queries.policy_details(ctx, name)
+    finally:
+        ctx.close()
+    p, nxt = d.values, d.next_run
+    rows = [
+        ("name", p["name"]), ("organization", p["organization"]),
+        ("description", p["description"] or ""), ("active", str(p["is_active"])),
+        ("source", f"{p['source_kind'].value} {_source_text(p['source_config'])}"),
+        ("backup type", p["backup_type"].value), ("priority", p["priority"].value),
+        ("wedding-day priority", str(p["wedding_day_priority"])),
+        ("vendor type", p["vendor_type"].value if p["vendor_type"] else "-"),
+        ("schedule", f"{p['schedule_cron']} ({p['timezone']})"),
+        ("peak-season multiplier", str(p["peak_season_multiplier"])),
+        ("effective schedules", "; ".join(p["effective_schedules"])),
+        ("next run", f"{nxt.astimezone(zone(p['timezone'])):%Y-%m-%d %H:%M %Z}" if nxt
+         else "-"),
+        ("retention", f"{p['retention_days']} days; keep last {p['keep_last']}, daily "
+                      f"{p['keep_daily']}, weekly {p['keep_weekly']}, monthly "
+                      f"{p['keep_monthly']}, yearly {p['keep_yearly']}; min verified "
+                      f"{p['min_verified_backups']}; legal hold {p['legal_hold_years']} years"),
+        ("storage", "; ".join(f"{t['url']} [{t['tier']}]"
+                              + ("" if t.get("required", True) else " (optional)")
+                              for t in p["storage_targets"])),
+        ("lifecycle", "; ".join(f"after {r['after_days']}d -> {r['tier']}"
+                                for r in p["lifecycle_rules"]) or "-"),
+        ("encryption", f"{'on' if p['encryption_enabled'] else 'OFF'} ({p['key_provider']})"),
+        ("retries", str(p["max_retries"])), ("RTO target", f"{p['rto_target_minutes']} min"),
+        ("wedding dates", ", ".join(str(day) for day in d.wedding_dates) or "-"),
+        ("updated", f"{p['updated_at']:%Y-%m-%d %H:%M:%S %Z}"),
+    ]
     out.print(key_value_table(rows))
 
 
 @orgs_app.command("list")
 def orgs_list() -> None:
     """Organizations in the catalog."""
-    catalog = _catalog()
-    with catalog.session() as session:
-        orgs = list(session.execute(sa.select(Organization).order_by(Organization.slug))
-                    .scalars())
-        table = Table(box=None, pad_edge=False)
-        for col in ("SLUG", "NAME", "VENDOR TYPE", "ACTIVE", "ID"):
-            table.add_column(col)
-        for o in orgs:
-            table.add_row(o.slug, o.name, o.vendor_type.value,
-                          "shredded" if o.shredded_at else str(o.is_active), str(o.id))
-    catalog.dispose()
+    ctx = Context.from_settings()
+    try:
+        orgs = queries.list_organizations(ctx)
+    finally:
+        ctx.close()
+    table = Table(box=None, pad_edge=False)
+    for col in ("SLUG", "NAME", "VENDOR TYPE", "ACTIVE", "ID"):
+        table.add_column(col)
+    for o in orgs:
+        table.add_row(o["slug"], o["name"], o["vendor_type"], o["active"], o["id"])
     out.print(table)
 
 
 @audit_app.command("list")
 def audit_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
     """The newest audit entries."""
-    catalog = _catalog()
-    with catalog.session() as session:
-        rows = list(session.execute(sa.select(AuditEntry).order_by(AuditEntry.id.desc())
-                                    .limit(limit)).scalars())
-    catalog.dispose()
+    ctx = Context.from_settings()
+    try:
+        rows = queries.audit_entries(ctx, limit)
+    finally:
+        ctx.close()
     table = Table(box=None, pad_edge=False)
     for col in ("ID", "TIME (UTC)", "ACTOR", "ACTION", "SUMMARY"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r.id), f"{r.occurred_at:%Y-%m-%d %H:%M:%S}", r.actor, r.action,
-                      r.summary or "")
+        table.add_row(str(r["id"]), f"{r['occurred_at']:%Y-%m-%d %H:%M:%S}", r["actor"],
+                      r["action"], r["summary"])
     out.print(table)
 
 
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit log's hash chain; exit 3 and name the rows if it was tampered with."""
-    catalog = _catalog()
-    with catalog.session() as session:
-        rows = audit_log.all_rows(session)
-        problems = audit_log.verify_chain(rows)
-    catalog.dispose()
-    if problems:
-        for p in problems:
+    ctx = Context.from_settings()
+    try:
+        check = queries.verify_audit(ctx)
+    finally:
+        ctx.close()
+    if check.problems:
+        for p in check.problems:
             err.print(f"audit row {p.row_id}: {p.problem}")
         raise typer.Exit(3)
-    head = rows[-1].row_hash if rows else audit_log.GENESIS
-    out.print(f"audit log intact: {len(rows)} rows, head {head}")
+    out.print(f"audit log intact: {check.rows} rows, head {check.head}")
 
 
 @app.command("demo")
@@ -297,14 +280,6 @@ def demo(policies: Annotated[Path, typer.Option(help="Policy file to apply.")]
     from vowvault.cli.demo import run_demo
 
     run_demo(policies, out)
-
-
-def _wedding_dates(session: sa.orm.Session) -> dict[object, set[dt.date]]:
-    found: dict[object, set[dt.date]] = {}
-    for org_id, day in session.execute(sa.select(WeddingDate.organization_id,
-                                                 WeddingDate.wedding_date)):
-        found.setdefault(org_id, set()).add(day)
-    return found
 
 
 def _source_text(config: dict[str, object]) -> str:
@@ -328,7 +303,7 @@ def _ago(delta: dt.timedelta) -> str:
 
 def main() -> None:
     """Console entry point: VowvaultError becomes one line on stderr and an exit code."""
-    from tasks.secrets import register
+    from vowvault.orchestrator.prefect_blocks import register
 
     register()  # Prefect Secret blocks as named secrets (Prefect loads only when used)
     try:

@@ -173,24 +173,18 @@ def webhooks_deliver() -> None:
 @webhooks_app.command("log")
 def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.")] = 20) -> None:
     """Deliveries with every attempt."""
-    import sqlalchemy as sa
-
-    from vowvault.catalog.models import WebhookDelivery, WebhookEndpoint
+    from vowvault.engine import queries
 
     ctx = Context.from_settings()
     try:
-        with ctx.catalog.session() as s:
-            rows = s.execute(sa.select(WebhookDelivery, WebhookEndpoint.url).join(
-                WebhookEndpoint).order_by(WebhookDelivery.created_at.desc()).limit(limit)).all()
-            table = Table(box=None, pad_edge=False)
-            for col in ("TIME (UTC)", "EVENT", "ENDPOINT", "STATUS", "ATTEMPTS", "LAST"):
-                table.add_column(col)
-            for d, url in rows:
-                last = (d.attempt_log or [{}])[-1]
-                table.add_row(f"{d.created_at:%Y-%m-%d %H:%M:%S}", d.event_type
-                              + (" (escalation)" if d.escalation else ""), url,
-                              d.status.value, str(d.attempts),
-                              str(last.get("status") or last.get("error") or "-"))
+        rows = queries.webhook_log(ctx, limit)
     finally:
         ctx.close()
+    table = Table(box=None, pad_edge=False)
+    for col in ("TIME (UTC)", "EVENT", "ENDPOINT", "STATUS", "ATTEMPTS", "LAST"):
+        table.add_column(col)
+    for d in rows:
+        table.add_row(f"{d['created_at']:%Y-%m-%d %H:%M:%S}", d["event"]
+                      + (" (escalation)" if d["escalation"] else ""), d["url"], d["status"],
+                      str(d["attempts"]), d["last"])
     _out.print(table)

@@ -21,11 +21,10 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
 
 def _prefect() -> None:
     import flows  # noqa: F401 - offline defaults before Prefect loads
-    from vowvault.cli.backups import _quiet_expected_errors
-    from vowvault.cli.prefect_server import use_running_server
+    from vowvault.cli.prefect_server import quiet_expected_errors, use_running_server
 
     use_running_server()
-    _quiet_expected_errors()
+    quiet_expected_errors()
 
 
 def deploy(
@@ -38,14 +37,13 @@ def deploy(
     import os
 
     from deployments.backup import deploy as do_deploy
-    from vowvault.catalog.db import Catalog
-    from vowvault.settings import load_settings
+    from vowvault.engine.context import Context
 
-    settings = load_settings()
-    catalog = Catalog.open(settings)
-    env = deployment_env(os.environ, settings.home)
-    summary = do_deploy(catalog, work_pool, env=env)
-    catalog.dispose()
+    ctx = Context.from_settings()
+    try:
+        summary = do_deploy(ctx, work_pool, env=deployment_env(os.environ, ctx.settings.home))
+    finally:
+        ctx.close()
     for created in summary.created:
         _out.print(f"  created {created}")
     for name in summary.deployments:
@@ -71,14 +69,13 @@ def serve() -> None:
         _out.print(f"started a local Prefect server: UI at {ui} (stops with this command)")
     _prefect()
     from deployments.backup import serve as do_serve
-    from vowvault.catalog.db import Catalog
-    from vowvault.settings import load_settings
+    from vowvault.engine.context import Context
 
-    catalog = Catalog.open(load_settings())
+    ctx = Context.from_settings()
     try:
-        do_serve(catalog)
+        do_serve(ctx)
     finally:
-        catalog.dispose()
+        ctx.close()
         if server is not None:
             prefect_server.stop_local_server(server)
 
@@ -89,15 +86,15 @@ def run_via_deployment(policy: str, timeout: float) -> dict[str, Any]:
     from prefect.deployments import run_deployment
 
     run = run_deployment(f"backup/{policy}", parameters={"policy": policy}, timeout=timeout)
-    from vowvault.catalog.db import Catalog
-    from vowvault.cli.backups import result_of_flow_run
-    from vowvault.settings import load_settings
+    from vowvault.engine import queries
+    from vowvault.engine.context import Context
 
-    catalog = Catalog.open(load_settings())
+    ctx = Context.from_settings()
     try:
-        return result_of_flow_run(catalog, str(run.id), run.state)
+        return queries.backup_of_flow_run(ctx, str(run.id),
+                                          run.state.name if run.state else None)
     finally:
-        catalog.dispose()
+        ctx.close()
 
 
 def drill(

@@ -8,6 +8,7 @@ server on the same database (which SQLite would not enjoy)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from vowvault.errors import ConfigError
+from vowvault.errors import ConfigError, VowvaultError
 from vowvault.settings import load_settings
 
 
@@ -88,3 +89,27 @@ def stop_local_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+class _NoTracebackForExpected(logging.Filter):
+    """Prefect logs a task's exception with its traceback; for vowvault's own errors (bad
+    input, a source or target down) the one-line message is the whole story."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], VowvaultError):
+            record.msg = f"{record.getMessage().splitlines()[0]}: {record.exc_info[1]}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_expected_errors() -> None:
+    """Prefect's own loggers print vowvault's errors as one line, without a traceback."""
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    flt = _NoTracebackForExpected()
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(flt)

@@ -35,7 +35,7 @@ from vowvault.scheduling import expected_runs
 MiB = 1024 * 1024
 
 
-def _frames(ctx: Context, until: dt.datetime) -> dict[str, pd.DataFrame]:
+def catalog_frames(ctx: Context, until: dt.datetime) -> dict[str, pd.DataFrame]:
     """The catalog tables analytics needs, as data frames (one read each)."""
     with ctx.catalog.read() as s:
         def frame(query: Any) -> pd.DataFrame:
@@ -86,7 +86,7 @@ def daily(ctx: Context, day: dt.date, frames: dict[str, pd.DataFrame] | None = N
           ) -> pd.DataFrame:
     """One row per policy for one UTC day (the numbers generate_backup_analytics stores)."""
     start, end = day_window(day)
-    f = frames or _frames(ctx, end)
+    f = frames or catalog_frames(ctx, end)
     jobs = f["jobs"].copy()
     rows = []
     if not jobs.empty:
@@ -175,7 +175,7 @@ def compliance(ctx: Context, days_back: int = 7, as_of: dt.datetime | None = Non
     schedules promised, in percent (= SQL check_backup_compliance)."""
     as_of = as_of or ctx.clock()
     start = as_of - dt.timedelta(days=days_back)
-    f = _frames(ctx, as_of + dt.timedelta(seconds=1))
+    f = catalog_frames(ctx, as_of + dt.timedelta(seconds=1))
     jobs = f["jobs"]
     out = {}
     for p in f["policies"].itertuples():
@@ -224,7 +224,7 @@ def _db(value: Any) -> Any:
 def storage_history(ctx: Context, days: int, until: dt.date) -> pd.DataFrame:
     """Bytes stored per tier at the end of each day (live objects then)."""
     end = day_window(until)[1]
-    storage = _frames(ctx, end)["storage"]
+    storage = catalog_frames(ctx, end)["storage"]
     index = pd.date_range(end=pd.Timestamp(until), periods=days, freq="D")
     if storage.empty:
         return pd.DataFrame(index=index)

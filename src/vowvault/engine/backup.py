@@ -48,9 +48,9 @@ from vowvault.domain import (
     Tier,
     VerificationStatus,
 )
-from vowvault.engine import keyring, objects, runs
+from vowvault.engine import kek, objects, runs
 from vowvault.engine.context import Context, Progress, log
-from vowvault.engine.keyring import KeyRecord
+from vowvault.engine.kek import KeyRecord
 from vowvault.engine.reaper import reap
 from vowvault.errors import (
     ConfigError,
@@ -243,9 +243,9 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
     password = _source_password(view.source)
     if previous is not None:
         objects.remove_objects(ctx, previous, reason="retried by its flow")
-    key = keyring.ensure_active_key(ctx, view.organization_id, view.key_provider)
+    key = kek.ensure_active_key(ctx, view.organization_id, view.key_provider)
     dek = new_dek()
-    wrapped = keyring.wrap(ctx, key, dek, job_id)
+    wrapped = kek.wrap(ctx, key, dek, job_id)
     parent_entries = None
     if parent is not None and view.source_kind == SourceKind.DIRECTORY:
         parent_entries = objects.open_tree(ctx, parent).entries(resolved=True)

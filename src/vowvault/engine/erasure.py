@@ -215,7 +215,7 @@ def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uui
     under a new data key, verified; it takes the original's place in time."""
     from vowvault import sources
     from vowvault.engine import backup as engine
-    from vowvault.engine import keyring
+    from vowvault.engine import kek
     from vowvault.keys import new_dek
     from vowvault.sources.directory import TreeRewrite
 
@@ -241,11 +241,11 @@ def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uui
                     "legal_hold": old.legal_hold}
         original_times = (old.created_at, old.completed_at, old.expires_at)
     tree = objects.open_tree(ctx, stored)
-    key = keyring.ensure_active_key(ctx, view.organization_id, view.key_provider)
+    key = kek.ensure_active_key(ctx, view.organization_id, view.key_provider)
     new_id = uuid.uuid4()
     dek = new_dek()
     prepared = engine.Prepared(new_id, view, BackupType.FULL, None, targets, dek, key,
-                               keyring.wrap(ctx, key, dek, new_id))
+                               kek.wrap(ctx, key, dek, new_id))
     driver = sources.driver(SourceKind.DIRECTORY)
     copies = engine.copies_of(ctx, targets)
     with ctx.catalog.session() as s:

@@ -1,17 +1,14 @@
-"""Organizations' key-encryption keys as the catalog knows them (references, versions),
-and the operations on them: first use, wrapping, unwrapping, rotation, shredding.
+"""Operations on organizations' key-encryption keys: rotation, destroying retired versions,
+status and rotation reminders, crypto-shredding (the primitives are in ``kek``).
 
-A KEK version is read from the catalog as a ``KeyRecord`` (plain values) in a short
-transaction; wrapping, unwrapping, creating and destroying keys talk to the key provider
-(a file, a Prefect server, KMS) outside any transaction.
+Each step reads the catalog in a short transaction and talks to the key provider and the
+storage targets outside it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -19,125 +16,12 @@ from sqlalchemy.orm import Session
 from vowvault.catalog import audit
 from vowvault.catalog.models import BackupJob, EncryptionKey, Organization
 from vowvault.domain import KeyStatus
+from vowvault.engine import objects
 from vowvault.engine.context import Context, log
+from vowvault.engine.kek import KeyRecord, active, create_version, org_keys, read_key, wrap
 from vowvault.errors import ConfigError, KeyUnavailableError, NotFound
-from vowvault.keys import KeyContext
 from vowvault.repository import Copy
-from vowvault.repository.keyobject import KeyObject
 from vowvault.repository.layout import KEY
-
-ROTATION_PERIOD = dt.timedelta(days=90)
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    """One version of an organization's KEK, as the catalog records it."""
-
-    id: uuid.UUID
-    organization_id: uuid.UUID
-    org_slug: str
-    version: int
-    provider: str
-    key_ref: str
-    status: KeyStatus
-    destroyed_at: dt.datetime | None = None
-
-    @classmethod
-    def of(cls, row: EncryptionKey, slug: str) -> KeyRecord:
-        return cls(row.id, row.organization_id, slug, row.version, row.provider, row.key_ref,
-                   row.status, row.destroyed_at)
-
-    def context(self, backup_id: uuid.UUID) -> KeyContext:
-        return KeyContext(self.organization_id, self.org_slug, backup_id, self.version)
-
-    def key_object(self, backup_id: uuid.UUID, wrapped: bytes) -> KeyObject:
-        return KeyObject(backup_id, self.organization_id, self.provider, self.key_ref,
-                         self.version, wrapped)
-
-
-def wrap(ctx: Context, key: KeyRecord, dek: bytes, backup_id: uuid.UUID) -> bytes:
-    return ctx.keys(key.provider).wrap(key.key_ref, dek, key.context(backup_id))
-
-
-def unwrap(ctx: Context, key: KeyRecord, wrapped: bytes, backup_id: uuid.UUID) -> bytes:
-    if key.status == KeyStatus.DESTROYED:
-        raise KeyUnavailableError(f"key version {key.version} of {key.org_slug} was destroyed "
-                                  f"on {key.destroyed_at:%Y-%m-%d}" if key.destroyed_at else
-                                  f"key version {key.version} of {key.org_slug} was destroyed")
-    return ctx.keys(key.provider).unwrap(key.key_ref, wrapped, key.context(backup_id))
-
-
-def read_key(session: Session, key_id: uuid.UUID | None) -> KeyRecord | None:
-    row = session.get(EncryptionKey, key_id) if key_id is not None else None
-    if row is None:
-        return None
-    org = session.get(Organization, row.organization_id)
-    return KeyRecord.of(row, org.slug if org else "?")
-
-
-def org_keys(session: Session, org_id: uuid.UUID) -> dict[int, KeyRecord]:
-    """Every version of an organization's KEK, by version."""
-    org = session.get(Organization, org_id)
-    slug = org.slug if org else "?"
-    return {r.version: KeyRecord.of(r, slug) for r in session.execute(
-        sa.select(EncryptionKey).where(EncryptionKey.organization_id == org_id)).scalars()}
-
-
-def ensure_active_key(ctx: Context, org_id: uuid.UUID, provider_name: str) -> KeyRecord:
-    """The organization's active KEK version; version 1 is created on first use."""
-    with ctx.catalog.read() as s:
-        org = s.get(Organization, org_id)
-        assert org is not None
-        if org.shredded_at is not None:
-            raise KeyUnavailableError(f"organization {org.slug} was crypto-shredded on "
-                                      f"{org.shredded_at:%Y-%m-%d}: it can have no new backups")
-        row = _active(s, org_id)
-        if row is not None:
-            return KeyRecord.of(row, org.slug)
-        slug = org.slug
-    return create_version(ctx, org_id, slug, provider_name, 1)
-
-
-def _active(session: Session, org_id: uuid.UUID) -> EncryptionKey | None:
-    return session.execute(sa.select(EncryptionKey).where(
-        EncryptionKey.organization_id == org_id, EncryptionKey.status == KeyStatus.ACTIVE)
-    ).scalar_one_or_none()
-
-
-def create_version(ctx: Context, org_id: uuid.UUID, slug: str, provider_name: str,
-                   version: int, *, retire: uuid.UUID | None = None) -> KeyRecord:
-    """Make version ``version`` with the provider (which adopts one that exists), then
-    record it active (retiring ``retire`` in the same transaction). Two processes doing this
-    at once end with one row: the loser adopts the winner's."""
-    keys = ctx.keys(provider_name)
-    ref = keys.create(org_id, slug, version)
-    now = ctx.clock()
-    try:
-        with ctx.catalog.session() as s:
-            if retire is not None:
-                old = s.get(EncryptionKey, retire)
-                if old is not None and old.status == KeyStatus.ACTIVE:
-                    old.status, old.retired_at = KeyStatus.RETIRED, now
-                    s.flush()
-            row = EncryptionKey(id=uuid.uuid4(), organization_id=org_id, version=version,
-                                provider=keys.name, key_ref=ref, status=KeyStatus.ACTIVE,
-                                rotation_due_at=now + ROTATION_PERIOD, created_at=now)
-            s.add(row)
-            s.flush()
-            audit.record(s, actor=ctx.settings.actor, action="key.create",
-                         target_type="encryption_key", target_id=row.id,
-                         organization_id=org_id,
-                         summary=f"key-encryption key v{version} of {slug} created "
-                                 f"({keys.name})",
-                         after={"version": version, "provider": keys.name})
-            return KeyRecord.of(row, slug)
-    except sa.exc.IntegrityError:
-        with ctx.catalog.read() as s:
-            row = _active(s, org_id)
-            if row is None:
-                raise
-            return KeyRecord.of(row, slug)
-
 
 # -- rotation -------------------------------------------------------------------------------
 
@@ -161,7 +45,7 @@ def rotate(ctx: Context, slug: str, provider_name: str | None = None) -> dict[st
         if org.shredded_at is not None:
             raise KeyUnavailableError(f"organization {slug} was crypto-shredded")
         org_id = org.id
-        current = _active(s, org_id)
+        current = active(s, org_id)
         current_id = current.id if current else None
         current_provider = current.provider if current else None
         pending = _pending(s, org_id, current_id)
@@ -170,24 +54,24 @@ def rotate(ctx: Context, slug: str, provider_name: str | None = None) -> dict[st
     resumed = current_id is not None and bool(pending)
     if resumed:
         with ctx.catalog.read() as s:
-            active = read_key(s, current_id)
-        assert active is not None
+            new = read_key(s, current_id)
+        assert new is not None
     else:
-        active = create_version(ctx, org_id, slug, provider_name or current_provider or "local",
+        new = create_version(ctx, org_id, slug, provider_name or current_provider or "local",
                                 latest + 1, retire=current_id)
     with ctx.catalog.read() as s:
-        todo = _pending(s, org_id, active.id)
+        todo = _pending(s, org_id, new.id)
     done = 0
     for job_id in todo:
-        _rewrap_one(ctx, job_id, active.id)
+        _rewrap_one(ctx, job_id, new.id)
         done += 1
     with ctx.catalog.session() as s:
         audit.record(s, actor=ctx.settings.actor, action="key.rotate",
                      target_type="organization", target_id=org_id, organization_id=org_id,
-                     summary=f"key-encryption key of {slug} rotated to v{active.version}: "
+                     summary=f"key-encryption key of {slug} rotated to v{new.version}: "
                              f"{done} data keys re-wrapped" + (" (resumed)" if resumed else ""),
-                     after={"version": active.version, "rewrapped": done})
-    return {"organization": slug, "version": active.version, "rewrapped": done,
+                     after={"version": new.version, "rewrapped": done})
+    return {"organization": slug, "version": new.version, "rewrapped": done,
             "resumed": resumed, "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -204,8 +88,6 @@ def _rewrap_one(ctx: Context, job_id: uuid.UUID, active_id: uuid.UUID) -> None:
     """One backup's data key under the active version: every copy's key object first (a
     crash after it leaves the catalog on the old version, which still opens the data; the
     key object's new wrapping opens it too), then the catalog."""
-    from vowvault.engine import objects
-
     with ctx.catalog.read() as s:
         stored = objects.read_stored(s, job_id)
         new = read_key(s, active_id)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from vowvault.catalog.models import BackupJob, BackupStorage, Organization
 from vowvault.domain import BackupStatus, CopyRole, CopyStatus, ObjectKind
 from vowvault.engine.context import Context, log
-from vowvault.engine.keyring import KeyRecord, read_key, unwrap
+from vowvault.engine.kek import KeyRecord, read_key, unwrap
 from vowvault.errors import KeyUnavailableError, RestoreError, VowvaultError
 from vowvault.repository import BackupLocation, Copy
 from vowvault.repository.reader import BackupReader
@@ -29,8 +29,8 @@ from vowvault.repository.writer import remove_backup
 
 
 @dataclass(frozen=True)
-class Target:
-    """A storage target as a policy names it."""
+class CopyRef:
+    """A target holding (or meant to hold) a copy of a backup, with its credentials."""
 
     url: str
     secret: str | None = None
@@ -47,9 +47,9 @@ class StoredBackup:
     key: KeyRecord | None
     wrapped_dek: bytes | None
     manifest_sha256: str | None
-    targets: list[Target] = field(default_factory=list)
+    targets: list[CopyRef] = field(default_factory=list)
     """Targets holding a readable copy (its manifest stored), primary first."""
-    all_targets: list[Target] = field(default_factory=list)
+    all_targets: list[CopyRef] = field(default_factory=list)
     """Every target the backup wrote to (or was to write to), for removal."""
     object_names: dict[str, list[str]] = field(default_factory=dict)
     """Target URL -> object names the catalog records there."""
@@ -76,11 +76,11 @@ def read_stored(session: Session, job_or_id: BackupJob | uuid.UUID) -> StoredBac
     rows = list(session.execute(sa.select(BackupStorage).where(
         BackupStorage.backup_job_id == job.id)
         .order_by(BackupStorage.copy_role.desc(), BackupStorage.created_at)).scalars())
-    readable: list[Target] = []
-    every: list[Target] = []
+    readable: list[CopyRef] = []
+    every: list[CopyRef] = []
     names: dict[str, list[str]] = {}
     for r in rows:
-        target = Target(r.storage_url, secrets.get(r.storage_url), r.copy_role)
+        target = CopyRef(r.storage_url, secrets.get(r.storage_url), r.copy_role)
         if r.status != CopyStatus.DELETED:
             names.setdefault(r.storage_url, []).append(r.file_path)
             if target.url not in {t.url for t in every}:

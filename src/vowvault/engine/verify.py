@@ -18,7 +18,7 @@ from vowvault.catalog.models import BackupJob, BackupStorage
 from vowvault.domain import BackupStatus, CopyStatus, VerificationStatus
 from vowvault.engine import objects
 from vowvault.engine.context import Context
-from vowvault.engine.keyring import KeyRecord, org_keys, unwrap
+from vowvault.engine.kek import KeyRecord, org_keys, unwrap
 from vowvault.errors import IntegrityError, StorageError, VowvaultError
 from vowvault.repository.keyobject import KeyObject
 from vowvault.repository.reader import BackupReader

@@ -26,101 +26,25 @@ import binascii
 import os
 import re
 import secrets
-import struct
 import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from vowvault.errors import ConfigError, KeyUnavailableError
+from vowvault.keys.base import (
+    KEY_BYTES,
+    KeyContext,
+    KeyProvider,
+    MaterialProvider,
+    check_length,
+    new_dek,
+    unwrap_with,
+    wrap_with,
+)
 
-KEY_BYTES = 32
-
-
-def new_dek() -> bytes:
-    return secrets.token_bytes(KEY_BYTES)
-
-
-@dataclass(frozen=True)
-class KeyContext:
-    """What a wrap is bound to."""
-
-    org_id: uuid.UUID
-    org_slug: str
-    backup_id: uuid.UUID
-    version: int
-
-    def aad(self) -> bytes:
-        return b"vowvault-dek/1" + self.org_id.bytes + self.backup_id.bytes + \
-            struct.pack(">I", self.version)
-
-    def encryption_context(self) -> dict[str, str]:
-        return {"vowvault:organization": str(self.org_id), "vowvault:backup":
-                str(self.backup_id), "vowvault:version": str(self.version)}
-
-
-def _refused(ctx: KeyContext) -> KeyUnavailableError:
-    return KeyUnavailableError(
-        f"the organization's key (version {ctx.version}) does not open the data key of "
-        f"backup {ctx.backup_id}: wrong key file or variable, or the key was replaced")
-
-
-def wrap_with(kek: bytes, dek: bytes, ctx: KeyContext) -> bytes:
-    """nonce (12) | AES-256-GCM(kek, dek, aad=context)."""
-    nonce = secrets.token_bytes(12)
-    return nonce + AESGCM(kek).encrypt(nonce, dek, ctx.aad())
-
-
-def unwrap_with(kek: bytes, wrapped: bytes, ctx: KeyContext) -> bytes:
-    try:
-        return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], ctx.aad())
-    except (InvalidTag, ValueError):
-        raise _refused(ctx) from None
-
-
-class KeyProvider(ABC):
-    """Where KEK versions live. ``key_ref`` is what the catalog records: a reference, never
-    key material."""
-
-    name: str
-
-    @abstractmethod
-    def create(self, org_id: uuid.UUID, org_slug: str, version: int) -> str:
-        """Make (or adopt) version ``version`` of the organization's KEK; return its ref."""
-
-    @abstractmethod
-    def wrap(self, key_ref: str, dek: bytes, ctx: KeyContext) -> bytes: ...
-
-    @abstractmethod
-    def unwrap(self, key_ref: str, wrapped: bytes, ctx: KeyContext) -> bytes:
-        """The DEK; ``KeyUnavailableError`` when the KEK is gone or does not open it."""
-
-    @abstractmethod
-    def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
-        """Make this KEK version unusable for ever (idempotent)."""
-
-
-class MaterialProvider(KeyProvider):
-    """Providers that hand vowvault the key bytes; wrapping is AES-256-GCM here."""
-
-    @abstractmethod
-    def material(self, key_ref: str, ctx: KeyContext) -> bytes: ...
-
-    def wrap(self, key_ref: str, dek: bytes, ctx: KeyContext) -> bytes:
-        return wrap_with(self.material(key_ref, ctx), dek, ctx)
-
-    def unwrap(self, key_ref: str, wrapped: bytes, ctx: KeyContext) -> bytes:
-        return unwrap_with(self.material(key_ref, ctx), wrapped, ctx)
-
-
-def _check_length(data: bytes, where: str) -> bytes:
-    if len(data) != KEY_BYTES:
-        raise KeyUnavailableError(f"{where} holds {len(data)} bytes; a key has {KEY_BYTES}")
-    return data
+__all__ = ["KEY_BYTES", "EnvKey", "KeyContext", "KeyProvider", "LocalKeyFile",
+           "MaterialProvider", "new_dek", "provider", "register_provider", "unwrap_with",
+           "wrap_with"]
 
 
 class LocalKeyFile(MaterialProvider):
@@ -156,7 +80,7 @@ class LocalKeyFile(MaterialProvider):
                 f"were destroyed") from None
         except OSError as exc:
             raise KeyUnavailableError(f"cannot read key file {path}: {exc.strerror}") from None
-        return _check_length(data, f"key file {path}")
+        return check_length(data, f"key file {path}")
 
     def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
         path = self._path(org_id, version)
@@ -196,7 +120,7 @@ class EnvKey(MaterialProvider):
             key = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise KeyUnavailableError(f"{var} is not valid base64") from None
-        return _check_length(key, var)
+        return check_length(key, var)
 
     def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
         raise ConfigError(f"vowvault cannot destroy a key held in the environment: unset "

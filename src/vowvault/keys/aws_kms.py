@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from vowvault.errors import KeyUnavailableError, StorageError, TransientStorageError
-from vowvault.keys import KeyContext, KeyProvider
+from vowvault.keys.base import KeyContext, KeyProvider
 
 
 class AwsKms(KeyProvider):

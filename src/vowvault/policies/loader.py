@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from vowvault.errors import PolicyError
-from vowvault.policies.spec import PolicyFile, _RefError
+from vowvault.policies.spec import PolicyFile, RefError
 
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -103,7 +103,7 @@ def _policy_error(exc: ValidationError, data: dict[str, Any], lines: dict[Loc, i
     err = errors[0]
     loc: Loc = tuple(err["loc"])
     cause = err.get("ctx", {}).get("error")
-    if isinstance(cause, _RefError):
+    if isinstance(cause, RefError):
         loc = cause.loc
     message = _describe(err, loc)
     more = len(exc.errors()) - 1

@@ -346,18 +346,18 @@ class PolicyFile(Strict):
             raise ValueError(f"policy name {dup!r} is used twice")
         for i, p in enumerate(self.policies):
             if p.organization not in slugs:
-                raise _RefError(("policies", i, "organization"),
+                raise RefError(("policies", i, "organization"),
                                 f"organization {p.organization!r} is not declared under "
                                 f"organizations:")
         for i, w in enumerate(self.weddings):
             if w.organization not in slugs:
-                raise _RefError(("weddings", i, "organization"),
+                raise RefError(("weddings", i, "organization"),
                                 f"organization {w.organization!r} is not declared under "
                                 f"organizations:")
         return self
 
 
-class _RefError(ValueError):
+class RefError(ValueError):
     """A cross-reference error that knows the location it belongs to."""
 
     def __init__(self, loc: tuple[str | int, ...], message: str) -> None:

@@ -72,8 +72,6 @@ class RestoreTarget:
 
     def describe(self) -> str:
         if self.database is not None:
-            from vowvault.sources.postgres import redact
-
             return redact(self.database)
         return str(self.directory)
 
@@ -120,3 +118,17 @@ class SourceDriver(abc.ABC):
     def scratch(self, config: dict[str, Any],
                 server: str | None = None) -> contextlib.AbstractContextManager[RestoreTarget]:
         """A throw-away target for a drill, removed afterwards."""
+
+
+def redact(dsn: str) -> str:
+    """A DSN safe to print and store: host, port, database, user; never a password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(dsn)
+    except Exception:
+        return "<unparseable connection string>"
+    user = f"{info['user']}@" if info.get("user") else ""
+    host = info.get("host") or "localhost"
+    port = f":{info['port']}" if info.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{info.get('dbname', '')}"

@@ -34,25 +34,12 @@ from vowvault.sources.base import (
     SnapshotRequest,
     SourceDriver,
     no_progress,
+    redact,
 )
 
 log = logging.getLogger("vowvault")
 
 READ_CHUNK = 1 << 20
-
-
-def redact(dsn: str) -> str:
-    """A DSN safe to print and store: host, port, database, user; never a password."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        info = conninfo_to_dict(dsn)
-    except Exception:
-        return "<unparseable connection string>"
-    user = f"{info['user']}@" if info.get("user") else ""
-    host = info.get("host") or "localhost"
-    port = f":{info['port']}" if info.get("port") else ""
-    return f"postgresql://{user}{host}{port}/{info.get('dbname', '')}"
 
 
 def _tool(name: str) -> str:

@@ -1,14 +1,20 @@
-"""Prefect Secret blocks as a key provider (``prefect-secret``): one block per KEK version,
-named ``vowvault-kek-<organization id>-v<N>``, holding base64 of 32 random bytes."""
+"""Prefect Secret blocks as vowvault's plug-ins: a source of named secrets (``prefect:NAME``,
+``vowvault.secrets``) and a key provider (``prefect-secret``: one block per KEK version,
+named ``vowvault-kek-<organization id>-v<N>``, holding base64 of 32 random bytes).
+
+The core never imports Prefect; the faces (the CLI, the flows) call ``register`` so that
+policies may name these. Prefect itself is imported only when a secret or key is used.
+"""
 
 from __future__ import annotations
 
 import base64
-import secrets
+import json
+import secrets as random_secrets
 import uuid
 
-from vowvault import keys
-from vowvault.errors import KeyUnavailableError
+from vowvault import keys, secrets
+from vowvault.errors import ConfigError, KeyUnavailableError
 
 
 def _name(org_id: uuid.UUID, version: int) -> str:
@@ -25,7 +31,7 @@ class PrefectSecretKey(keys.MaterialProvider):
         try:
             Secret.load(name)
         except ValueError:
-            Secret(value=base64.b64encode(secrets.token_bytes(keys.KEY_BYTES)).decode()
+            Secret(value=base64.b64encode(random_secrets.token_bytes(keys.KEY_BYTES)).decode()
                    ).save(name)
         return f"prefect-secret:{name}"
 
@@ -60,8 +66,18 @@ class PrefectSecretKey(keys.MaterialProvider):
         asyncio.run(delete())
 
 
+def prefect_secret(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError:
+        raise ConfigError(f"no Prefect Secret block named {name!r} (create it in the UI or "
+                          f"with `Secret(value=...).save({name!r})`)") from None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def register() -> None:
+    """Prefect Secret blocks as named secrets and as a key provider."""
+    secrets.register("prefect", prefect_secret)
     keys.register_provider("prefect-secret", lambda home: PrefectSecretKey())
-
-
-
