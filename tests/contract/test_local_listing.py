@@ -19,9 +19,10 @@ def test_listing_walks_only_the_prefix(tmp_path: Path) -> None:
     # directory, and a symlink out of the root. None of it is visited.
     deep = root / "other"
     deep.mkdir(parents=True)
+    depth = 1500
     fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for _ in range(1500):
+        for _ in range(depth):
             os.mkdir("d", dir_fd=fd)
             nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
@@ -42,5 +43,17 @@ def test_listing_walks_only_the_prefix(tmp_path: Path) -> None:
         names = [o.name for o in store.list("")]  # the whole root: deep, iteratively
     finally:
         (root / "org" / "locked").chmod(0o700)
+        remove_chain(deep, depth)
     assert "org/pol/bk1/escape/secret" not in names
     assert set(names) >= {"org/pol/bk1/data", "org/pol/bk2/data"}
+
+
+def remove_chain(top: Path, depth: int) -> None:
+    """Remove ``top/d/d/.../d`` bottom up (too deep for a recursive rmtree)."""
+    fds = [os.open(top, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(depth - 1):
+        fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    while fds:
+        fd = fds.pop()
+        os.rmdir("d", dir_fd=fd)
+        os.close(fd)

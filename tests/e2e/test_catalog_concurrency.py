@@ -107,16 +107,17 @@ def test_frozen_restore_verify_and_backup_block_nobody(catalog_env: dict[str, st
         restore = start("restore", backup_id, "--to-dir", str(out))
         frozen.append(restore)
         freeze_when(restore, lambda p: p.startswith(str(out)))
+        missed = []
         for _attempt in range(5):  # verify reads fast: catch it with an object open
             verify = start("verify", backup_id)
             try:
                 freeze_when(verify, lambda p: p.startswith(str(storage)) and "/data" in p)
                 frozen.append(verify)
                 break
-            except AssertionError:
-                continue
+            except AssertionError as exc:
+                missed.append(str(exc))
         else:
-            pytest.fail("verify was never caught reading its data")
+            pytest.fail(f"verify was never caught reading its data: {missed[-1]}")
         backup = start("backup", "run", "photos", "--direct")
         frozen.append(backup)
         freeze_when(backup, lambda p: p.startswith(str(storage)) and ".tmp-" in p)
@@ -132,7 +133,7 @@ def test_frozen_restore_verify_and_backup_block_nobody(catalog_env: dict[str, st
     finally:
         for proc in frozen:
             os.kill(proc.pid, signal.SIGCONT)
-    results = [proc.communicate(timeout=120) + (proc.returncode,) for proc in frozen]
+    results = [(*proc.communicate(timeout=120), proc.returncode) for proc in frozen]
     for stdout, stderr, code in results:
         assert code == 0, f"{stdout}\n{stderr}"
     assert tree_state(out) == tree_state(photos)
