@@ -246,9 +246,7 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
     key = kek.ensure_active_key(ctx, view.organization_id, view.key_provider)
     dek = new_dek()
     wrapped = kek.wrap(ctx, key, dek, job_id)
-    parent_entries = None
-    if parent is not None and view.source_kind == SourceKind.DIRECTORY:
-        parent_entries = objects.open_tree(ctx, parent).entries(resolved=True)
+    parent_reader = objects.open_reader(ctx, parent) if parent is not None else None
     prepared = Prepared(job_id, view, backup_type, parent_id, targets, dek, key, wrapped)
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, job_id) if previous else None
@@ -275,7 +273,7 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                      target_id=job_id, organization_id=view.organization_id,
                      summary=f"backup of {view.name} started ({backup_type.value})"
                      + (f", attempt {attempt}" if attempt > 1 else ""))
-    request = SnapshotRequest(view.source, password, parent_entries)
+    request = SnapshotRequest(view.source, password, parent_reader)
     launch(ctx, prepared, driver, driver.snapshot(request), copies, request)
     log.info("backup %s of policy %s started: %s to %s", job_id, view.name, backup_type.value,
              ", ".join(t.url for t in targets))

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vowvault.repository.reader import BackupReader
-from vowvault.repository.tree import Entry
 
 Progress = Callable[[str, int, "int | None"], None]
 """(what, bytes done, bytes expected or None)."""
@@ -39,9 +38,9 @@ class SnapshotRequest:
     password: str | None = None
     """A database source's password, resolved by the caller from the name the policy
     gives."""
-    parent: Iterator[Entry] | None = None
-    """An incremental or differential backup: the entries of the backup it builds on, each
-    file naming the backup holding its bytes."""
+    parent: BackupReader | None = None
+    """An incremental or differential backup: the backup it builds on (the source decides
+    what it needs of it: a tree's index, say)."""
     progress: Progress = no_progress
 
 

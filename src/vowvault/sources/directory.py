@@ -286,9 +286,11 @@ class TreeSnapshot(Snapshot):
 
     def streams(self) -> Iterator[tuple[str, Iterable[bytes]]]:
         config, progress = self.request.config, self.request.progress
+        parent = self.request.parent
         snap = DirectorySnapshot(Path(config["path"]), exclude=config.get("exclude") or [],
                                  one_file_system=config.get("one_file_system", True),
-                                 parent=self.request.parent,
+                                 parent=TreeReader(parent).entries(resolved=True)
+                                 if parent is not None else None,
                                  strict=config.get("on_unreadable", "fail") != "warn")
         _files, total = snap.estimate()
         done = 0
