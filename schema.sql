@@ -1161,5 +1161,53 @@ ALTER TABLE backup_policies ADD CONSTRAINT ck_backup_policies_full_every_days_ra
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+CREATE TABLE storage_targets (
+    id UUID DEFAULT gen_random_uuid() NOT NULL, 
+    url TEXT NOT NULL, 
+    marker_id UUID NOT NULL, 
+    format_version INTEGER DEFAULT '1' NOT NULL, 
+    checked_at TIMESTAMP WITH TIME ZONE, 
+    available BOOLEAN DEFAULT true NOT NULL, 
+    problem TEXT, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT pk_storage_targets PRIMARY KEY (id), 
+    CONSTRAINT uq_storage_targets_url UNIQUE (url)
+);
+
+ALTER TABLE backup_storage ADD COLUMN health VARCHAR(32) DEFAULT 'UNCHECKED' NOT NULL;
+
+ALTER TABLE backup_storage ADD COLUMN checked_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE backup_storage ADD COLUMN problem TEXT;
+
+ALTER TABLE backup_storage ADD CONSTRAINT ck_backup_storage_copy_health CHECK (health IN ('UNCHECKED', 'INTACT', 'DAMAGED', 'MISSING', 'UNREACHABLE'));
+
+CREATE INDEX idx_backup_storage_checked ON backup_storage (storage_url, checked_at);
+
+UPDATE backup_storage SET health = 'INTACT', checked_at = verified_at WHERE status = 'VERIFIED';
+
+UPDATE backup_storage SET status = 'STORED', health = 'DAMAGED', checked_at = verified_at, problem = 'read back wrong (before migration 0004)' WHERE status = 'FAILED' AND verified_at IS NOT NULL;
+
+ALTER TABLE backup_policies ADD COLUMN verify_max_age_days INTEGER DEFAULT '45' NOT NULL;
+
+ALTER TABLE backup_policies ADD COLUMN scrub_cycle_days INTEGER DEFAULT '30' NOT NULL;
+
+ALTER TABLE backup_policies ADD COLUMN scrub_archived BOOLEAN DEFAULT false NOT NULL;
+
+ALTER TABLE backup_policies ADD CONSTRAINT ck_backup_policies_verification_ranges CHECK (verify_max_age_days BETWEEN 1 AND 3660 AND scrub_cycle_days BETWEEN 1 AND verify_max_age_days);
+
+-- storage_targets is the service's own table: no organization owns a target, so tenants
+-- get no grant and no policy (RLS, forced, denies them everything).
+GRANT SELECT, INSERT, UPDATE, DELETE ON storage_targets TO vowvault_service;
+ALTER TABLE storage_targets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE storage_targets FORCE ROW LEVEL SECURITY;
+CREATE POLICY storage_targets_service_access ON storage_targets
+    FOR ALL TO vowvault_service USING (true) WITH CHECK (true);;
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+
 COMMIT;
 

@@ -17,6 +17,7 @@ from tasks.maintenance import (
     lifecycle_plan,
     retention_apply,
     retention_plan,
+    scrub,
 )
 
 
@@ -39,6 +40,16 @@ def retention(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
         return {"skipped": why}
     rows, plans = retention_plan()
     return {"plan": rows, "done": [] if dry_run else retention_apply(plans)}
+
+
+@flow(name="scrub")
+def scrub_flow(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Re-read a share of all stored data, so every copy is read back within its policy's
+    scrub cycle; repair from intact copies; report coverage."""
+    allowed, why = gate(force)
+    if not allowed:
+        return {"skipped": why}
+    return scrub(dry_run)
 
 
 @flow(name="gdpr-erasure")

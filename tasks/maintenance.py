@@ -141,3 +141,23 @@ def deliver_webhooks() -> dict[str, int]:
     from vowvault.engine.webhooks import deliver_pending
 
     return deliver_pending(context())
+
+
+@task(name="scrub", cache_policy=NONE)
+def scrub(dry_run: bool) -> dict[str, Any]:
+    """Read back today's share of stored data, repair what is wanting; coverage as an
+    artifact."""
+    from vowvault.engine import scrub as engine
+
+    ctx = context()
+    result = engine.run(ctx, engine.plan(ctx), dry_run=dry_run)
+    create_table_artifact(table=[{k: v for k, v in c.items() if k != "not_covered_by_tier"}
+                                 | {"not covered (archived)": ", ".join(
+                                     f"{t} {b}" for t, b in c["not_covered_by_tier"].items())
+                                    or "-"} for c in result["coverage"]]
+                          or [{"policies": 0}], key="scrub-coverage",
+                          description="stored data read back within each policy's cycle")
+    if result["found"]:
+        create_table_artifact(table=result["found"], key="scrub-found",
+                              description="copies found wanting (and whether repaired)")
+    return {k: v for k, v in result.items() if k != "planned"}

@@ -45,3 +45,11 @@ def make_tree(root: Path) -> None:
         f.write(b"end")
     os.mkfifo(root / "pipe")
     os.utime(root / "private.txt", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+
+def backup_files(storage: Path) -> list[Path]:
+    """The files a local target holds besides its repository marker (written once, on the
+    target's first use, and kept)."""
+    from vowvault.repository.marker import NAME
+
+    return [p for p in storage.rglob("*") if p.is_file() and p.name != NAME]

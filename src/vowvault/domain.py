@@ -116,6 +116,20 @@ class CopyStatus(enum.StrEnum):
     DELETED = "DELETED"
 
 
+class CopyHealth(enum.StrEnum):
+    """What the last check of one copy of a backup found (a copy: a target's objects of the
+    backup). Reachability is not integrity: a target that did not answer, or whose
+    repository marker is missing (an unmounted NAS), is UNREACHABLE, never DAMAGED."""
+
+    UNCHECKED = "UNCHECKED"
+    INTACT = "INTACT"
+    DAMAGED = "DAMAGED"
+    """An object reads back wrong (a flipped bit, a truncation, another backup's frames)."""
+    MISSING = "MISSING"
+    """The target answered, its marker is right, and an object is not there."""
+    UNREACHABLE = "UNREACHABLE"
+
+
 class VerificationStatus(enum.StrEnum):
     PENDING = "PENDING"
     VERIFIED = "VERIFIED"

@@ -76,6 +76,11 @@ class TransientStorageError(StorageError):
     """A failure that may pass (timeout, throttling, 5xx); retried by the retry wrapper."""
 
 
+class TargetUnavailableError(StorageError):
+    """The target answers but is not the repository the catalog knows (its marker is
+    missing or another): an unmounted NAS, another bucket. Like an outage, never damage."""
+
+
 class ArchivedObjectError(StorageError):
     """The object is in an archive tier and must be restored (rehydrated) before reading."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cliutil import write_policy
+from trees import backup_files
 
 FRAME_HEADER = 32
 
@@ -129,7 +130,7 @@ def test_missing_directory(cli, cli_env, tmp_path: Path) -> None:
     one_line_error(proc, 1, f"directory {tmp_path}/nope does not exist")
     with catalog(cli_env) as db:
         assert db.execute("SELECT status FROM backup_jobs").fetchall() == [("FAILED",)]
-    assert not any(p.is_file() for p in (tmp_path / "storage").rglob("*"))
+    assert not backup_files(tmp_path / "storage")
 
 
 def test_unreachable_database(cli, cli_env, tmp_path: Path) -> None:
@@ -156,7 +157,7 @@ def test_disk_full_on_the_target(cli, cli_env, tmp_path: Path) -> None:
         one_line_error(proc, 1, f"file://{mnt} is full")
         with catalog(cli_env) as db:
             assert db.execute("SELECT status FROM backup_jobs").fetchall() == [("FAILED",)]
-        assert [p for p in mnt.rglob("*") if p.is_file()] == []
+        assert backup_files(mnt) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
 
@@ -182,7 +183,7 @@ def test_unreadable_file_is_reported_never_skipped(cli, cli_env, tmp_path: Path)
     one_line_error(proc, 1, "secret.txt: Permission denied")
     with catalog(cli_env) as db:
         assert db.execute("SELECT status FROM backup_jobs").fetchall() == [("FAILED",)]
-    assert not any(p.is_file() for p in storage.rglob("*"))
+    assert not backup_files(storage)
 
 
 def test_emergency_recovery_is_for_emergency_roles_confirmed_and_recorded(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from trees import make_tree, tree_state
+from trees import backup_files, make_tree, tree_state
 
 from vowvault.catalog.models import AuditEntry, BackupJob, BackupStorage, RecoveryJob
 from vowvault.domain import BackupStatus, BackupType, CopyStatus, ObjectKind
@@ -169,7 +169,7 @@ def test_a_file_vanishing_mid_backup_fails_the_job_cleanly(ctx: Context, policy,
     with ctx.catalog.session() as s:
         job = s.execute(sa.select(BackupJob)).scalar_one()
         assert job.status == BackupStatus.FAILED
-    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert not backup_files(tmp_path / "storage")
 
 
 def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path: Path,
@@ -208,7 +208,7 @@ def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path:
     with ctx.catalog.session() as s:
         job = s.execute(sa.select(BackupJob)).scalar_one()
         assert (job.status, job.error_message) == (BackupStatus.FAILED, "interrupted (Ctrl-C)")
-    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert not backup_files(tmp_path / "storage")
 
 
 @pytest.mark.parametrize("backup_type", ["incremental", "differential"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+from trees import backup_files
 
 from vowvault.catalog.models import BackupJob, BackupStorage
 from vowvault.domain import BackupStatus
@@ -137,8 +138,7 @@ def assert_failed_and_clean(ctx: Context) -> None:
         assert "\n" not in job.error_message
         rows = list(s.execute(sa.select(BackupStorage)).scalars())
         assert all(r.status.value == "DELETED" for r in rows)
-    storage = [p for p in Path(ctx.settings.home).parent.glob("storage/**/*") if p.is_file()]
-    assert storage == []
+    assert backup_files(Path(ctx.settings.home).parent / "storage") == []
 
 
 def _children_named(name: str) -> list[int]:

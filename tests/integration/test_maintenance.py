@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from trees import backup_files
 
 from vowvault.catalog.models import BackupJob, BackupStorage
 from vowvault.domain import BackupStatus, CopyStatus, ObjectKind, Tier
@@ -87,8 +88,7 @@ def test_a_year_of_daily_backups(ctx: Context, policy, tmp_path: Path) -> None:
         kept_names = {r.file_path for r in s.execute(sa.select(BackupStorage).where(
             BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))).scalars()}
     on_disk = {str(p.relative_to(tmp_path / "storage")) for p in
-               (tmp_path / "storage").rglob("*") if p.is_file() and not p.name.endswith(
-                   ".vvmeta")}
+               backup_files(tmp_path / "storage") if not p.name.endswith(".vvmeta")}
     assert on_disk == kept_names  # nothing left behind, nothing missing
     assert retention.sweep_orphans(ctx) == []
     oldest = min(live, key=lambda j: j.completed_at)

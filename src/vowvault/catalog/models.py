@@ -27,6 +27,7 @@ from vowvault.catalog.types import (
 from vowvault.domain import (
     BackupStatus,
     BackupType,
+    CopyHealth,
     CopyRole,
     CopyStatus,
     DeliveryStatus,
@@ -180,6 +181,12 @@ class BackupPolicy(Base):
                                                     server_default="15")
     full_every_days: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=7,
                                                  server_default="7")
+    verify_max_age_days: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=45,
+                                                     server_default="45")
+    scrub_cycle_days: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=30,
+                                                  server_default="30")
+    scrub_archived: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False,
+                                                 server_default=sa.false())
     is_active: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True,
                                             server_default=sa.true())
     spec_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
@@ -199,6 +206,8 @@ class BackupPolicy(Base):
         sa.CheckConstraint("max_retries BETWEEN 0 AND 10", name="max_retries_range"),
         sa.CheckConstraint("rto_target_minutes > 0", name="rto_positive"),
         sa.CheckConstraint("full_every_days BETWEEN 1 AND 366", name="full_every_days_range"),
+        sa.CheckConstraint("verify_max_age_days BETWEEN 1 AND 3660 AND scrub_cycle_days "
+                           "BETWEEN 1 AND verify_max_age_days", name="verification_ranges"),
         sa.Index("idx_backup_policies_org", "organization_id"),
         sa.Index("idx_backup_policies_active", "priority",
                  postgresql_where=sa.text("is_active"), sqlite_where=sa.text("is_active")),
@@ -323,12 +332,19 @@ class BackupStorage(Base):
                                              server_default=sa.false())
     tier_changed_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
     verified_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+    health: Mapped[CopyHealth] = mapped_column(check_enum(CopyHealth, "copy_health"),
+                                               nullable=False, default=CopyHealth.UNCHECKED,
+                                               server_default=CopyHealth.UNCHECKED.value)
+    """What the last check of this object's copy found (``checked_at``, ``problem``)."""
+    checked_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+    problem: Mapped[str | None] = mapped_column(sa.Text)
     deletion_date: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 
     __table_args__ = (
         sa.CheckConstraint("file_size_bytes >= 0", name="size_not_negative"),
+        sa.Index("idx_backup_storage_checked", "storage_url", "checked_at"),
         sa.UniqueConstraint("storage_url", "file_path"),
         sa.Index("idx_backup_storage_tier", "storage_tier"),
         sa.Index("idx_backup_storage_job", "backup_job_id"),
@@ -337,6 +353,27 @@ class BackupStorage(Base):
                  postgresql_where=sa.text("deletion_date IS NULL"),
                  sqlite_where=sa.text("deletion_date IS NULL")),
     )
+
+
+class StorageTarget(Base):
+    """A storage target the service has used, and the repository marker it holds. A target
+    whose marker is missing or another is unavailable (an unmounted NAS, another bucket),
+    never evidence that its backups are damaged. A service table: no organization owns a
+    target (several may share one), so tenants see none of it."""
+
+    __tablename__ = "storage_targets"
+
+    id: Mapped[uuid.UUID] = _pk()
+    url: Mapped[str] = mapped_column(sa.Text, nullable=False, unique=True)
+    marker_id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, nullable=False)
+    format_version: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=1,
+                                                server_default="1")
+    checked_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+    available: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=True,
+                                            server_default=sa.true())
+    problem: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
 
 
 class RecoveryJob(Base):

@@ -13,7 +13,7 @@ from rich.table import Table
 from vowvault.cli.tables import key_value_table
 from vowvault.engine import queries
 from vowvault.engine.context import Context
-from vowvault.errors import ConfigError, IntegrityError
+from vowvault.errors import ConfigError
 
 backup_app = typer.Typer(no_args_is_help=True, help="Run backups.")
 backups_app = typer.Typer(no_args_is_help=True, help="Stored backups.")
@@ -25,6 +25,7 @@ def register(app: typer.Typer, out: Console, err: Console) -> None:
     app.add_typer(backup_app, name="backup")
     app.add_typer(backups_app, name="backups")
     app.command("verify")(verify)
+    app.command("repair")(repair)
     app.command("restore")(restore)
 
 
@@ -186,8 +187,10 @@ def backups_show(backup: Annotated[str, typer.Argument(help="Backup id or prefix
         ("message", job["error_message"] or "-"),
     ]
     for o in d.objects:
+        checked = f" checked {o['checked_at']:%Y-%m-%d %H:%M}" if o["checked_at"] else ""
         rows.append((f"  {o['kind']}", f"{o['url']}/{o['path']} {_human(o['size'])} "
-                                       f"{o['tier']} {o['status']}"))
+                                       f"{o['tier']} {o['status']} {o['health']}{checked}"
+                                       + (f" ({o['problem']})" if o["problem"] else "")))
     _out.print(key_value_table(rows))
 
 
@@ -206,25 +209,69 @@ def backups_reap() -> None:
 
 
 def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) -> None:
-    """Re-read a stored backup from every copy and prove it; exit 0 only if intact."""
-    from vowvault.engine.verify import verify_backup
+    """Re-read a stored backup from every copy and prove it, whatever earlier checks found;
+    exit 0 only if every copy is intact (3: a copy is damaged or missing; 1: one could not
+    be reached)."""
+    from vowvault.engine.verify import VerifyFailed, verify_backup
 
     ctx = Context.from_settings()
+    failure: VerifyFailed | None = None
     try:
         report = verify_backup(ctx, backup)
-    except IntegrityError as exc:
+    except VerifyFailed as exc:
+        report, failure = exc.report, exc
+    finally:
         ctx.close()
-        _err.print(f"vowvault: error: {exc}", markup=False)
-        raise typer.Exit(3) from None
-    ctx.close()
     for c in report.copies:
-        state = "intact" if c.ok else ("UNREACHABLE: " if c.unreachable else "CORRUPTED: ") + \
-            str(c.problem)
-        _out.print(f"  {c.url}: {state}")
+        _out.print(f"  {c.url}: " + ("intact" if c.ok else f"{c.health.value}: {c.problem}"),
+                   markup=False)
+    if failure is not None:
+        _err.print(f"vowvault: error: {failure}", markup=False)
+        raise typer.Exit(3)
     _out.print(f"backup {report.backup_id}: intact on {sum(c.ok for c in report.copies)} of "
                f"{len(report.copies)} copies")
     if not report.intact:  # some copies could not be reached: not proven
         raise typer.Exit(1)
+
+
+def repair(
+    backup: Annotated[str, typer.Argument(help="Backup id or prefix.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and say what would be "
+                                                            "rewritten.")] = False,
+) -> None:
+    """Rewrite damaged or missing copies of a backup from what the intact ones hold."""
+    from vowvault.engine.repair import repair_backup
+
+    ctx = Context.from_settings()
+    try:
+        r = repair_backup(ctx, backup, dry_run=dry_run)
+    finally:
+        ctx.close()
+    for url in r.intact:
+        _out.print(f"  {url}: intact", markup=False)
+    for url in r.repaired:
+        _out.print(f"  {url}: REPAIRED (rewritten from the intact copies, checked again)",
+                   markup=False)
+    for url, why in r.failed.items():
+        _out.print(f"  {url}: {'to repair' if dry_run else 'NOT REPAIRED'}: {why}", markup=False)
+    for url in r.unreachable:
+        _out.print(f"  {url}: unreachable, left for later", markup=False)
+    if not r.repaired and not r.failed:
+        _out.print(f"backup {r.backup_id}: nothing to repair")
+    else:
+        _out.print(f"backup {r.backup_id}: {len(r.repaired)} copies repaired"
+                   + (f", {len(r.failed)} {'to repair' if dry_run else 'not'}" if r.failed
+                      else ""))
+    if r.failed and not dry_run:
+        raise typer.Exit(3)
+
+
+def served_text(served: dict[str, dict[str, int]]) -> str:
+    """Which copy served what, when several did."""
+    if len(served) <= 1:
+        return next(iter(served), "-")
+    return "; ".join(f"{url} ({', '.join(f'{k} {n} frames' for k, n in kinds.items())})"
+                     for url, kinds in served.items())
 
 
 def restore(
@@ -276,14 +323,16 @@ def restore(
                f"{v.get('tables')} tables, {v.get('rows')} rows, row counts and checksums "
                f"checked" if v.get("checked") else f"not validated: {v.get('reason')}")
     for skipped in result.skipped_copies:
-        _err.print(f"vowvault: warning: copy unreachable, used another: {skipped}", markup=False)
+        _err.print(f"vowvault: warning: a copy could not serve everything, another did: "
+                   f"{skipped}", markup=False)
     if emergency:
         _err.print(f"vowvault: CRITICAL: EMERGENCY recovery of backup {result.backup_id} as "
                    f"{role}: recorded in the audit log, organization webhooks escalated",
                    markup=False)
     _out.print(f"restored backup {result.backup_id} to {result.target}: "
                f"{result.bytes_restored / 1048576:.1f} MiB in {result.duration_seconds:.1f} s "
-               f"from {result.copy_used}; {checked}")
+               f"from {served_text(result.served) if result.served else result.copy_used}; "
+               f"{checked}", markup=False)
 
 
 

@@ -25,6 +25,8 @@ def register(app: typer.Typer, out: Console) -> None:
     app.command("lifecycle")(lifecycle)
     app.command("retention")(retention)
     app.command("orphans")(orphans)
+    app.command("scrub")(scrub)
+    app.add_typer(targets_app, name="targets")
     app.command("report")(report)
     app.command("analytics")(analytics_cmd)
     app.add_typer(webhooks_app, name="webhooks")
@@ -72,6 +74,63 @@ def lifecycle(dry_run: DryRun = False, force: Force = False, show_all: ShowAll =
         ctx.close()
 
 
+def scrub(dry_run: DryRun = False, force: Force = False,
+          policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None) -> None:
+    """Read back today's share of stored data (every copy within its policy's scrub cycle),
+    repair what is found wanting, and show coverage."""
+    from vowvault.engine import scrub as engine
+
+    ctx = Context.from_settings()
+    _gate(ctx, force, dry_run)
+    try:
+        result = engine.run(ctx, engine.plan(ctx, policy), dry_run=dry_run)
+    finally:
+        ctx.close()
+    for f in result["found"]:
+        _out.print(f"  {f['policy']} {f['backup'][:8]} {f['copy']}: {f['found']}"
+                   + (", repaired" if f["repaired"] else f", NOT repaired: {f['problem']}"),
+                   markup=False)
+    verb = "would read" if dry_run else "read back"
+    _out.print(f"{verb} {len(result['planned'])} copies ({result['bytes'] / 1048576:.1f} MiB)")
+    for c in result["coverage"]:
+        left = ", ".join(f"{t} {b / 1048576:.1f} MiB" for t, b in
+                         c["not_covered_by_tier"].items())
+        _out.print(f"{c['policy']}: {c['coverage_percent']}% of "
+                   f"{c['stored_bytes'] / 1048576:.1f} MiB read back within "
+                   f"{c['cycle_days']} days" + (f"; not covered (archived): {left}" if left
+                                                 else ""), markup=False)
+    if any(not f["repaired"] for f in result["found"]):
+        raise typer.Exit(3)
+
+
+targets_app = typer.Typer(no_args_is_help=True, help="Storage targets and their markers.")
+
+
+@targets_app.command("list")
+def targets_list(check: Annotated[bool, typer.Option(
+        "--check", help="Read each target's marker now.")] = False) -> None:
+    """Targets the catalog records, their repository marker and whether they are in sight."""
+    from vowvault.engine import targets as engine
+
+    ctx = Context.from_settings()
+    try:
+        if check:
+            for t in engine.targets(ctx):
+                engine.check(ctx, str(t["url"]))
+        rows = engine.targets(ctx)
+    finally:
+        ctx.close()
+    table = Table(box=None, pad_edge=False)
+    for col in ("TARGET", "MARKER", "STATE", "CHECKED (UTC)"):
+        table.add_column(col)
+    for r in rows:
+        when = r["checked_at"]
+        table.add_row(str(r["url"]), str(r["marker"])[:8],
+                      "available" if r["available"] else f"UNAVAILABLE: {r['problem']}",
+                      f"{when:%Y-%m-%d %H:%M}" if when else "-")
+    _out.print(table if rows else "no targets yet: a backup records each target it uses")
+
+
 def retention(dry_run: DryRun = False, force: Force = False, show_all: ShowAll = False,
               policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None
               ) -> None:
@@ -97,7 +156,9 @@ def retention(dry_run: DryRun = False, force: Force = False, show_all: ShowAll =
         for p in plans:
             gone = len(p.deletions)
             _out.print(f"{p.policy}: {len(p.decisions)} backups, keep {len(p.decisions) - gone}"
-                       f", delete {gone}")
+                       f", delete {gone}" + (f" (nothing is deleted while a target is "
+                                             f"unavailable: {p.held})" if p.held else ""),
+                       markup=False)
         if not dry_run:
             done = engine.execute(ctx, plans)
             _out.print(f"deleted {len(done)} backups")

@@ -40,6 +40,7 @@ from vowvault.codec.frames import FORMAT_VERSION
 from vowvault.domain import (
     BackupStatus,
     BackupType,
+    CopyHealth,
     CopyRole,
     CopyStatus,
     ObjectKind,
@@ -52,12 +53,14 @@ from vowvault.engine import kek, objects, runs
 from vowvault.engine.context import Context, Progress, log
 from vowvault.engine.kek import KeyRecord
 from vowvault.engine.reaper import reap
+from vowvault.engine.targets import check as check_target
 from vowvault.errors import (
     ConfigError,
     IntegrityError,
     NotFound,
     SourceError,
     StorageError,
+    TargetUnavailableError,
     VowvaultError,
 )
 from vowvault.keys import new_dek
@@ -93,13 +96,15 @@ class PolicyView:
     wedding_day_priority: bool
     max_retries: int
     full_every_days: int
+    verify_max_age_days: int = 45
 
     @classmethod
     def of(cls, p: BackupPolicy) -> PolicyView:
         return cls(p.id, p.name, p.organization_id, p.organization.slug, p.backup_type,
                    p.source_kind, dict(p.source_config), list(p.storage_targets),
                    p.key_provider, p.retention_days, p.timezone, p.priority,
-                   p.wedding_day_priority, p.max_retries, p.full_every_days)
+                   p.wedding_day_priority, p.max_retries, p.full_every_days,
+                   p.verify_max_age_days)
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ class Prepared:
     wrapped: bytes
     rows: dict[tuple[str, str], uuid.UUID] = field(default_factory=dict)
     """(target URL, object kind) -> its backup_storage row."""
+    warnings: list[str] = field(default_factory=list)
+    """What was found before the first byte moved (an optional target unavailable)."""
 
     @property
     def location(self) -> BackupLocation:
@@ -204,7 +211,8 @@ class BackupRun:
 
     @property
     def warnings(self) -> list[str]:
-        return [*self.snapshot.warnings, *self.pipeline.writer.warnings, *self.dropped]
+        return [*self.prepared.warnings, *self.snapshot.warnings,
+                *self.pipeline.writer.warnings, *self.dropped]
 
 
 # -- start ----------------------------------------------------------------------------------
@@ -237,8 +245,21 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
             WeddingDate.wedding_date == day)).scalars()]
         backup_type, parent_id = _choose_parent(s, view, job_id, now)
         parent = objects.read_stored(s, parent_id) if parent_id else None
+    today = [day] if weddings else []
+    new_job = {"job_name": f"{view.name}-{now:%Y%m%dT%H%M%SZ}", "backup_type": backup_type,
+               "priority": effective_priority(view.priority, view.wedding_day_priority, day,
+                                              today),
+               "scheduled_at": scheduled_at or now,
+               "is_wedding_day_backup": view.wedding_day_priority and is_wedding_day(day,
+                                                                                     today),
+               "related_wedding_ids": weddings or None, "flow_run_id": flow_run_id,
+               "created_at": now}
     driver = sources.driver(view.source_kind)
-    targets = Target.of_policy(view.targets)
+    try:
+        targets, warnings = _available_targets(ctx, Target.of_policy(view.targets))
+    except TargetUnavailableError as exc:
+        _refuse(ctx, view, job_id, previous is not None, exc, new_job)
+        raise
     copies = copies_of(ctx, targets)
     password = _source_password(view.source)
     if previous is not None:
@@ -247,21 +268,13 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
     dek = new_dek()
     wrapped = kek.wrap(ctx, key, dek, job_id)
     parent_reader = objects.open_reader(ctx, parent) if parent is not None else None
-    prepared = Prepared(job_id, view, backup_type, parent_id, targets, dek, key, wrapped)
+    prepared = Prepared(job_id, view, backup_type, parent_id, targets, dek, key, wrapped,
+                        warnings=warnings)
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, job_id) if previous else None
         if job is None:
-            job = BackupJob(
-                id=job_id, organization_id=view.organization_id, policy_id=view.id,
-                job_name=f"{view.name}-{now:%Y%m%dT%H%M%SZ}", backup_type=view.backup_type,
-                status=BackupStatus.SCHEDULED,
-                priority=effective_priority(view.priority, view.wedding_day_priority, day,
-                                            [day] if weddings else []),
-                scheduled_at=scheduled_at or now,
-                is_wedding_day_backup=view.wedding_day_priority and is_wedding_day(
-                    day, [day] if weddings else []),
-                related_wedding_ids=weddings or None, flow_run_id=flow_run_id,
-                created_at=now)
+            job = BackupJob(id=job_id, organization_id=view.organization_id,
+                            policy_id=view.id, status=BackupStatus.SCHEDULED, **new_job)
             s.add(job)
             s.flush()
         job.backup_type = backup_type
@@ -280,9 +293,47 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
     return str(job_id)
 
 
+def _refuse(ctx: Context, view: PolicyView, job_id: uuid.UUID, exists: bool,
+            error: BaseException, fields: dict[str, Any]) -> None:
+    """A backup that cannot start (a required target unavailable) is recorded FAILED, so
+    that listings, webhooks and the wedding-day escalation see it."""
+    message = one_line(error)
+    now = ctx.clock()
+    with ctx.catalog.session() as s:
+        job = s.get(BackupJob, job_id) if exists else None
+        if job is None:
+            job = BackupJob(id=job_id, organization_id=view.organization_id,
+                            policy_id=view.id, **fields)
+            s.add(job)
+        job.status, job.completed_at, job.error_message = BackupStatus.FAILED, now, message
+        s.flush()
+        audit.record(s, actor=ctx.settings.actor, action="backup.failed",
+                     target_type="backup", target_id=job_id,
+                     organization_id=view.organization_id,
+                     summary=f"backup of {view.name} could not start: {message}")
+    log.error("backup %s of %s could not start: %s", job_id, view.name, message)
+    _notify(ctx, job_id, "backup_failed")
+
+
+def _available_targets(ctx: Context, wanted: list[Target]) -> tuple[list[Target], list[str]]:
+    """The targets a backup writes to: each must hold the repository marker the catalog
+    knows (a new target gets one now). A required target that is unavailable stops the
+    backup before anything is written; an optional one is left out, with a warning."""
+    usable, warnings = [], []
+    for target in wanted:
+        state = check_target(ctx, target.url, target.credentials_secret, first_use=True)
+        if state.available:
+            usable.append(target)
+        elif target.required:
+            state.raise_if_unavailable()
+        else:
+            warnings.append(f"optional copy {target.url} left out: {state.problem}")
+    return usable, warnings
+
+
 def copies_of(ctx: Context, targets: list[Target]) -> list[Copy]:
-    return [Copy(t.url, ctx.backend(t.url, t.credentials_secret), t.required, t.tier)
-            for t in targets]
+    return [Copy(t.url, ctx.backend(t.url, t.credentials_secret), t.required, t.tier,
+                 check_target(ctx, t.url, t.credentials_secret).marker) for t in targets]
 
 
 def record_started(ctx: Context, s: Session, job: BackupJob, prepared: Prepared,
@@ -368,9 +419,13 @@ def _choose_parent(s: Session, view: PolicyView, job_id: uuid.UUID,
     restore never reads a chain longer than that."""
     if view.backup_type not in (BackupType.INCREMENTAL, BackupType.DIFFERENTIAL):
         return view.backup_type, None
+    # Only a parent proven restorable lately: what a new backup refers to is never read
+    # back by its own verification.
+    fresh = now - dt.timedelta(days=view.verify_max_age_days)
     usable = sa.select(BackupJob).where(
         BackupJob.policy_id == view.id, BackupJob.status == BackupStatus.COMPLETED,
         BackupJob.verification_status == VerificationStatus.VERIFIED, BackupJob.id != job_id,
+        BackupJob.verified_at >= fresh,
         BackupJob.deletion_date.is_(None)).order_by(BackupJob.completed_at.desc()).limit(1)
     full = s.execute(usable.where(BackupJob.backup_type == BackupType.FULL)
                      ).scalar_one_or_none()
@@ -379,6 +434,16 @@ def _choose_parent(s: Session, view: PolicyView, job_id: uuid.UUID,
         return BackupType.FULL, None
     parent = full if view.backup_type == BackupType.DIFFERENTIAL else \
         s.execute(usable).scalar_one()
+    if parent.id != full.id:
+        # An incremental's references reach back to the chain's full backup through its
+        # parent's index: every backup of the chain must be proven lately.
+        stale = s.execute(sa.select(sa.func.count()).where(
+            BackupJob.policy_id == view.id, BackupJob.deletion_date.is_(None),
+            BackupJob.completed_at >= full.completed_at, BackupJob.completed_at <=
+            parent.completed_at, BackupJob.status == BackupStatus.COMPLETED,
+            sa.or_(BackupJob.verified_at.is_(None), BackupJob.verified_at < fresh))).scalar()
+        if stale:
+            return BackupType.FULL, None
     return view.backup_type, parent.id
 
 
@@ -493,9 +558,12 @@ def _record_success(run: BackupRun) -> Result:
             for (url, kind), row_id in prepared.rows.items():
                 if url != outcome.copy.url:
                     continue
-                values: dict[str, Any] = {"status": CopyStatus.FAILED} if outcome.failed \
-                    else {"status": CopyStatus.VERIFIED, "verified_at": now,
-                          "file_size_bytes": outcome.stored.get(kind, 0)}
+                values: dict[str, Any] = {
+                    "status": CopyStatus.FAILED, "problem": outcome.failed,
+                    "checked_at": now} if outcome.failed else {
+                    "status": CopyStatus.VERIFIED, "verified_at": now, "checked_at": now,
+                    "health": CopyHealth.INTACT,
+                    "file_size_bytes": outcome.stored.get(kind, 0)}
                 s.execute(sa.update(BackupStorage).where(BackupStorage.id == row_id)
                           .values(**values))
         stages["record"] = round(time.perf_counter() - t0, 3)

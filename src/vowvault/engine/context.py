@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vowvault.catalog.db import Catalog
 from vowvault.codec.frames import DEFAULT_FRAME_SIZE
@@ -42,6 +43,8 @@ class Context:
     stale_after: dt.timedelta = dt.timedelta(minutes=5)
     """An IN_PROGRESS job without a heartbeat for this long is taken for dead."""
     _backends: dict[str, StorageBackend] = field(default_factory=dict)
+    target_states: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    """Target URL -> (its last ``engine.targets`` check, when): remembered briefly."""
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kw: object) -> Context:

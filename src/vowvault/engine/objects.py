@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from vowvault.catalog.models import BackupJob, BackupStorage, Organization
-from vowvault.domain import BackupStatus, CopyRole, CopyStatus, ObjectKind
+from vowvault.domain import BackupStatus, CopyHealth, CopyRole, CopyStatus, ObjectKind
+from vowvault.engine import targets
 from vowvault.engine.context import Context, log
 from vowvault.engine.kek import KeyRecord, read_key, unwrap
-from vowvault.errors import KeyUnavailableError, RestoreError, VowvaultError
+from vowvault.engine.targets import TargetState
+from vowvault.errors import KeyUnavailableError, RestoreError, StorageError, VowvaultError
 from vowvault.repository import BackupLocation, Copy
 from vowvault.repository.reader import BackupReader
 from vowvault.repository.tree import TreeReader
@@ -35,6 +37,7 @@ class CopyRef:
     url: str
     secret: str | None = None
     role: CopyRole = CopyRole.COPY
+    health: CopyHealth = CopyHealth.UNCHECKED
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class StoredBackup:
     id: uuid.UUID
     location: BackupLocation
     status: BackupStatus
+    policy_id: uuid.UUID | None
     org_slug: str
     shredded_at: dt.datetime | None
     key: KeyRecord | None
@@ -80,7 +84,7 @@ def read_stored(session: Session, job_or_id: BackupJob | uuid.UUID) -> StoredBac
     every: list[CopyRef] = []
     names: dict[str, list[str]] = {}
     for r in rows:
-        target = CopyRef(r.storage_url, secrets.get(r.storage_url), r.copy_role)
+        target = CopyRef(r.storage_url, secrets.get(r.storage_url), r.copy_role, r.health)
         if r.status != CopyStatus.DELETED:
             names.setdefault(r.storage_url, []).append(r.file_path)
             if target.url not in {t.url for t in every}:
@@ -88,9 +92,12 @@ def read_stored(session: Session, job_or_id: BackupJob | uuid.UUID) -> StoredBac
         if r.object_kind == ObjectKind.MANIFEST and r.status in (CopyStatus.STORED,
                                                                   CopyStatus.VERIFIED):
             readable.append(target)
+    # Copies last found intact first, then unchecked ones, then those found wanting.
+    rank = {CopyHealth.INTACT: 0, CopyHealth.UNCHECKED: 1, CopyHealth.UNREACHABLE: 2}
+    readable.sort(key=lambda c: rank.get(c.health, 3))
     return StoredBackup(
         id=job.id, location=BackupLocation(job.organization_id, job.policy_id, job.id),
-        status=job.status, org_slug=org.slug, shredded_at=org.shredded_at,
+        status=job.status, policy_id=job.policy_id, org_slug=org.slug, shredded_at=org.shredded_at,
         key=read_key(session, job.encryption_key_id), wrapped_dek=job.wrapped_dek,
         manifest_sha256=job.manifest_sha256, targets=readable, all_targets=every,
         object_names=names, references=list((job.source_info or {}).get("references") or []),
@@ -112,13 +119,32 @@ def data_key(ctx: Context, stored: StoredBackup) -> bytes:
     return unwrap(ctx, stored.key, stored.wrapped_dek, stored.id)
 
 
+def readable_copies(ctx: Context, stored: StoredBackup) -> tuple[list[Copy], list[TargetState]]:
+    """The copies on available targets (best first), and the targets that are not."""
+    found, unavailable = [], []
+    for t in stored.targets:
+        state = targets.check(ctx, t.url, t.secret)
+        if state.available:
+            found.append(Copy(t.url, ctx.backend(t.url, t.secret), marker=state.marker))
+        else:
+            unavailable.append(state)
+    return found, unavailable
+
+
 def copies(ctx: Context, stored: StoredBackup) -> list[Copy]:
-    """The readable copies' backends, primary first."""
-    return [Copy(t.url, ctx.backend(t.url, t.secret)) for t in stored.targets]
+    """The copies on available targets, best first."""
+    return readable_copies(ctx, stored)[0]
 
 
 def open_reader(ctx: Context, stored: StoredBackup) -> BackupReader:
-    return BackupReader(stored.location, data_key(ctx, stored), copies(ctx, stored))
+    """A reader of every available copy (failing over between them), refusing a manifest
+    other than the one recorded."""
+    found, unavailable = readable_copies(ctx, stored)
+    if not found and unavailable:
+        raise StorageError(f"backup {stored.id} has no copy on an available target: "
+                           + "; ".join(s.problem or s.url for s in unavailable))
+    return BackupReader(stored.location, data_key(ctx, stored), found,
+                        expected_manifest_sha=stored.manifest_sha256)
 
 
 def open_references(ctx: Context, ids: list[str], *,

@@ -239,7 +239,8 @@ def backup_details(ctx: Context, ref: str) -> BackupDetails:
         values = {c.key: getattr(job, c.key) for c in sa.inspect(BackupJob).column_attrs}
         objects = [{"kind": o.object_kind.value.lower(), "url": o.storage_url,
                     "path": o.file_path, "size": o.file_size_bytes, "tier": o.storage_tier.value,
-                    "status": o.status.value}
+                    "status": o.status.value, "health": o.health.value,
+                    "checked_at": o.checked_at, "problem": o.problem}
                    for o in s.execute(sa.select(BackupStorage).where(
                        BackupStorage.backup_job_id == job.id).order_by(
                        BackupStorage.storage_url, BackupStorage.file_path)).scalars()]

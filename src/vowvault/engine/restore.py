@@ -16,14 +16,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from vowvault import sources
 from vowvault.catalog import audit
-from vowvault.catalog.models import BackupJob, RecoveryJob
-from vowvault.domain import BackupStatus, RecoveryStatus, RecoveryType
+from vowvault.catalog.models import BackupJob, BackupStorage, RecoveryJob
+from vowvault.domain import BackupStatus, CopyHealth, CopyStatus, RecoveryStatus, RecoveryType
 from vowvault.engine import erasure, objects
 from vowvault.engine.context import Context, log
 from vowvault.engine.lookup import find_backup
 from vowvault.errors import ConfigError, RestoreError
+from vowvault.repository.reader import BackupReader
 from vowvault.sources.base import RestoreTarget
 
 
@@ -40,6 +43,8 @@ class RestoreResult:
     """Copies that could not be read, so another one was used."""
     erasures_applied: list[dict[str, Any]] = field(default_factory=list)
     """Erasure requests replayed before the data was handed over."""
+    served: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Copy URL -> object kind -> frames it served (several copies when one was wanting)."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -72,7 +77,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         if job.status != BackupStatus.COMPLETED:
             raise RestoreError(f"backup {job.id} is {job.status.value}"
                                + (f" ({job.error_message})" if job.error_message else "")
-                               + ": only COMPLETED backups can be restored")
+                               + ": only COMPLETED backups can be restored (`vowvault verify "
+                               f"{job.id}` checks every copy again)")
         recovery = RecoveryJob(id=uuid.uuid4(), organization_id=job.organization_id,
                                backup_job_id=job.id, recovery_type=recovery_type,
                                is_emergency_recovery=emergency_role is not None,
@@ -90,6 +96,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         erasures = erasure.replay_specs(s, job)
     if emergency_role is not None:
         _emergency_event(ctx, job_id, "started", recovery_id, emergency_role)
+    reader: BackupReader | None = None
+    references: dict[str, BackupReader] = {}
     try:
         reader = objects.open_reader(ctx, stored)
         reader.ensure_readable(wait=archive_wait)
@@ -99,15 +107,18 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         outcome = driver.restore(reader, references, target, erasures, ctx.progress)
         validation = {**outcome.validation, "erasures_applied": len(outcome.erasures_applied)}
     except BaseException as exc:
+        if reader is not None:
+            record_problems(ctx, {stored.id: reader, **_ids(references)})
         _finish(ctx, recovery_id, started, error=exc)
         if emergency_role is not None:
             _emergency_event(ctx, job_id, f"failed: {exc}", recovery_id, emergency_role)
         raise
     assert reader.copy is not None
+    record_problems(ctx, {stored.id: reader, **_ids(references)})
     result = RestoreResult(str(recovery_id), str(job_id), target.describe(),
                            outcome.bytes_restored, round(time.perf_counter() - started, 3),
                            validation, reader.copy.url, reader.skipped,
-                           outcome.erasures_applied)
+                           outcome.erasures_applied, reader.served)
     _finish(ctx, recovery_id, started, result=result)
     if emergency_role is not None:
         _emergency_event(ctx, job_id, "completed", recovery_id, emergency_role)
@@ -123,6 +134,28 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
             org_id = job.organization_id
         webhooks.emit(ctx, org_id, "restore_completed", payload)
     return result
+
+
+def _ids(references: dict[str, BackupReader]) -> dict[uuid.UUID, BackupReader]:
+    return {uuid.UUID(k): v for k, v in references.items()}
+
+
+def record_problems(ctx: Context, readers: dict[uuid.UUID, BackupReader]) -> None:
+    """What a read found wrong with a copy becomes that copy's health (a damaged frame, a
+    missing object); the next verify or scrub looks again."""
+    found = [(job_id, p) for job_id, r in readers.items() for p in r.problems
+             if p.health in (CopyHealth.DAMAGED, CopyHealth.MISSING)]
+    if not found:
+        return
+    now = ctx.clock()
+    with ctx.catalog.session() as s:
+        for job_id, p in found:
+            s.execute(sa.update(BackupStorage).where(
+                BackupStorage.backup_job_id == job_id, BackupStorage.storage_url == p.url,
+                BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))
+                .values(health=p.health, checked_at=now, problem=p.message[:1000]))
+    log.warning("restore found %d problems on copies; recorded (see `vowvault backups show`)",
+                len(found))
 
 
 EMERGENCY_ROLES = ("admin", "owner", "emergency_contact")

@@ -6,14 +6,19 @@ Rules (per policy), any of which keeps a backup:
 - it is within ``retention_days`` of now;
 - ``keep_last`` newest; the newest of each of the ``keep_daily`` newest days, ``keep_weekly``
   weeks, ``keep_monthly`` months, ``keep_yearly`` years (in the policy's timezone);
-- the ``min_verified_backups`` newest verified backups, always;
+- the ``min_verified_backups`` newest backups proven restorable within the policy's
+  ``verify_max_age_days``, always; and the newest restorable backup, always;
 - a legal hold on the backup, or the policy's legal hold (``legal_hold_years`` from now);
 - a running restore or drill is reading it;
 - a kept backup depends on it (incremental parent, or holder of unchanged files).
 
 Backups are ordered by wall-clock completion time. Only COMPLETED backups count towards the
-keep-N rules; failed, corrupted and cancelled ones hold no objects and are cleared after
-``retention_days``.
+keep-N rules; failed, corrupted and cancelled ones are cleared after ``retention_days``
+(unless a kept backup needs them).
+
+Nothing of a policy is deleted while one of its targets is unavailable (its repository
+marker missing, or it does not answer): a copy out of sight may be the only good one, and
+the backups there may be all that is left. The plan says so and keeps everything.
 
 The executor deletes a backup in three steps, each committed: (1) the job becomes EXPIRED
 and its objects DELETING, so nothing restores from it any more; (2) its objects are deleted
@@ -38,6 +43,7 @@ from vowvault.domain import BackupStatus, CopyStatus, RecoveryStatus
 from vowvault.engine import objects
 from vowvault.engine.context import Context, log
 from vowvault.errors import VowvaultError
+from vowvault.repository import marker
 from vowvault.repository.writer import remove_backup
 
 
@@ -51,6 +57,7 @@ class Candidate:
     depends_on: frozenset[str] = frozenset()
     in_use: bool = False
     pending_deletion: bool = False
+    verified_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class Rules:
     min_verified: int = 1
     hold_years: int = 0
     timezone: str = "UTC"
+    verify_max_age_days: int = 45
 
 
 @dataclass
@@ -115,8 +123,12 @@ def plan_retention(backups: list[Candidate], rules: Rules, now: dt.datetime) -> 
                 break
             seen.append(period)
             keep(b, f"keep-{name} {period}")
-    for b in [b for b in live if b.verified][:rules.min_verified]:
-        keep(b, "among the newest verified backups")
+    fresh = now - dt.timedelta(days=rules.verify_max_age_days)
+    proven = [b for b in live if b.verified and (b.verified_at is None or b.verified_at >= fresh)]
+    for b in proven[:rules.min_verified]:
+        keep(b, "among the newest backups proven restorable")
+    if live:
+        keep(live[0], "the newest restorable backup")
     # Whatever a kept backup needs is kept too (transitively).
     by_id = {b.id: b for b in ordered}
     needed_by: dict[str, list[str]] = {}
@@ -144,6 +156,8 @@ def plan_retention(backups: list[Candidate], rules: Rules, now: dt.datetime) -> 
 class PolicyPlan:
     policy: str
     decisions: list[Decision]
+    held: str | None = None
+    """Why nothing of this policy is deleted this time (a target unavailable)."""
 
     @property
     def deletions(self) -> list[Decision]:
@@ -151,9 +165,13 @@ class PolicyPlan:
 
 
 def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
-    """The retention plan of every policy (or one), from the catalog."""
+    """The retention plan of every policy (or one), from the catalog; a policy with a target
+    that is unavailable now keeps everything."""
+    from vowvault.engine import targets
+
     now = ctx.clock()
     out = []
+    where: dict[str, dict[str, str | None]] = {}
     with ctx.catalog.read() as s:
         in_use = set(s.execute(sa.select(RecoveryJob.backup_job_id).where(
             RecoveryJob.status.in_([RecoveryStatus.PENDING, RecoveryStatus.IN_PROGRESS,
@@ -164,11 +182,11 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
                 continue
             rules = Rules(p.retention_days, p.keep_last, p.keep_daily, p.keep_weekly,
                           p.keep_monthly, p.keep_yearly, p.min_verified_backups,
-                          p.legal_hold_years, p.timezone)
-            jobs = s.execute(sa.select(BackupJob).where(
+                          p.legal_hold_years, p.timezone, p.verify_max_age_days)
+            jobs = list(s.execute(sa.select(BackupJob).where(
                 BackupJob.policy_id == p.id, BackupJob.deletion_date.is_(None),
                 BackupJob.status != BackupStatus.IN_PROGRESS,
-                BackupJob.status != BackupStatus.SCHEDULED)).scalars()
+                BackupJob.status != BackupStatus.SCHEDULED)).scalars())
             candidates = [Candidate(
                 id=str(j.id), completed_at=j.completed_at or j.created_at,
                 status=j.status.value, verified=j.verification_status is not None
@@ -176,8 +194,25 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
                 depends_on=frozenset([*(j.source_info or {}).get("references", []),
                                       *([str(j.parent_job_id)] if j.parent_job_id else [])]),
                 in_use=j.id in in_use,
-                pending_deletion=j.status == BackupStatus.EXPIRED) for j in jobs]
+                pending_deletion=j.status == BackupStatus.EXPIRED,
+                verified_at=j.verified_at) for j in jobs]
+            # The targets holding this policy's backups (those in the policy and any it
+            # wrote to before): each must be in sight before anything is deleted.
+            secrets = {t["url"]: t.get("credentials_secret") for t in p.storage_targets}
+            where[p.name] = {url: secrets.get(url) for url in s.execute(
+                sa.select(BackupStorage.storage_url).distinct().where(
+                    BackupStorage.backup_job_id.in_([j.id for j in jobs]),
+                    BackupStorage.status != CopyStatus.DELETED)).scalars()}
             out.append(PolicyPlan(p.name, plan_retention(candidates, rules, now)))
+    for pp in out:
+        down = [state for url, secret in where[pp.policy].items()
+                if not (state := targets.check(ctx, url, secret)).available]
+        if down:
+            pp.held = "; ".join(s.problem or s.url for s in down)
+            for d in pp.decisions:
+                if not d.keep:
+                    d.keep = True
+                    d.reasons = [f"kept while a target is unavailable ({pp.held})"]
     return out
 
 
@@ -252,6 +287,7 @@ def sweep_orphans(ctx: Context, remove: bool = False) -> list[dict[str, str]]:
             log.warning("cannot list %s: %s", url, exc)
             continue
         orphans = [o.name for o in objects if (url, o.name) not in known
+                   and o.name != marker.NAME
                    and not any(f"/{r}/" in f"/{o.name}" for r in running)]
         for name in orphans:
             found.append({"target": url, "object": name})

@@ -1,47 +1,84 @@
-"""Proving a stored backup again: read every object of every copy back and check everything
-(``repository.verify``), then record the verdict.
+"""Proving a stored backup again and recording what each copy holds.
+
+Every copy on an available target is read back on its own (``repository.verify``) and
+gets its health: INTACT, DAMAGED, MISSING or UNREACHABLE; a target whose repository marker
+is missing is UNREACHABLE, never damage. Whatever the earlier verdicts, every copy is
+re-read, so a verify can bring a backup back. The backup's status follows from its copies
+and from the backups it takes files from:
+
+- restorable (COMPLETED, verified now) when a copy is intact, or when the copies together
+  hold every frame intact (a restore fails over frame by frame; ``vowvault repair`` makes
+  each copy whole again), and every byte it refers to in earlier backups reads back;
+- CORRUPTED when what was checked cannot give it back; the backups that take files from it
+  are marked too (and come back with it);
+- unchanged when no copy could be reached: an outage proves nothing.
 
 The catalog is read in one short transaction and written in another; the copies are read
-in between. A copy that cannot be reached is reported as such, never as corrupted.
+in between.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from vowvault import sources
 from vowvault.catalog import audit
 from vowvault.catalog.models import BackupJob, BackupStorage
-from vowvault.domain import BackupStatus, CopyStatus, VerificationStatus
+from vowvault.domain import BackupStatus, CopyHealth, CopyStatus, VerificationStatus
 from vowvault.engine import objects
-from vowvault.engine.context import Context
+from vowvault.engine.context import Context, log
 from vowvault.engine.kek import KeyRecord, org_keys, unwrap
-from vowvault.errors import IntegrityError, StorageError, VowvaultError
+from vowvault.errors import IntegrityError, RestoreError, StorageError, VowvaultError
 from vowvault.repository.keyobject import KeyObject
 from vowvault.repository.reader import BackupReader
-from vowvault.repository.verify import CopyVerdict, verify_copy
+from vowvault.repository.verify import (
+    CopyVerdict,
+    verify_copy,
+    verify_references,
+    verify_together,
+)
 
 
 @dataclass
 class VerifyReport:
     backup_id: str
     copies: list[CopyVerdict] = field(default_factory=list)
+    restorable: bool | None = None
+    """None: nothing could be read, so nothing is known."""
+    problem: str | None = None
+    """Why it is not restorable."""
+    together: bool = False
+    """Restorable only with the copies helping each other (no single copy is intact)."""
 
     @property
     def intact(self) -> bool:
-        return bool(self.copies) and all(c.ok for c in self.copies)
+        return bool(self.copies) and all(c.ok for c in self.copies) and \
+            self.restorable is True
 
     @property
     def corrupted(self) -> list[CopyVerdict]:
-        return [c for c in self.copies if not c.ok and not c.unreachable]
+        return [c for c in self.copies if c.health in (CopyHealth.DAMAGED, CopyHealth.MISSING)]
+
+
+class VerifyFailed(IntegrityError):
+    """A copy reads back wrong or the backup is not restorable (with the whole report)."""
+
+    def __init__(self, message: str, report: VerifyReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def verify_stored(ctx: Context, stored: objects.StoredBackup, keys: dict[int, KeyRecord], *,
-                  check_archive: bool = True) -> VerifyReport:
-    """Verify every copy of a backup (no catalog transaction is open meanwhile)."""
+                  check_archive: bool = True, references: bool = True,
+                  only: list[str] | None = None) -> VerifyReport:
+    """Verify the copies of a backup (``only``: just these targets) and, with
+    ``references``, every byte it takes from earlier backups. No catalog transaction is
+    open meanwhile."""
     dek = objects.data_key(ctx, stored)
 
     def key_opens(key: KeyObject) -> bool:
@@ -62,17 +99,69 @@ def verify_stored(ctx: Context, stored: objects.StoredBackup, keys: dict[int, Ke
         return check
 
     report = VerifyReport(str(stored.id))
-    for i, copy in enumerate(objects.copies(ctx, stored)):
+    available, unavailable = objects.readable_copies(ctx, stored)
+    if only is not None:
+        available = [c for c in available if c.url in only]
+        unavailable = [s for s in unavailable if s.url in only]
+    for i, copy in enumerate(available):
         report.copies.append(verify_copy(
             copy, stored.location, dek, expected_manifest_sha=stored.manifest_sha256,
             key_opens=key_opens, deep_check=deep(check_archive and i == 0)))
+    report.copies += [CopyVerdict(s.url, CopyHealth.UNREACHABLE, s.problem)
+                      for s in unavailable]
     if not report.copies:
         raise StorageError(f"backup {stored.id} has no stored copy to verify")
+    wanting = [c for c in available if not next(v for v in report.copies
+                                                if v.url == c.url).unreachable]
+    if any(v.ok for v in report.copies):
+        report.restorable = True
+    elif len(report.corrupted) >= 2:
+        together = verify_together(wanting, stored.location, dek,
+                                   expected_manifest_sha=stored.manifest_sha256,
+                                   deep_check=deep(check_archive))
+        report.restorable, report.together = together.restorable, together.restorable
+        report.problem = together.problem
+    if not report.restorable:
+        if any(v.unreachable for v in report.copies):
+            report.restorable = None  # the copy out of reach may be the good one
+            report.problem = report.problem or "no copy could be read"
+        elif report.corrupted:
+            report.restorable = False
+            report.problem = report.problem or report.corrupted[0].problem
+    if report.restorable and references and stored.references:
+        report.restorable, report.problem = _check_references(ctx, stored, wanting, dek)
     return report
 
 
-def verify_backup(ctx: Context, backup_ref: str) -> VerifyReport:
-    """``vowvault verify BACKUP``: re-verify a stored backup now, and record the verdict."""
+def _check_references(ctx: Context, stored: objects.StoredBackup, copies: list[Any],
+                      dek: bytes) -> tuple[bool | None, str | None]:
+    """Every file the tree takes from earlier backups, read from them (with their copies
+    helping each other): (restorable, why not). A referenced backup found wanting is
+    verified and recorded; an outage there leaves the question open."""
+    try:
+        refs = objects.open_references(ctx, stored.references)
+    except (RestoreError, VowvaultError) as exc:
+        return False, str(exc)
+    reader = BackupReader(stored.location, dek, copies,
+                          expected_manifest_sha=stored.manifest_sha256)
+    problem = verify_references(reader, refs)
+    if problem is None:
+        return True, None
+    damaged = False
+    for ref, ref_reader in refs.items():
+        if ref_reader.problems:  # the earlier backup itself is wanting: find out how
+            log.warning("backup %s, which %s takes files from, reads back wrong: verifying "
+                        "it", ref, stored.id)
+            damaged |= any(p.health != CopyHealth.UNREACHABLE for p in ref_reader.problems)
+            verify_backup(ctx, ref, raise_on_problem=False)
+    why = f"files it takes from earlier backups cannot be read: {problem}"
+    return (False if damaged or not any(r.problems for r in refs.values()) else None), why
+
+
+def verify_backup(ctx: Context, backup_ref: str, *, raise_on_problem: bool = True,
+                  only: list[str] | None = None) -> VerifyReport:
+    """``vowvault verify BACKUP``: re-verify a stored backup now, whatever its earlier
+    verdict, and record what was found."""
     from vowvault.engine.lookup import find_backup
 
     with ctx.catalog.read() as s:
@@ -82,63 +171,102 @@ def verify_backup(ctx: Context, backup_ref: str) -> VerifyReport:
                                 f"backups can be verified")
         stored = objects.read_stored(s, job)
         keys = org_keys(s, job.organization_id)
-    report = verify_stored(ctx, stored, keys)
-    event = _record(ctx, report, stored.id)
-    if event is not None:
-        from vowvault.engine import webhooks
-
-        org_id, name, payload, escalation = event
-        webhooks.emit(ctx, org_id, name, payload, escalation=escalation)
-    return _raise_on_problem(report, stored.id)
+    report = verify_stored(ctx, stored, keys, only=only)
+    record(ctx, report, stored.id)
+    return _raise_on_problem(report, stored.id) if raise_on_problem else report
 
 
-def _record(ctx: Context, report: VerifyReport, job_id: Any) -> tuple[Any, ...] | None:
-    """The verdict in the catalog and the audit log; the webhook event to send, if any."""
+def record(ctx: Context, report: VerifyReport, job_id: uuid.UUID) -> None:
+    """Each copy's health, the backup's status derived from it (and its dependants'), in
+    one transaction; then the webhook event, if any."""
     from vowvault.engine import webhooks
 
     now = ctx.clock()
-    with ctx.catalog.session() as session:
-        job = session.get(BackupJob, job_id)
+    event = None
+    with ctx.catalog.session() as s:
+        job = s.get(BackupJob, job_id)
         assert job is not None
         for c in report.copies:
-            if c.unreachable:
-                continue
-            session.execute(sa.update(BackupStorage).where(
+            values: dict[str, Any] = {"health": c.health, "checked_at": now,
+                                      "problem": c.problem}
+            if c.ok:
+                values.update(status=CopyStatus.VERIFIED, verified_at=now)
+            s.execute(sa.update(BackupStorage).where(
                 BackupStorage.backup_job_id == job.id, BackupStorage.storage_url == c.url,
-                BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED,
-                                          CopyStatus.FAILED]))
-                .values(status=CopyStatus.VERIFIED if c.ok else CopyStatus.FAILED,
-                        verified_at=now))
-        event = None
-        if report.corrupted:
-            job.verification_status = VerificationStatus.FAILED
-            job.status = BackupStatus.CORRUPTED
-            job.error_message = f"verification failed on {report.corrupted[0].url}: " \
-                                f"{report.corrupted[0].problem}"
-            action, summary = "backup.verify_failed", job.error_message
-            event = (job.organization_id, "verification_failed",
-                     webhooks.backup_payload(session, job, "verification_failed"),
-                     job.is_wedding_day_backup)
-        elif any(c.ok for c in report.copies):
+                BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))
+                .values(**values))
+        good = sum(c.ok for c in report.copies)
+        if report.restorable is None:
+            action = "backup.verify_unreachable"
+            summary = "no copy could be reached: " + "; ".join(
+                f"{c.url}: {c.problem}" for c in report.copies)
+        elif report.restorable:
+            was = job.status
+            job.status = BackupStatus.COMPLETED
             job.verification_status = VerificationStatus.VERIFIED
             job.verified_at = now
-            if job.status == BackupStatus.CORRUPTED:
-                job.status = BackupStatus.COMPLETED  # every copy reads back intact again
+            if report.corrupted:
+                bad = report.corrupted[0]
+                job.error_message = (f"copy {bad.url} {bad.health.value.lower()}: {bad.problem}"
+                                     f"; restorable from the other copies (`vowvault repair "
+                                     f"{job.id}`)")
+            elif was == BackupStatus.CORRUPTED:
+                job.error_message = None
             action = "backup.verified"
-            summary = f"verified intact on {sum(c.ok for c in report.copies)} of " \
-                      f"{len(report.copies)} copies"
+            summary = f"verified restorable: intact on {good} of {len(report.copies)} copies" \
+                + (" (only with the copies together)" if report.together else "")
+            if was == BackupStatus.CORRUPTED:
+                _dependants(s, job, now, restored=True)
         else:
-            return None
-        audit.record(session, actor=ctx.settings.actor, action=action, target_type="backup",
-                     target_id=job.id, organization_id=job.organization_id, summary=summary)
-    return event
+            job.verification_status = VerificationStatus.FAILED
+            job.status = BackupStatus.CORRUPTED
+            job.error_message = f"not restorable: {report.problem}"
+            action, summary = "backup.verify_failed", job.error_message
+            event = (job.organization_id, webhooks.backup_payload(s, job, "verification_failed"),
+                     job.is_wedding_day_backup)
+            _dependants(s, job, now, restored=False)
+        audit.record(s, actor=ctx.settings.actor, action=action, target_type="backup",
+                     target_id=job.id, organization_id=job.organization_id,
+                     summary=summary[:1000])
+    if event is not None:
+        org_id, payload, escalation = event
+        webhooks.emit(ctx, org_id, "verification_failed", payload, escalation=escalation)
+
+
+def _dependants(s: Session, job: BackupJob, now: Any, *, restored: bool) -> None:
+    """Backups that take files from ``job`` share its fate: marked CORRUPTED with it, and
+    back (to be verified again) when it is restorable again."""
+    marker = f"depends on backup {job.id}"
+    candidates = s.execute(sa.select(BackupJob).where(
+        BackupJob.policy_id == job.policy_id, BackupJob.id != job.id,
+        BackupJob.status.in_([BackupStatus.COMPLETED, BackupStatus.CORRUPTED]),
+        BackupJob.deletion_date.is_(None))).scalars()
+    for other in candidates:
+        if str(job.id) not in (other.source_info or {}).get("references", []):
+            continue
+        if not restored and other.status == BackupStatus.COMPLETED:
+            other.status = BackupStatus.CORRUPTED
+            other.verification_status = VerificationStatus.FAILED
+            other.error_message = f"not restorable: {marker}, which is damaged"
+            _dependants(s, other, now, restored=False)
+        elif restored and other.status == BackupStatus.CORRUPTED and \
+                marker in (other.error_message or ""):
+            other.status = BackupStatus.COMPLETED
+            other.verification_status = VerificationStatus.PENDING
+            other.error_message = None
 
 
 def _raise_on_problem(report: VerifyReport, job_id: Any) -> VerifyReport:
+    if report.restorable is False:
+        bad = report.corrupted[0] if report.corrupted else None
+        where = f" on {bad.url}" if bad else ""
+        raise VerifyFailed(f"backup {job_id} is corrupted{where}: {report.problem}", report)
     if report.corrupted:
         bad = report.corrupted[0]
-        raise IntegrityError(f"backup {job_id} is corrupted on {bad.url}: {bad.problem}")
-    if not any(c.ok for c in report.copies):
+        raise VerifyFailed(f"backup {job_id}: copy {bad.url} is {bad.health.value.lower()}: "
+                           f"{bad.problem}; the backup is restorable from the other copies: "
+                           f"run `vowvault repair {job_id}`", report)
+    if report.restorable is None:
         raise StorageError(f"no copy of backup {job_id} could be read: "
                            + "; ".join(f"{c.url}: {c.problem}" for c in report.copies))
     return report

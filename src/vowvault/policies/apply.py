@@ -76,6 +76,9 @@ def policy_values(spec: PolicySpec) -> dict[str, Any]:
         "max_retries": spec.max_retries,
         "rto_target_minutes": spec.rto_minutes,
         "full_every_days": spec.full_every_days,
+        "verify_max_age_days": spec.verification.max_age_days,
+        "scrub_cycle_days": spec.verification.scrub_cycle_days,
+        "scrub_archived": spec.verification.scrub_archived,
         "is_active": spec.is_active,
     }
     values["spec_hash"] = hashlib.sha256(

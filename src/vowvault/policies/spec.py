@@ -251,6 +251,27 @@ class RetentionSpec(Strict):
         return 7 if self.legal_retention else 0
 
 
+class VerificationSpec(Strict):
+    """How fresh a proof of restorability must be, and how often stored data is re-read.
+
+    ``max_age_days``: a backup counts as proven restorable (for ``retention.min_verified``,
+    and to build an incremental on) this long after its last verification. Scrubbing re-reads
+    every copy at least every ``scrub_cycle_days`` (so it must not exceed ``max_age_days``);
+    ``scrub_archived`` rehydrates archive-tier data to scrub it (retrieval fees apply)."""
+
+    max_age_days: Annotated[int, Field(ge=1, le=3660)] = 45
+    scrub_cycle_days: Annotated[int, Field(ge=1, le=3660)] = 30
+    scrub_archived: bool = False
+
+    @model_validator(mode="after")
+    def _cycle_within_age(self) -> VerificationSpec:
+        if self.scrub_cycle_days > self.max_age_days:
+            raise ValueError(f"scrub_cycle_days {self.scrub_cycle_days} exceeds max_age_days "
+                             f"{self.max_age_days}: backups would stop counting as verified "
+                             f"before they are read back again")
+        return self
+
+
 class LifecycleRule(Strict):
     after_days: Annotated[int, Field(ge=0)]
     tier: TierField
@@ -285,6 +306,7 @@ class PolicySpec(Strict):
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     rto_minutes: Annotated[int, Field(gt=0)] = 15
     full_every_days: Annotated[int, Field(ge=1, le=366)] = 7
+    verification: VerificationSpec = Field(default_factory=VerificationSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicySpec:

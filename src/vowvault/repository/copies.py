@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from vowvault.domain import Tier
@@ -17,3 +18,6 @@ class Copy:
     one is dropped with a warning."""
     tier: Tier = Tier.HOT
     """Where the data object goes; small objects stay readable (``layout.tier_for``)."""
+    marker: uuid.UUID | None = None
+    """The repository marker the target must hold (``marker``): a missing object on a
+    target whose marker is gone too means the target is unavailable, not the object."""

@@ -1,11 +1,17 @@
-"""Reading a stored backup back, checked as it goes.
+"""Reading a stored backup back, checked as it goes, from whichever copy holds it intact.
 
-A ``BackupReader`` is handed every copy of a backup (primary first). It reads the manifest
-from the first copy that answers and serves the backup's objects from that copy:
+A ``BackupReader`` is handed every copy of a backup (primary first). Every copy holds the
+same sealed bytes, so any copy can serve any frame: the manifest comes from the first copy
+whose manifest is intact (and is the one the catalog recorded, when it says which), and
+each run of frames from the first copy that reads it back intact. A copy that cannot be
+reached, is unavailable (its repository marker missing), lacks an object or holds a damaged
+frame is passed over for that frame only, and the reader keeps what each copy served and
+every problem it met (``served``, ``problems``), which the caller records as the copies'
+health.
 
-- ``stream(kind)``: the whole plaintext, frame by frame, with read-ahead (the next range is
-  fetched while the current one is opened), ending with a check of size and SHA-256
-  against the manifest;
+- ``stream(kind)``: the whole plaintext, frame by frame, with read-ahead (the next run of
+  frames is fetched and opened while the current one is handed out), ending with a check of
+  size and SHA-256 against the manifest;
 - ``ranges(kind)``: random access by plaintext offset through the manifest's frame table,
   reading only the frames a range needs (content an incremental backup refers to).
 
@@ -26,21 +32,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vowvault.codec.frames import HEADER, RECORD_LEN, Opener, decompress, parse_header
+from vowvault.domain import CopyHealth
 from vowvault.errors import (
     ArchivedObjectError,
     IntegrityError,
     ObjectNotFound,
     StorageError,
+    TargetUnavailableError,
 )
 from vowvault.repository.copies import Copy
 from vowvault.repository.layout import MANIFEST, BackupLocation
 from vowvault.repository.manifest import Manifest, ObjectEntry
+from vowvault.repository.marker import check_marker
 from vowvault.storage import StorageBackend
 
 READ_SIZE = 8 << 20
 """Bytes fetched by one ranged load (several frames)."""
 
 log = logging.getLogger("vowvault")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What one copy could not serve: which object (and frame), and why."""
+
+    url: str
+    kind: str
+    health: CopyHealth
+    """DAMAGED, MISSING or UNREACHABLE."""
+    message: str
+    frame: int | None = None
+
+
+def classify(copy: Copy, exc: BaseException) -> CopyHealth:
+    """How a failed read reflects on a copy. A missing object on a target whose marker is
+    gone too is an unavailable target, not a missing object."""
+    if isinstance(exc, IntegrityError):
+        return CopyHealth.DAMAGED
+    if isinstance(exc, ObjectNotFound) and not isinstance(exc, TargetUnavailableError):
+        if copy.marker is not None:
+            try:
+                check_marker(copy.backend, copy.marker)
+            except (StorageError, OSError):
+                return CopyHealth.UNREACHABLE
+        return CopyHealth.MISSING
+    return CopyHealth.UNREACHABLE
 
 
 def read_whole(backend: StorageBackend, location: BackupLocation, dek: bytes,
@@ -50,8 +86,10 @@ def read_whole(backend: StorageBackend, location: BackupLocation, dek: bytes,
     try:
         return b"".join(Opener(dek, location.backup_id, kind).frames(
             backend.open(location.name(kind))))
-    except ObjectNotFound:
-        raise IntegrityError(f"backup {location.backup_id}: {kind} is missing from "
+    except ObjectNotFound as exc:
+        if isinstance(exc, TargetUnavailableError):
+            raise
+        raise ObjectNotFound(f"backup {location.backup_id}: {kind} is missing from "
                              f"{backend.url}") from None
 
 
@@ -60,13 +98,18 @@ class BackupReader:
     location: BackupLocation
     dek: bytes
     copies: list[Copy]
+    expected_manifest_sha: str | None = None
+    """The SHA-256 the catalog recorded of the manifest: a copy whose manifest differs is
+    passed over."""
     read_size: int = READ_SIZE
     copy: Copy | None = None
-    """The copy serving reads (after ``open``)."""
-    skipped: list[str] = field(default_factory=list)
-    """Copies tried first that could not be read, with why."""
+    """The copy that served the manifest, tried first for everything else."""
     manifest_bytes: bytes = b""
+    problems: list[Problem] = field(default_factory=list)
+    served: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Copy URL -> object kind -> frames it served."""
     _manifest: Manifest | None = None
+    _order: list[Copy] = field(default_factory=list)
 
     @property
     def backup_id(self) -> Any:
@@ -79,29 +122,60 @@ class BackupReader:
         assert self._manifest is not None
         return self._manifest
 
+    @property
+    def skipped(self) -> list[str]:
+        """Copies passed over for something, with why (one line each)."""
+        seen: dict[str, str] = {}
+        for p in self.problems:
+            seen.setdefault(p.url, f"{p.url}: {p.message}")
+        return list(seen.values())
+
+    def note(self, copy: Copy, kind: str, exc: BaseException, frame: int | None = None
+             ) -> None:
+        health = classify(copy, exc)
+        self.problems.append(Problem(copy.url, kind, health, str(exc), frame))
+        log.warning("copy %s of backup %s could not serve %s%s (%s: %s)", copy.url,
+                    self.backup_id, kind, f" frame {frame}" if frame is not None else "",
+                    health.value.lower(), exc)
+
     def open(self) -> Manifest:
-        """Read the manifest from the first copy that answers; say so when falling back
-        to another copy. An archived or damaged manifest is not skipped over."""
+        """Read the manifest from the first copy that holds it intact."""
         if not self.copies:
             raise StorageError(f"backup {self.backup_id} has no stored copy to read")
-        errors: list[str] = []
+        archived: ArchivedObjectError | None = None
         for copy in self.copies:
             try:
                 raw = read_whole(copy.backend, self.location, self.dek, MANIFEST)
-            except (ArchivedObjectError, IntegrityError):
-                raise
-            except (StorageError, OSError) as exc:
-                errors.append(f"{copy.url}: {exc}")
-                log.warning("copy %s of backup %s is unreachable (%s); trying the next copy",
-                            copy.url, self.backup_id, exc)
+                if self.expected_manifest_sha and \
+                        hashlib.sha256(raw).hexdigest() != self.expected_manifest_sha:
+                    raise IntegrityError("manifest differs from the one recorded when the "
+                                         "backup was made")
+                manifest = Manifest.from_bytes(raw, self.backup_id)
+            except ArchivedObjectError as exc:
+                archived = archived or exc
                 continue
-            self._manifest = Manifest.from_bytes(raw, self.backup_id)
-            self.manifest_bytes, self.copy, self.skipped = raw, copy, errors
-            if errors:
+            except (StorageError, IntegrityError, OSError) as exc:
+                self.note(copy, MANIFEST, exc)
+                continue
+            self._manifest, self.manifest_bytes, self.copy = manifest, raw, copy
+            self._order = [copy, *(c for c in self.copies if c is not copy)]
+            self.count_served(copy, MANIFEST, 1)
+            if self.problems:
                 log.warning("reading backup %s from %s", self.backup_id, copy.url)
-            return self._manifest
-        raise StorageError(f"no copy of backup {self.backup_id} can be read: "
-                           + "; ".join(errors))
+            return manifest
+        if archived is not None:
+            raise archived
+        raise _failure(f"no copy of backup {self.backup_id} holds a readable manifest",
+                       self.problems)
+
+    def order(self) -> list[Copy]:
+        """The copies in the order reads try them: the one that served the manifest (or is
+        readable without an archive restore) first."""
+        return self._order or list(self.copies)
+
+    def count_served(self, copy: Copy, kind: str, frames: int) -> None:
+        per = self.served.setdefault(copy.url, {})
+        per[kind] = per.get(kind, 0) + frames
 
     def entry(self, kind: str) -> ObjectEntry:
         try:
@@ -110,42 +184,45 @@ class BackupReader:
             raise IntegrityError(f"backup {self.backup_id}: the manifest lists no {kind} "
                                  f"object") from None
 
-    def _frames(self, kind: str) -> FrameReader:
+    def frames(self, kind: str) -> Frames:
         self.manifest  # noqa: B018 - opens the backup when not yet open
-        assert self.copy is not None
-        return FrameReader(self.copy.backend, self.location, self.dek, kind, self.entry(kind),
-                           self.read_size)
+        return Frames(self, kind, self.entry(kind))
 
     def stream(self, kind: str) -> Iterator[bytes]:
         """The whole plaintext of an object, checked frame by frame and as a whole."""
-        return self._frames(kind).stream()
+        return self.frames(kind).stream()
 
     def ranges(self, kind: str) -> RangeReader:
-        return RangeReader(self._frames(kind))
+        return RangeReader(self.frames(kind))
 
     def ensure_readable(self, *, wait: float = 0.0, kinds: list[str] | None = None) -> None:
-        """Objects in an archive tier are restored (rehydrated) first; see
-        ``ensure_readable``."""
+        """Prefer a copy whose objects are readable now; when every copy's are archived,
+        restore (rehydrate) them on the preferred copy first (``ensure_readable``)."""
         self.manifest  # noqa: B018
-        assert self.copy is not None
-        for kind in kinds or list(self.manifest.objects):
-            ensure_readable(self.copy.backend, self.location.name(kind), wait=wait)
+        kinds = kinds or list(self.manifest.objects)
+        for copy in self._order:
+            try:
+                if not any(_archived(copy.backend, self.location.name(k)) for k in kinds):
+                    self._order = [copy, *(c for c in self._order if c is not copy)]
+                    return
+            except (StorageError, OSError):
+                continue
+        for kind in kinds:
+            ensure_readable(self._order[0].backend, self.location.name(kind), wait=wait)
 
 
-class FrameReader:
-    """The frames of one object on one copy, by index, through the manifest's frame
-    table."""
+class Frames:
+    """The frames of one object, served by whichever copy holds each intact."""
 
-    def __init__(self, backend: StorageBackend, location: BackupLocation, dek: bytes,
-                 kind: str, entry: ObjectEntry, read_size: int = READ_SIZE) -> None:
-        self.backend, self.kind, self.entry = backend, kind, entry
-        self.name = location.name(kind)
-        self.backup_id = location.backup_id
+    def __init__(self, reader: BackupReader, kind: str, entry: ObjectEntry) -> None:
+        self.reader, self.kind, self.entry = reader, kind, entry
         self.lengths, self.offsets = entry.frame_table()
         self.count = entry.frames
         self.frame_size = entry.frame_size
-        self.read_size = read_size
-        self.opener = Opener(dek, location.backup_id, kind, entry.frame_size)
+        self.read_size = reader.read_size
+        self.name = reader.location.name(kind)
+        self.opener = Opener(reader.dek, reader.location.backup_id, kind, entry.frame_size)
+        self.order = list(reader.order())
 
     def groups(self, first: int = 0, last: int | None = None) -> Iterator[tuple[int, int]]:
         """Runs of consecutive frames of about ``read_size`` sealed bytes each."""
@@ -158,31 +235,32 @@ class FrameReader:
                 yield start, i
                 start, size = i + 1, 0
 
-    def load(self, first: int, last: int) -> bytes:
-        """The records of frames ``first..last`` as stored (from the header on for frame 0,
-        which is checked)."""
+    def load(self, backend: StorageBackend, first: int, last: int) -> bytes:
+        """The records of frames ``first..last`` as one copy stores them, preceded by the
+        object's header (checked) for frame 0."""
         start = 0 if first == 0 else self.offsets[first]
         end = self.offsets[last] + RECORD_LEN.size + self.lengths[last]
         final = last == self.count - 1
         # One byte more at the end of the object: anything after the final frame shows.
-        data = self.backend.load(self.name, start, end - start + (1 if final else 0))
+        data = backend.load(self.name, start, end - start + (1 if final else 0))
         if len(data) < end - start:
             raise IntegrityError(f"{self.kind} object is truncated: {start + len(data)} of "
                                  f"{self.entry.stored_size} bytes")
         if len(data) > end - start:
             raise IntegrityError(f"{self.kind} object: data after the final frame "
                                  f"{last}: appended or spliced")
-        if first == 0:
-            if parse_header(data[:HEADER.size], self.backup_id, self.kind) != self.frame_size:
-                raise IntegrityError(f"{self.kind} object header gives another frame size "
-                                     f"than the manifest")
-            data = data[HEADER.size:]
+        if first == 0 and parse_header(data[:HEADER.size], self.reader.backup_id,
+                                       self.kind) != self.frame_size:
+            raise IntegrityError(f"{self.kind} object header gives another frame size than "
+                                 f"the manifest")
         return data
 
-    def open_records(self, first: int, last: int, data: bytes) -> Iterator[tuple[int, bytes]]:
-        """(index, plaintext) of frames ``first..last`` from their stored records."""
+    def open_records(self, first: int, last: int, data: bytes) -> list[bytes]:
+        """The plaintext of frames ``first..last`` from their stored records (as ``load``
+        returns them)."""
         view = memoryview(data)
-        pos = 0
+        pos = HEADER.size if first == 0 else 0
+        out = []
         for i in range(first, last + 1):
             (length,) = RECORD_LEN.unpack_from(view, pos)
             if length != self.lengths[i]:
@@ -194,22 +272,59 @@ class FrameReader:
             if (not final and len(plain) != self.frame_size) or len(plain) > self.frame_size:
                 raise IntegrityError(f"{self.kind} object: frame {i} holds {len(plain)} "
                                      f"bytes, expected {self.frame_size}")
-            yield i, plain
+            out.append(plain)
             pos += RECORD_LEN.size + length
+        return out
+
+    def get(self, first: int, last: int) -> list[bytes]:
+        """Plaintext of frames ``first..last``: the run from the first copy that reads it
+        intact, else frame by frame from whichever copy holds each one intact."""
+        return self.fetch(first, last)[0]
+
+    def raw(self, first: int, last: int) -> bytes:
+        """The stored bytes of frames ``first..last`` (the header too for frame 0) as a copy
+        holds them intact: what a repair writes to a damaged copy."""
+        return self.fetch(first, last)[1]
+
+    def fetch(self, first: int, last: int) -> tuple[list[bytes], bytes]:
+        """(plaintext frames, stored bytes) of ``first..last``."""
+        for copy in list(self.order):
+            try:
+                stored = self.load(copy.backend, first, last)
+                plain = self.open_records(first, last, stored)
+            except ArchivedObjectError:
+                continue
+            except (StorageError, IntegrityError, OSError) as exc:
+                self.reader.note(copy, self.kind, exc, first if first == last else None)
+                if not isinstance(exc, IntegrityError):  # gone or unreachable: ask it last
+                    self.order = [c for c in self.order if c is not copy] + [copy]
+                continue
+            self.reader.count_served(copy, self.kind, last - first + 1)
+            return plain, stored
+        if first == last:
+            raise _failure(f"{self.kind} object of backup {self.reader.backup_id}: frame "
+                           f"{first} is intact on no copy", self.reader.problems)
+        plains: list[bytes] = []
+        stored_parts: list[bytes] = []
+        for i in range(first, last + 1):
+            plain_i, stored_i = self.fetch(i, i)
+            plains += plain_i
+            stored_parts.append(stored_i)
+        return plains, b"".join(stored_parts)
 
     def stream(self) -> Iterator[bytes]:
-        """Every frame in order, the next range fetched while this one is opened; then the
+        """Every frame in order, the next run fetched while this one is handed out; then the
         whole object's size and SHA-256 against the manifest."""
         digest = hashlib.sha256()
         size = 0
         groups = list(self.groups())
         with ThreadPoolExecutor(1, thread_name_prefix="vowvault-read") as pool:
-            pending = pool.submit(self.load, *groups[0])
-            for n, (first, last) in enumerate(groups):
-                data = pending.result()
+            pending = pool.submit(self.get, *groups[0])
+            for n in range(len(groups)):
+                frames = pending.result()
                 if n + 1 < len(groups):
-                    pending = pool.submit(self.load, *groups[n + 1])
-                for _i, plain in self.open_records(first, last, data):
+                    pending = pool.submit(self.get, *groups[n + 1])
+                for plain in frames:
                     digest.update(plain)
                     size += len(plain)
                     yield plain
@@ -222,15 +337,14 @@ class RangeReader:
     """Random access to the plaintext of an object: reads only the frames a range needs,
     in loads of at most ``read_size`` bytes, keeping the last frames read."""
 
-    def __init__(self, frames: FrameReader) -> None:
+    def __init__(self, frames: Frames) -> None:
         self.frames = frames
         self._cache: dict[int, bytes] = {}
 
     def _fill(self, first: int, last: int) -> None:
         self._cache.clear()
         for a, b in self.frames.groups(first, last):
-            data = self.frames.load(a, b)
-            for i, plain in self.frames.open_records(a, b, data):
+            for i, plain in enumerate(self.frames.get(a, b), start=a):
                 self._cache[i] = plain
             if len(self._cache) * self.frames.frame_size >= self.frames.read_size:
                 return
@@ -250,6 +364,21 @@ class RangeReader:
                 raise IntegrityError(f"{self.frames.name}: range beyond the end of the data")
             yield piece
             offset += len(piece)
+
+
+def _failure(what: str, problems: list[Problem]) -> StorageError | IntegrityError:
+    """The error for something no copy could serve: damage if any copy held it damaged or
+    lacked it, an outage otherwise."""
+    detail = "; ".join(f"{p.url}: {p.message}" for p in problems[-4:])
+    text = f"{what}" + (f" ({detail})" if detail else "")
+    if any(p.health in (CopyHealth.DAMAGED, CopyHealth.MISSING) for p in problems):
+        return IntegrityError(text)
+    return StorageError(text)
+
+
+def _archived(backend: StorageBackend, name: str) -> bool:
+    info = backend.stat(name)
+    return info.archived and info.restore_state != "restored"
 
 
 def ensure_readable(backend: StorageBackend, name: str, *, wait: float = 0.0,

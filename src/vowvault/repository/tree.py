@@ -127,6 +127,17 @@ class TreeReader:
                 pass
         data.finish()
 
+    def check_referenced(self) -> int:
+        """Read and check every file this tree takes from other backups (its own data is
+        not read); the bytes read."""
+        read = 0
+        for entry in self.entries():
+            if entry.type == "file" and entry.backup is not None:
+                for chunk in _checked(entry, self._range(entry).read(int(entry.offset or 0),
+                                                                    entry.size)):
+                    read += len(chunk)
+        return read
+
     def _range(self, entry: Entry) -> RangeReader:
         assert entry.backup is not None
         found = self._ranges.get(entry.backup)
