@@ -31,7 +31,8 @@ $(AZURITE):
 	@mkdir -p .tools && npm install --prefix .tools --no-audit --no-fund --silent azurite@3
 
 test: install $(AZURITE)
-	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
+	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -n 2 --dist worksteal -q \
+		$(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

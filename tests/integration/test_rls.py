@@ -209,3 +209,18 @@ def test_rls_is_forced_so_table_owners_are_not_exempt(world) -> None:
         admin.execute("ALTER TABLE backup_policies NO FORCE ROW LEVEL SECURITY")
     with connect(world, "owner") as o:
         assert o.execute("SELECT count(*) FROM backup_policies").fetchone()[0] == 2
+
+
+def test_storage_targets_are_the_services_alone(world) -> None:
+    """No organization owns a target (several may share one): tenants see and write none
+    of it, whatever their claims; the service role does."""
+    with psycopg.connect(str(world["url"]), autocommit=True) as admin:
+        admin.execute("INSERT INTO storage_targets (url, marker_id) VALUES "
+                      "('file:///srv/nas', gen_random_uuid())")
+    for claims in ({"organization_id": world["a"], "role": "admin"}, {}):
+        with connect(world, "api", claims) as t, \
+                pytest.raises(psycopg.errors.InsufficientPrivilege):
+            t.execute("SELECT count(*) FROM storage_targets")
+    with connect(world, "worker") as w:
+        assert w.execute("SELECT count(*) FROM storage_targets").fetchone()[0] == 1
+        w.execute("UPDATE storage_targets SET available = false")

@@ -95,3 +95,26 @@ def test_lifecycle_by_age_with_minimum_stays() -> None:
     assert m.move  # no minimum on a local disk
     (m,) = plan_lifecycle([obj(Tier.ARCHIVE, 400, 30)], RULES, NOW)
     assert not m.move  # never warmer
+
+
+def test_the_newest_restorable_backup_is_always_kept() -> None:
+    """However short the rules, the newest COMPLETED backup stays (a corrupted newer one
+    does not count)."""
+    backups = [Candidate("corrupt", NOW - dt.timedelta(days=50), "CORRUPTED"),
+               Candidate("good", NOW - dt.timedelta(days=60), "COMPLETED"),
+               Candidate("older", NOW - dt.timedelta(days=70), "COMPLETED")]
+    decisions = {d.id: d for d in plan_retention(backups, Rules(days=1, min_verified=0), NOW)}
+    assert decisions["good"].keep and "the newest restorable backup" in decisions["good"].reasons
+    assert not decisions["older"].keep and not decisions["corrupt"].keep
+
+
+def test_min_verified_counts_only_recent_proofs() -> None:
+    def aged(i: int, verified_days_ago: int) -> Candidate:
+        return Candidate(f"b{i}", NOW - dt.timedelta(days=100 + i), "COMPLETED",
+                         verified_at=NOW - dt.timedelta(days=verified_days_ago))
+
+    # Newest first: b0 and b1 were last proven long ago; b2, b3 lately.
+    backups = [aged(0, 90), aged(1, 80), aged(2, 5), aged(3, 6), aged(4, 7)]
+    decisions = plan_retention(backups, Rules(days=1, min_verified=2,
+                                              verify_max_age_days=30), NOW)
+    assert kept(decisions) == {"b0", "b2", "b3"}  # b0: the newest restorable

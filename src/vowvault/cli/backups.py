@@ -212,13 +212,13 @@ def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) 
     """Re-read a stored backup from every copy and prove it, whatever earlier checks found;
     exit 0 only if every copy is intact (3: a copy is damaged or missing; 1: one could not
     be reached)."""
-    from vowvault.engine.verify import VerifyFailed, verify_backup
+    from vowvault.engine.verify import VerifyFailed, VerifyIncomplete, verify_backup
 
     ctx = Context.from_settings()
-    failure: VerifyFailed | None = None
+    failure: VerifyFailed | VerifyIncomplete | None = None
     try:
         report = verify_backup(ctx, backup)
-    except VerifyFailed as exc:
+    except (VerifyFailed, VerifyIncomplete) as exc:
         report, failure = exc.report, exc
     finally:
         ctx.close()
@@ -227,7 +227,7 @@ def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) 
                    markup=False)
     if failure is not None:
         _err.print(f"vowvault: error: {failure}", markup=False)
-        raise typer.Exit(3)
+        raise typer.Exit(failure.exit_code)
     _out.print(f"backup {report.backup_id}: intact on {sum(c.ok for c in report.copies)} of "
                f"{len(report.copies)} copies")
     if not report.intact:  # some copies could not be reached: not proven

@@ -225,7 +225,9 @@ def _step(name: str) -> None:
 
 
 def execute(ctx: Context, plans: list[PolicyPlan]) -> list[dict[str, Any]]:
-    """Delete what the plans say (idempotent, resumable); return what was done."""
+    """Delete what the plans say (idempotent, resumable); return what was done. A backup
+    on a target that has become unavailable since the plan was made is left for the next
+    run (``held`` in what is returned)."""
     done = []
     for p in plans:
         for d in p.deletions:
@@ -235,7 +237,20 @@ def execute(ctx: Context, plans: list[PolicyPlan]) -> list[dict[str, Any]]:
 
 def delete_backup(ctx: Context, job_id: uuid.UUID, policy: str, reason: str
                   ) -> dict[str, Any]:
-    """Delete one backup in the executor's three steps (see the module's docstring)."""
+    """Delete one backup in the executor's three steps (see the module's docstring), unless
+    one of its targets is unavailable now."""
+    from vowvault.engine import targets
+
+    with ctx.catalog.read() as s:
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        before = objects.read_stored(s, job)
+    down = [state.problem for t in before.all_targets
+            if not (state := targets.check(ctx, t.url, t.secret)).available]
+    if down:  # its objects there would be left behind, or the only good ones
+        log.warning("backup %s of %s not deleted now: %s", job_id, policy, down[0])
+        return {"backup": str(job_id), "policy": policy, "reason": reason,
+                "held": down[0], "copies": []}
     now = ctx.clock()
     with ctx.catalog.session() as s:  # step 1: nothing restores from it any more
         job = s.get(BackupJob, job_id)

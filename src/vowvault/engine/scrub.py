@@ -6,8 +6,9 @@ report coverage.
 The plan is pure (``plan_scrub``): per policy, every copy whose last check would be older
 than the cycle by tomorrow, then the copies checked longest ago until the day's share of
 the policy's stored bytes (all of them divided by the cycle) is reached, so the work spreads
-evenly over the days. Copies whose data sits in an archive tier are not rehydrated for a
-scrub unless the policy asks (``scrub_archived``); they are reported as not covered, by tier.
+evenly over the days (never a copy read back within the last day). Copies whose data sits
+in an archive tier are not rehydrated for a scrub unless the policy asks
+(``scrub_archived``); they are reported as not covered, by tier.
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ def plan_scrub(policy: str, copies: list[StoredCopy], *, cycle_days: int, now: d
     due_before = now - dt.timedelta(days=max(cycle_days - 1, 0))
     budget = math.ceil(sum(c.size for c in eligible) / cycle_days) if cycle_days else 0
     spent = 0
+    recent = now - dt.timedelta(days=1)
     for c in oldest_first:
         due = c.checked_at is None or c.checked_at <= due_before
-        if not due and spent >= budget:
-            break
+        if not due and (spent >= budget or (c.checked_at and c.checked_at > recent)):
+            break  # the day's share is read, or what is left was read back today
         plan.todo.append(c)
         spent += c.size
     return plan

@@ -73,6 +73,14 @@ class VerifyFailed(IntegrityError):
         self.report = report
 
 
+class VerifyIncomplete(StorageError):
+    """No copy could be read, so nothing was proven (with the whole report)."""
+
+    def __init__(self, message: str, report: VerifyReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
 def verify_stored(ctx: Context, stored: objects.StoredBackup, keys: dict[int, KeyRecord], *,
                   check_archive: bool = True, references: bool = True,
                   only: list[str] | None = None) -> VerifyReport:
@@ -267,6 +275,7 @@ def _raise_on_problem(report: VerifyReport, job_id: Any) -> VerifyReport:
                            f"{bad.problem}; the backup is restorable from the other copies: "
                            f"run `vowvault repair {job_id}`", report)
     if report.restorable is None:
-        raise StorageError(f"no copy of backup {job_id} could be read: "
-                           + "; ".join(f"{c.url}: {c.problem}" for c in report.copies))
+        raise VerifyIncomplete(f"no copy of backup {job_id} could be read: "
+                               + "; ".join(f"{c.url}: {c.problem}" for c in report.copies),
+                               report)
     return report

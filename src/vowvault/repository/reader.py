@@ -196,19 +196,25 @@ class BackupReader:
         return RangeReader(self.frames(kind))
 
     def ensure_readable(self, *, wait: float = 0.0, kinds: list[str] | None = None) -> None:
-        """Prefer a copy whose objects are readable now; when every copy's are archived,
-        restore (rehydrate) them on the preferred copy first (``ensure_readable``)."""
+        """Prefer a copy whose objects are readable now; when the only copies holding them
+        have them archived, restore (rehydrate) them on the first of those
+        (``ensure_readable``). A copy that cannot say is left to the reads, which report
+        it."""
         self.manifest  # noqa: B018
         kinds = kinds or list(self.manifest.objects)
+        archived: list[Copy] = []
         for copy in self._order:
             try:
                 if not any(_archived(copy.backend, self.location.name(k)) for k in kinds):
                     self._order = [copy, *(c for c in self._order if c is not copy)]
                     return
+                archived.append(copy)
             except (StorageError, OSError):
                 continue
-        for kind in kinds:
-            ensure_readable(self._order[0].backend, self.location.name(kind), wait=wait)
+        if archived:
+            self._order = [archived[0], *(c for c in self._order if c is not archived[0])]
+            for kind in kinds:
+                ensure_readable(archived[0].backend, self.location.name(kind), wait=wait)
 
 
 class Frames:
@@ -369,7 +375,7 @@ class RangeReader:
 def _failure(what: str, problems: list[Problem]) -> StorageError | IntegrityError:
     """The error for something no copy could serve: damage if any copy held it damaged or
     lacked it, an outage otherwise."""
-    detail = "; ".join(f"{p.url}: {p.message}" for p in problems[-4:])
+    detail = "; ".join(dict.fromkeys(p.message for p in problems[-4:]))
     text = f"{what}" + (f" ({detail})" if detail else "")
     if any(p.health in (CopyHealth.DAMAGED, CopyHealth.MISSING) for p in problems):
         return IntegrityError(text)
