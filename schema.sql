@@ -1209,5 +1209,23 @@ CREATE POLICY storage_targets_service_access ON storage_targets
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE backup_jobs ADD COLUMN owner_token VARCHAR(64);
+
+ALTER TABLE backup_jobs ADD COLUMN lease_expires_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE recovery_jobs ADD COLUMN worker_host VARCHAR(255);
+
+ALTER TABLE recovery_jobs ADD COLUMN worker_pid INTEGER;
+
+ALTER TABLE recovery_jobs ADD COLUMN owner_token VARCHAR(64);
+
+ALTER TABLE recovery_jobs ADD COLUMN heartbeat_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE recovery_jobs ADD COLUMN lease_expires_at TIMESTAMP WITH TIME ZONE;
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 COMMIT;
 

@@ -97,3 +97,7 @@ class KeyUnavailableError(VowvaultError):
 
 class RestoreError(VowvaultError):
     """A restore could not start or did not produce what the backup holds."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: work stops, what it wrote is removed, it is recorded."""

@@ -19,7 +19,7 @@ from vowvault.settings import Settings, load_settings, normalise_database_url
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0004"
+HEAD = "0005"
 """The schema revision this code needs. Kept here so that ordinary commands need not load
 Alembic; a test checks it is the migrations' head."""
 

@@ -261,6 +261,10 @@ class BackupJob(Base):
     flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
     worker_host: Mapped[str | None] = mapped_column(sa.String(255))
     worker_pid: Mapped[int | None] = mapped_column(sa.Integer)
+    owner_token: Mapped[str | None] = mapped_column(sa.String(64))
+    """Who runs the job now: its result is recorded only by the holder of this token."""
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+    """Renewed by the heartbeat, in the catalog server's clock (PostgreSQL's now())."""
     legal_hold: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False,
                                              server_default=sa.false())
     expires_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
@@ -407,6 +411,11 @@ class RecoveryJob(Base):
     erasures_applied: Mapped[list[Any] | None] = mapped_column(JSONDoc)
     error_message: Mapped[str | None] = mapped_column(sa.Text)
     flow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    worker_host: Mapped[str | None] = mapped_column(sa.String(255))
+    worker_pid: Mapped[int | None] = mapped_column(sa.Integer)
+    owner_token: Mapped[str | None] = mapped_column(sa.String(64))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(TZDateTime)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _updated()
 

@@ -296,6 +296,9 @@ def restore(
     = None,
     confirm: Annotated[str | None, typer.Option(
         help="The backup id again, to confirm an emergency recovery.")] = None,
+    preserve_owners: Annotated[bool, typer.Option(
+        "--preserve-owners", help="As root: restore files' owners and set-user/group-id "
+                                  "bits (off by default).")] = False,
 ) -> None:
     """Stream a backup back, verifying as it goes, and validate the result."""
     import os
@@ -315,7 +318,8 @@ def restore(
             ctx.progress = bar
             result = restore_backup(ctx, backup, to_dir=to_dir, to_database=to_database,
                                     force=force, password=password, archive_wait=wait_archive,
-                                    emergency_role=role if emergency else None)
+                                    emergency_role=role if emergency else None,
+                                    preserve_owners=preserve_owners)
     finally:
         ctx.close()
     v = result.validation

@@ -14,16 +14,15 @@ The engine owns the job; the bytes belong to the data plane and the source:
   so far removed first.
 
 ``run_backup`` runs the stages in threads; the Prefect flow runs each as a task, with the
-same code. A heartbeat (its own tiny transaction every few seconds) shows the job is alive;
-a job whose process died is found by ``reaper.reap``.
+same code. The job carries its owner and a lease the heartbeat renews (``leases``); a job
+whose process died is found by ``reaper.reap``, and a job taken from its process is never
+recorded as done by it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from vowvault.domain import (
 from vowvault.engine import kek, objects, runs
 from vowvault.engine.context import Context, Progress, log
 from vowvault.engine.kek import KeyRecord
+from vowvault.engine.leases import Lease, new_token, owner_fields
 from vowvault.engine.reaper import reap
 from vowvault.engine.targets import check as check_target
 from vowvault.errors import (
@@ -61,6 +61,7 @@ from vowvault.errors import (
     SourceError,
     StorageError,
     TargetUnavailableError,
+    Terminated,
     VowvaultError,
 )
 from vowvault.keys import new_dek
@@ -164,6 +165,8 @@ class Prepared:
     """(target URL, object kind) -> its backup_storage row."""
     warnings: list[str] = field(default_factory=list)
     """What was found before the first byte moved (an optional target unavailable)."""
+    token: str = field(default_factory=new_token)
+    """This process's claim on the job (``leases``)."""
 
     @property
     def location(self) -> BackupLocation:
@@ -187,27 +190,16 @@ class BackupRun:
         """Optional copies that did not read back, removed."""
         self.verify_seconds = 0.0
         self.started = time.perf_counter()
-        self._stop = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, daemon=True,
-                                           name=f"vowvault-heartbeat-{self.job_id}")
+        self.lease = Lease(ctx, BackupJob, self.job_id, prepared.token)
 
     def report(self, what: str, done: int, total: int | None) -> None:
         self.progress(what, done, total)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.ctx.heartbeat_seconds):
-            try:
-                with self.ctx.catalog.session() as s:
-                    s.execute(sa.update(BackupJob).where(BackupJob.id == self.job_id)
-                              .values(heartbeat_at=self.ctx.clock()))
-            except Exception as exc:  # the backup goes on; the reaper is patient
-                log.warning("heartbeat of backup %s not recorded: %s", self.job_id, exc)
-
     def begin(self) -> None:
-        self._heartbeat.start()
+        self.lease.start()
 
     def end(self) -> None:
-        self._stop.set()
+        self.lease.stop()
 
     @property
     def warnings(self) -> list[str]:
@@ -346,8 +338,9 @@ def record_started(ctx: Context, s: Session, job: BackupJob, prepared: Prepared,
     job.encryption_key_id = prepared.key.id
     job.wrapped_dek = prepared.wrapped
     job.status = BackupStatus.IN_PROGRESS
-    job.started_at = job.heartbeat_at = now
-    job.worker_host, job.worker_pid = socket.gethostname(), os.getpid()
+    job.started_at = now
+    for column, value in owner_fields(s, ctx, prepared.token).items():
+        setattr(job, column, value)
     job.format_version = FORMAT_VERSION
     location = prepared.location
     for target, copy in zip(prepared.targets, copies, strict=True):
@@ -521,7 +514,13 @@ def finish(job_id: str) -> Result:
         if run.pipeline.abort.failed:
             error = run.pipeline.abort.error or RuntimeError("backup stopped")
             return _record_failure(run, error)
-        return _record_success(run)
+        try:
+            return _record_success(run)
+        except JobLost:
+            discard(run.ctx, run.job_id, reason="taken from this process")
+            raise
+        except BaseException as exc:  # an interrupt while recording: record the failure
+            return _record_failure(run, exc)
     finally:
         runs.forget(job_id)
 
@@ -542,6 +541,7 @@ def _record_success(run: BackupRun) -> Result:
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, prepared.job_id)
         assert job is not None
+        _still_ours(job, prepared)
         t0 = time.perf_counter()
         job.status = BackupStatus.COMPLETED
         job.completed_at = job.verified_at = now
@@ -584,6 +584,17 @@ def _record_success(run: BackupRun) -> Result:
                   tables=run.snapshot.info.get("tables"), warnings=run.warnings)
 
 
+class JobLost(VowvaultError):
+    """The job was taken from this process (reaped) before it could record its result."""
+
+
+def _still_ours(job: BackupJob, prepared: Prepared) -> None:
+    if job.owner_token != prepared.token or job.status != BackupStatus.IN_PROGRESS:
+        raise JobLost(f"backup {prepared.job_id} was taken from this process before it could "
+                      f"record its result ({job.status.value}: {job.error_message}); "
+                      f"nothing was recorded as done")
+
+
 def _ratio(stored: int, source: int) -> Decimal | None:
     """Stored / read bytes of the data object. Framing overhead (about 50 bytes) can make a
     tiny backup's ratio huge: it is capped at 9.9999, the column's range (the report's
@@ -597,12 +608,17 @@ def _record_failure(run: BackupRun, error: BaseException) -> Result:
     ctx, prepared = run.ctx, run.prepared
     status = BackupStatus.CORRUPTED if isinstance(error, IntegrityError) else \
         BackupStatus.FAILED
-    message = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else \
-        one_line(error)
+    message = "terminated (SIGTERM)" if isinstance(error, Terminated) else \
+        "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else one_line(error)
     discard(ctx, prepared.job_id, reason=message)
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, prepared.job_id)
         assert job is not None
+        if job.owner_token != prepared.token or job.status != BackupStatus.IN_PROGRESS:
+            log.error("backup %s failed (%s) after it was taken from this process: %s",
+                      prepared.job_id, message, job.error_message)
+            raise JobLost(f"backup {prepared.job_id} was taken from this process: "
+                          f"{job.error_message}") from error
         job.status = status
         job.completed_at = ctx.clock()
         job.error_message = message

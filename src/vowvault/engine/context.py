@@ -40,8 +40,13 @@ class Context:
     """Frames waiting between two stages."""
     progress: Progress = _no_progress
     heartbeat_seconds: float = 15.0
+    """How often a running job renews its lease."""
+    lease_seconds: float = 300.0
+    """How long a lease lasts unrenewed: a job on another host whose lease ran out is taken
+    for dead (``leases``)."""
     stale_after: dt.timedelta = dt.timedelta(minutes=5)
-    """An IN_PROGRESS job without a heartbeat for this long is taken for dead."""
+    """A job recorded before leases existed is taken for dead after this long without a
+    heartbeat."""
     _backends: dict[str, StorageBackend] = field(default_factory=dict)
     target_states: dict[str, tuple[Any, float]] = field(default_factory=dict)
     """Target URL -> (its last ``engine.targets`` check, when): remembered briefly."""

@@ -1,4 +1,11 @@
-"""Finding backups whose process died, marking them FAILED and removing their objects."""
+"""Finding backups and restores whose process died: backups are marked FAILED with their
+objects removed, restores FAILED (their target keeps its ``.vowvault-incomplete`` marker).
+
+Who is dead is decided by the owner and the lease (``leases``), never by comparing clocks:
+an owner on this host whose pid is gone is dead now; one on this host whose pid lives is
+alive, whatever its heartbeat says; an owner elsewhere is dead only once its lease, kept in
+the catalog server's clock, has run out.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,11 @@ import uuid
 import sqlalchemy as sa
 
 from vowvault.catalog import audit
-from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
-from vowvault.domain import BackupStatus, CopyStatus
+from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, RecoveryJob
+from vowvault.domain import BackupStatus, CopyStatus, RecoveryStatus
 from vowvault.engine import objects, runs
 from vowvault.engine.context import Context, log
+from vowvault.engine.leases import expired
 
 
 def _alive(pid: int) -> bool:
@@ -25,43 +33,58 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _verdict(host: str | None, pid: int | None, lease_over: bool) -> str | None:
+    """Why a job's owner is taken for dead, or None while it may live."""
+    if host == socket.gethostname() and pid is not None:
+        if pid != os.getpid() and _alive(pid):
+            return None  # never while its process lives on this host
+        if pid != os.getpid():
+            return "its worker process is gone"
+    if lease_over:
+        return "its lease ran out (no heartbeat)"
+    return None
+
+
 def reap(ctx: Context, *, policy_name: str | None = None) -> list[str]:
-    """Mark dead IN_PROGRESS jobs FAILED: no heartbeat for ``ctx.stale_after``, or their
-    worker process on this host is gone. Their objects are removed first. Returns the ids
-    reaped."""
-    now = ctx.clock()
-    host = socket.gethostname()
+    """Mark dead IN_PROGRESS backups FAILED (objects removed first) and dead restores
+    FAILED. Returns the ids reaped."""
     mine = runs.running()
-    found: list[tuple[objects.StoredBackup, str]] = []
+    found: list[tuple[objects.StoredBackup, str, str | None]] = []
     with ctx.catalog.read() as s:
-        query = sa.select(BackupJob).where(BackupJob.status == BackupStatus.IN_PROGRESS)
+        query = sa.select(BackupJob, expired(s, ctx, BackupJob).label("over")).where(
+            BackupJob.status == BackupStatus.IN_PROGRESS)
         if policy_name:
             query = query.join(BackupPolicy).where(BackupPolicy.name == policy_name)
-        for job in s.execute(query).scalars():
+        for job, over in s.execute(query):
             if str(job.id) in mine:
                 continue  # running in this very process
-            beat = job.heartbeat_at or job.started_at or job.created_at
-            stale = beat is not None and now - beat > ctx.stale_after
-            gone = (job.worker_host == host and job.worker_pid is not None
-                    and job.worker_pid != os.getpid() and not _alive(job.worker_pid))
-            if not (stale or gone):
-                continue
-            why = ("its worker process is gone" if gone else
-                   f"no heartbeat since {beat:%Y-%m-%d %H:%M:%S} UTC")
-            found.append((objects.read_stored(s, job), why))
+            why = _verdict(job.worker_host, job.worker_pid, bool(over))
+            if why is not None:
+                found.append((objects.read_stored(s, job), why, job.owner_token))
+        restores = [(r.id, why) for r, over in s.execute(
+            sa.select(RecoveryJob, expired(s, ctx, RecoveryJob).label("over")).where(
+                RecoveryJob.status == RecoveryStatus.IN_PROGRESS))
+            if (why := _verdict(r.worker_host, r.worker_pid, bool(over))) is not None
+            and str(r.id) not in mine]
     reaped: list[str] = []
-    for stored, why in found:
+    for stored, why, token in found:
         failed = objects.remove_objects(ctx, stored, reason="reaped")
-        if _mark_failed(ctx, stored.id, why, failed):
+        if _mark_failed(ctx, stored.id, why, token, failed):
             log.warning("backup %s marked FAILED: %s", stored.id, why)
             reaped.append(str(stored.id))
+    for recovery_id, why in restores:
+        if _mark_restore_failed(ctx, recovery_id, why):
+            log.warning("restore %s marked FAILED: %s", recovery_id, why)
+            reaped.append(str(recovery_id))
     return reaped
 
 
-def _mark_failed(ctx: Context, job_id: uuid.UUID, why: str, failed: list[str]) -> bool:
+def _mark_failed(ctx: Context, job_id: uuid.UUID, why: str, token: str | None,
+                 failed: list[str]) -> bool:
     with ctx.catalog.session() as s:
         job = s.get(BackupJob, job_id)
-        if job is None or job.status != BackupStatus.IN_PROGRESS:
+        # Taken over (a flow retry) or finished meanwhile: not ours to fail.
+        if job is None or job.status != BackupStatus.IN_PROGRESS or job.owner_token != token:
             return False
         now = ctx.clock()
         s.execute(sa.update(BackupStorage).where(
@@ -70,8 +93,25 @@ def _mark_failed(ctx: Context, job_id: uuid.UUID, why: str, failed: list[str]) -
             .values(status=CopyStatus.DELETED, deletion_date=now))
         job.status = BackupStatus.FAILED
         job.completed_at = now
+        job.owner_token = None
         job.error_message = f"abandoned: {why}; its partial objects were removed"
         audit.record(s, actor=ctx.settings.actor, action="backup.reaped",
                      target_type="backup", target_id=job.id,
                      organization_id=job.organization_id, summary=job.error_message)
+        return True
+
+
+def _mark_restore_failed(ctx: Context, recovery_id: uuid.UUID, why: str) -> bool:
+    with ctx.catalog.session() as s:
+        rec = s.get(RecoveryJob, recovery_id)
+        if rec is None or rec.status != RecoveryStatus.IN_PROGRESS:
+            return False
+        rec.status = RecoveryStatus.FAILED
+        rec.completed_at = ctx.clock()
+        rec.owner_token = None
+        rec.error_message = f"abandoned: {why}; the target holds what was written so far " \
+                            f"(marked .vowvault-incomplete)"
+        audit.record(s, actor=ctx.settings.actor, action="restore.reaped",
+                     target_type="recovery", target_id=rec.id,
+                     organization_id=rec.organization_id, summary=rec.error_message)
         return True

@@ -24,6 +24,7 @@ from vowvault.catalog.models import BackupJob, BackupStorage, RecoveryJob
 from vowvault.domain import BackupStatus, CopyHealth, CopyStatus, RecoveryStatus, RecoveryType
 from vowvault.engine import erasure, objects
 from vowvault.engine.context import Context, log
+from vowvault.engine.leases import Lease, new_token, owner_fields
 from vowvault.engine.lookup import find_backup
 from vowvault.errors import ConfigError, RestoreError
 from vowvault.repository.reader import BackupReader
@@ -54,14 +55,18 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                    to_database: str | None = None, force: bool = False,
                    password: str | None = None, recovery_type: RecoveryType =
                    RecoveryType.FULL_RESTORE, archive_wait: float = 0.0,
-                   emergency_role: str | None = None) -> RestoreResult:
+                   emergency_role: str | None = None,
+                   preserve_owners: bool = False) -> RestoreResult:
     """Restore one backup. Data in an archive tier is restored (rehydrated) first: the
     restore waits ``archive_wait`` seconds for it, or fails saying it was started.
 
     ``emergency_role`` makes it an emergency recovery into production: only the roles
     admin, owner and emergency_contact may (the same rule as the catalog's
     emergency_recovery_access policy); it replaces what the target holds, is recorded as an
-    emergency recovery, and raises a CRITICAL event (an escalated webhook and log line)."""
+    emergency recovery, and raises a CRITICAL event (an escalated webhook and log line).
+
+    The recovery carries its owner and a lease (``leases``): a restore whose process dies is
+    reaped FAILED, and its target keeps the marker that says it is incomplete."""
     if (to_dir is None) == (to_database is None):
         raise ConfigError("give exactly one of --to-dir PATH or --to-database DSN")
     if emergency_role is not None:
@@ -70,7 +75,9 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                               f"emergency_contact, not {emergency_role!r}")
         recovery_type, force = RecoveryType.EMERGENCY, True
     target = RestoreTarget(directory=to_dir, database=to_database, password=password,
-                           force=force)
+                           force=force, preserve_owners=preserve_owners
+                           and recovery_type != RecoveryType.DR_DRILL)
+    token = new_token()
     started = time.perf_counter()
     with ctx.catalog.session() as s:
         job = find_backup(s, backup_ref)
@@ -86,7 +93,7 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                                status=RecoveryStatus.IN_PROGRESS, requested_by=ctx.settings.actor,
                                target_kind="DATABASE" if to_database else "DIRECTORY",
                                target_description=target.describe(),
-                               started_at=ctx.clock())
+                               started_at=ctx.clock(), **owner_fields(s, ctx, token))
         s.add(recovery)
         audit.record(s, actor=ctx.settings.actor, action="restore.start", target_type="backup",
                      target_id=job.id, organization_id=job.organization_id,
@@ -98,6 +105,7 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         _emergency_event(ctx, job_id, "started", recovery_id, emergency_role)
     reader: BackupReader | None = None
     references: dict[str, BackupReader] = {}
+    lease = Lease(ctx, RecoveryJob, recovery_id, token).start()
     try:
         reader = objects.open_reader(ctx, stored)
         reader.ensure_readable(wait=archive_wait)
@@ -107,12 +115,14 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         outcome = driver.restore(reader, references, target, erasures, ctx.progress)
         validation = {**outcome.validation, "erasures_applied": len(outcome.erasures_applied)}
     except BaseException as exc:
+        lease.stop()
         if reader is not None:
             record_problems(ctx, {stored.id: reader, **_ids(references)})
         _finish(ctx, recovery_id, started, error=exc)
         if emergency_role is not None:
             _emergency_event(ctx, job_id, f"failed: {exc}", recovery_id, emergency_role)
         raise
+    lease.stop()
     assert reader.copy is not None
     record_problems(ctx, {stored.id: reader, **_ids(references)})
     result = RestoreResult(str(recovery_id), str(job_id), target.describe(),
@@ -187,7 +197,12 @@ def _finish(ctx: Context, recovery_id: uuid.UUID, started: float, *,
     with ctx.catalog.session() as s:
         rec = s.get(RecoveryJob, recovery_id)
         assert rec is not None
+        if rec.status != RecoveryStatus.IN_PROGRESS:  # reaped meanwhile: it says so already
+            log.error("restore %s ended after it was taken for dead: %s", recovery_id,
+                      rec.error_message)
+            return
         rec.completed_at = ctx.clock()
+        rec.owner_token = None
         rec.duration_seconds = duration
         if result is not None:
             rec.status = RecoveryStatus.COMPLETED

@@ -67,7 +67,9 @@ class RestoreTarget:
     database: str | None = None
     password: str | None = None
     force: bool = False
-    """Replace what the target holds."""
+    """Replace what the target holds (what the backup does not hold goes)."""
+    preserve_owners: bool = False
+    """Restore owners and set-user/group-id bits (as root); off by default, and for drills."""
 
     def describe(self) -> str:
         if self.database is not None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vowvault.errors import ConfigError, IntegrityError, RestoreError, SourceError
+from vowvault.errors import ConfigError, RestoreError, SourceError
 from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.reader import BackupReader
 from vowvault.repository.tree import Entry, TreeReader
@@ -42,6 +42,7 @@ from vowvault.sources.base import (
     SourceDriver,
     no_progress,
 )
+from vowvault.sources.treewriter import INCOMPLETE, TreeWriter
 
 log = logging.getLogger("vowvault")
 
@@ -376,19 +377,23 @@ class DirectoryDriver(SourceDriver):
         directory = target.directory
         if directory.exists() and not directory.is_dir():
             raise RestoreError(f"{directory} exists and is not a directory")
-        was_empty = not directory.exists() or not any(directory.iterdir())
+        was_empty = not directory.exists() or not any(
+            p.name != INCOMPLETE for p in directory.iterdir())
         if not was_empty and not target.force:
             raise RestoreError(f"{directory} is not empty: restore into an empty directory, "
                                f"or add --force to overwrite files in it")
-        directory.mkdir(parents=True, exist_ok=True)
         erased = [p for e in erasures for p in e.paths]
+        writer = TreeWriter(directory, replace=target.force,
+                            preserve_owners=target.preserve_owners,
+                            note=f"restore of backup {reader.backup_id} in progress")
         try:
-            restored, validation = write_tree(TreeReader(reader, references), directory,
-                                              erased, progress)
-        except BaseException:
-            if was_empty:  # leave nothing that looks like a finished restore
-                for child in directory.iterdir():
-                    _clear(child)
+            restored, validation = write_tree(TreeReader(reader, references), writer, erased,
+                                              progress)
+        except BaseException as exc:
+            writer.fail(exc, clear=was_empty)  # nothing there looks like a finished restore
+            if isinstance(exc, OSError):
+                raise RestoreError(f"cannot write under {directory}: "
+                                   f"{exc.strerror or exc}") from None
             raise
         applied = [{"request": e.request, "subject": e.subject,
                     "files_withheld": validation.get("withheld", 0)}
@@ -405,70 +410,31 @@ class DirectoryDriver(SourceDriver):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_tree(tree: TreeReader, target: Path, erased: list[str],
+def write_tree(tree: TreeReader, writer: TreeWriter, erased: list[str],
                progress: Progress = no_progress) -> tuple[int, dict[str, Any]]:
-    """Write a stored tree under ``target``; files matching ``erased`` are withheld."""
+    """Write a stored tree through ``writer``; files matching ``erased`` are withheld."""
     manifest = tree.reader.manifest
     total = manifest.objects[DATA].plaintext_size + \
         int(manifest.source.get("bytes_referenced") or 0)
-    done = files = withheld = 0
-    dirs: list[Entry] = []
-    as_root = os.geteuid() == 0
+    done = files = withheld = dirs = 0
 
     def withhold(entry: Entry) -> bool:
         return bool(erased) and bool(entry.path) and path_matches(entry.path, erased)
+
+    def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        nonlocal done
+        for chunk in chunks:
+            done += len(chunk)
+            progress("restore", done, total)
+            yield chunk
 
     for entry, chunks in tree.walk(withhold=withhold):
         if withhold(entry):
             withheld += 1  # erased after this backup was taken: never handed over
             continue
-        path = _safe_join(target, entry.path)
-        if entry.type == "dir":
-            path.mkdir(parents=True, exist_ok=True)
-            dirs.append(entry)
-            continue
-        _clear(path)
-        if entry.type == "symlink":
-            os.symlink(entry.target or "", path)
-        elif entry.type == "fifo":
-            os.mkfifo(path, entry.mode)
-        elif entry.type == "file":
-            assert chunks is not None
-            with open(path, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    done += len(chunk)
-                    progress("restore", done, total)
-            files += 1
-        _apply_metadata(path, entry, as_root)
-    for entry in reversed(dirs):  # children first, so their writes do not touch mtimes
-        _apply_metadata(_safe_join(target, entry.path), entry, as_root)
-    return done, {"files": files, "directories": len(dirs), "checked": True,
+        writer.add(entry, counted(chunks) if chunks is not None else None)
+        files += entry.type == "file"
+        dirs += entry.type == "dir" and entry.path != ""
+    writer.finish()
+    return done, {"files": files, "directories": dirs, "checked": True,
                   "sha256_per_file": True, "withheld": withheld}
-
-
-def _safe_join(root: Path, rel: str) -> Path:
-    if rel == "":
-        return root
-    parts = rel.split("/")
-    if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise IntegrityError(f"index holds an unsafe path {rel!r}")
-    return root.joinpath(*parts)
-
-
-def _clear(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
-def _apply_metadata(path: Path, entry: Entry, as_root: bool) -> None:
-    if as_root:
-        try:
-            os.lchown(path, entry.uid, entry.gid)
-        except OSError as exc:
-            log.warning("could not restore the owner of %s: %s", path, exc)
-    if entry.type != "symlink":
-        os.chmod(path, stat.S_IMODE(entry.mode))
-    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
