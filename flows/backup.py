@@ -12,6 +12,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.backup import (
+    abandon,
     compress,
     encrypt,
     limits,
@@ -21,20 +22,44 @@ from tasks.backup import (
     upload,
     verify,
 )
+from vowvault.errors import is_permanent
 
 
 @flow(name="backup", flow_run_name="{policy}",
       # The four streaming stages must run at once: fewer workers would deadlock them.
       task_runner=ThreadPoolTaskRunner(max_workers=6))
 def backup(policy: str, scheduled_at: str | None = None) -> dict[str, Any]:
-    names = limits(policy)
-    with ExitStack() as held:
-        # One limit at a time, each strict: Prefect's strict only fails when *every* name is
-        # unknown, and an unknown limit must never silently limit nothing. Sorted names:
-        # two runs never wait on each other's limits crosswise.
-        for name in names:
-            held.enter_context(concurrency(name, occupy=1, strict=True))
-        job_id = prepare(policy, scheduled_at)
-        wait([stage.submit(job_id) for stage in (snapshot, compress, encrypt, upload)])
-        verify.submit(job_id).wait()
-        return record(job_id)
+    """A retry of this flow is a new attempt of the same job; an error no attempt can fix
+    (``errors.is_permanent``) ends the retries at once, with its own message."""
+    job_id = None
+    try:
+        names = limits(policy)
+        with ExitStack() as held:
+            # One limit at a time, each strict: Prefect's strict only fails when *every*
+            # name is unknown, and an unknown limit must never silently limit nothing.
+            # Sorted names: two runs never wait on each other's limits crosswise.
+            for name in names:
+                held.enter_context(concurrency(name, occupy=1, strict=True))
+            job_id = prepare(policy, scheduled_at)
+            wait([stage.submit(job_id) for stage in (snapshot, compress, encrypt, upload)])
+            verify.submit(job_id).wait()
+            return record(job_id)
+    except BaseException as exc:
+        if job_id is not None:  # stopped from outside (interrupted, terminated, crashed)
+            abandon(job_id, exc)
+        if is_permanent(exc):
+            no_more_retries()
+        raise
+
+
+def no_more_retries() -> None:
+    """This flow run is not retried: its retry budget is set to what it has used."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    run = FlowRunContext.get()
+    if run is None or run.flow_run is None:
+        return
+    policy = run.flow_run.empirical_policy.model_copy(update={"retries": 0})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(run.flow_run.id, empirical_policy=policy)

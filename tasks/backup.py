@@ -112,3 +112,15 @@ def summary_markdown(r: dict[str, Any]) -> str:
     lines += ["", f"Restore with `vowvault restore {r['job_id']} --to-dir PATH` or "
                   f"`--to-database DSN`."]
     return "\n".join(lines)
+
+
+def abandon(job_id: str, error: BaseException) -> None:
+    """Not a task: the flow's way to stop and record a run it can no longer finish
+    (Prefect's own termination signal is SIGTERM, recorded as such)."""
+    from prefect.exceptions import TerminationSignal
+
+    from vowvault.errors import Terminated
+
+    if isinstance(error, TerminationSignal):
+        error = Terminated("terminated (SIGTERM)")
+    engine.abandon(job_id, error)

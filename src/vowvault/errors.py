@@ -12,12 +12,16 @@ class VowvaultError(Exception):
     """Base of every error vowvault raises on purpose."""
 
     exit_code = 1
+    permanent = False
+    """Another attempt cannot fix it (bad input or configuration, refused credentials, a
+    source that is not there): orchestrators do not retry it."""
 
 
 class ConfigError(VowvaultError):
     """Settings or arguments that cannot work; the message says what to change."""
 
     exit_code = 2
+    permanent = True
 
 
 class PolicyError(ConfigError):
@@ -40,6 +44,7 @@ class NotFound(VowvaultError):
     """A named thing (policy, backup, organization) does not exist in the catalog."""
 
     exit_code = 2
+    permanent = True
 
 
 class CatalogError(VowvaultError):
@@ -66,6 +71,7 @@ class StoragePermissionError(StorageError):
     """The target refused access: credentials, permissions or a bucket policy."""
 
     exit_code = 2
+    permanent = True
 
 
 class StorageFullError(StorageError):
@@ -86,13 +92,27 @@ class ArchivedObjectError(StorageError):
 
 
 class SourceError(VowvaultError):
-    """The thing being backed up (a database, a directory) could not be read as a whole."""
+    """The thing being backed up (a database, a directory) could not be read as a whole
+    (a server that does not answer may answer later: worth another attempt)."""
+
+
+class SourceMissingError(SourceError):
+    """The source is not there: no such directory, not a directory, no such database."""
+
+    permanent = True
+
+
+class SourceAccessError(SourceError):
+    """The source refused us: a wrong password, no permission to read."""
+
+    permanent = True
 
 
 class KeyUnavailableError(VowvaultError):
     """A key-encryption key is missing, destroyed or wrong for this backup."""
 
     exit_code = 3
+    permanent = True
 
 
 class RestoreError(VowvaultError):
@@ -101,3 +121,8 @@ class RestoreError(VowvaultError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: work stops, what it wrote is removed, it is recorded."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether another attempt is pointless (see ``VowvaultError.permanent``)."""
+    return isinstance(exc, VowvaultError) and exc.permanent

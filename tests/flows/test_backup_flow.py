@@ -4,6 +4,7 @@ engine's log lines in the run's logs, flow retries recorded as retry_count."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -70,18 +71,136 @@ def test_backup_flow_shows_its_steps_and_leaves_a_summary(prefect_api, vv_home: 
     assert flow_run.name == "photos"
 
 
-def test_flow_retries_are_recorded_as_retry_count(prefect_api, vv_home: Path,
-                                                   tmp_path: Path) -> None:
+def test_a_permanent_error_ends_after_one_attempt_with_its_own_message(
+        prefect_api, vv_home: Path, tmp_path: Path) -> None:
+    """A missing source directory cannot be fixed by trying again: no retry, one job, its
+    own one-line cause (not a database constraint of a second attempt)."""
     from flows.backup import backup
 
-    apply(vv_home, tmp_path / "missing", tmp_path / "storage", retries=1)
-    state = backup.with_options(retries=1, retry_delay_seconds=0)(policy="photos",
+    apply(vv_home, tmp_path / "missing", tmp_path / "storage", retries=3)
+    state = backup.with_options(retries=3, retry_delay_seconds=0)(policy="photos",
                                                                   return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match="does not exist"):
         state.result()
+    *_, flow_run = asyncio.run(run_details(state.state_details.flow_run_id))
+    assert flow_run.run_count == 1
     with sqlite3.connect(vv_home / "catalog.db") as db:
         rows = db.execute("SELECT status, retry_count, error_message FROM backup_jobs").fetchall()
-    assert len(rows) == 1  # one job per flow run, whatever the number of attempts
-    status, retry_count, message = rows[0]
-    assert (status, retry_count) == ("FAILED", 1) and "does not exist" in message
+    assert len(rows) == 0 or rows == [("FAILED", 0, rows[0][2])]
+
+
+class Forwarder:
+    """A loopback TCP port that forwards to PostgreSQL once opened (before: nothing
+    listens there, so connecting is refused, as with a server that is down)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server: object = None
+
+    def open(self) -> None:
+        import socket
+        import threading
+
+        server = socket.create_server(("127.0.0.1", self.port))
+        self.server = server
+
+        def pump(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+
+        def serve() -> None:
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                upstream = socket.create_connection(self.target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()  # type: ignore[attr-defined]
+
+
+def test_a_source_that_comes_up_between_attempts_succeeds_on_the_retry(
+        prefect_api, vv_home: Path, tmp_path: Path, pg_database) -> None:
+    """The source database's server is down at the first attempt (connection refused) and
+    up for the second: the retry is a new attempt of the same job, which removes what the
+    first one left, and succeeds; one job, retry_count 1."""
+    import threading
+    import time
+
+    import psycopg
+
+    from flows.backup import backup
+    from vowvault.catalog.db import Catalog
+    from vowvault.settings import load_settings
+
+    source = pg_database()
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("CREATE TABLE guests (id int, name text)")
+        conn.execute("INSERT INTO guests SELECT g, 'guest ' || g FROM generate_series(1, 500) g")
+    dbname = source.rsplit("/", 1)[1]
+    forward = Forwarder(("127.0.0.1", 5432))
+    text = vv_home.parent / "db.yaml"
+    text.write_text(f"""version: 1
+organizations: [{{slug: lumiere, name: Lumiere}}]
+policies:
+  - name: photos
+    organization: lumiere
+    source: {{kind: postgres, dsn: "postgresql://postgres@127.0.0.1:{forward.port}/{dbname}"}}
+    schedule: {{cron: "0 2 * * *"}}
+    peak_season: {{multiplier: 1}}
+    max_retries: 1
+    storage: [{{url: "file://{tmp_path}/storage"}}]
+""")
+    from vowvault.policies.apply import apply_policy_file
+    from vowvault.policies.loader import load_policy_file
+
+    catalog = Catalog.open(load_settings())
+    apply_policy_file(catalog, load_policy_file(text), actor="tester")
+    catalog.dispose()
+
+    def open_when_the_first_attempt_failed() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with sqlite3.connect(vv_home / "catalog.db") as db:
+                if db.execute("SELECT count(*) FROM backup_jobs WHERE status = 'FAILED'"
+                              ).fetchone()[0]:
+                    forward.open()
+                    return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=open_when_the_first_attempt_failed, daemon=True)
+    watcher.start()
+    try:
+        state = backup.with_options(retries=1, retry_delay_seconds=3)(policy="photos",
+                                                                      return_state=True)
+    finally:
+        watcher.join(5)
+        forward.close()
+    assert state.is_completed(), state.message
+    assert state.result()["status"] == "COMPLETED"
+    *_, flow_run = asyncio.run(run_details(state.state_details.flow_run_id))
+    assert flow_run.run_count == 2
+    with sqlite3.connect(vv_home / "catalog.db") as db:
+        jobs = db.execute("SELECT id, status, retry_count FROM backup_jobs").fetchall()
+        rows = db.execute("SELECT status FROM backup_storage").fetchall()
+    assert [(s, r) for _i, s, r in jobs] == [("COMPLETED", 1)]
+    assert {s for (s,) in rows} == {"VERIFIED"}  # the first attempt's rows were replaced

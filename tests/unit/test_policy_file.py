@@ -140,3 +140,28 @@ def test_yaml_syntax_errors_name_the_line() -> None:
 def test_missing_file() -> None:
     with pytest.raises(PolicyError, match="no such file"):
         load_policy_file("/nonexistent/policies.yaml")
+
+
+def test_an_alias_bomb_is_refused_in_one_line() -> None:
+    """Nine levels of nine aliases: a few hundred bytes that would expand to 387 million
+    values. Refused after a bounded amount of work, memory untouched."""
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(8):
+        prev, cur = chr(97 + i), chr(98 + i)
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    assert "alias bomb" in error_of("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("depth", [65, 5000])
+def test_deep_nesting_is_refused_in_one_line(depth: int) -> None:
+    assert "nests deeper than 64 levels" in error_of("x: " + "[" * depth + "1" + "]" * depth)
+
+
+def test_a_huge_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    from vowvault.policies import loader
+
+    big = tmp_path / "big.yaml"
+    with big.open("w") as f:
+        f.write("version: 1\n# " + "x" * (loader.MAX_BYTES + 10) + "\n")
+    with pytest.raises(PolicyError, match="larger than 16 MiB"):
+        load_policy_file(big)

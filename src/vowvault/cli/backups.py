@@ -89,19 +89,21 @@ def backup_run(
 
 
 def _run_flow(policy: str) -> dict[str, Any]:
+    """The backup flow in this process, against the Prefect API in use, or a temporary
+    server of this command's own (stopped however the command ends)."""
     import flows  # noqa: F401 - sets Prefect's offline defaults before Prefect loads
-    from vowvault.cli.prefect_server import quiet_expected_errors, use_running_server
+    from vowvault.cli import prefect_server
 
-    use_running_server()
     ctx = Context.from_settings()
     try:
         retries = queries.policy_retries(ctx, policy)
     finally:
         ctx.close()
-    quiet_expected_errors()
-    from flows.backup import backup
+    with prefect_server.prefect_api():
+        prefect_server.quiet_expected_errors()
+        from flows.backup import backup
 
-    return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
+        return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
 
 
 def _print_result(r: dict[str, Any]) -> None:

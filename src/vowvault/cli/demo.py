@@ -54,10 +54,12 @@ def run_demo(policy_file: Path, console: Console) -> None:
 
     import flows  # noqa: F401 - Prefect's offline defaults, before Prefect loads
     from flows.backup import backup
+    from vowvault.cli.prefect_server import prefect_api
 
     console.print("3. running the Prefect backup flow for lumiere-photos "
-                  "(an ephemeral Prefect server starts the first time: ~10 s)")
-    result = backup(policy="lumiere-photos")
+                  "(a temporary Prefect server starts first: ~10 s)")
+    with prefect_api():
+        result = backup(policy="lumiere-photos")
     console.print(f"   backup {result['job_id']}: {result['status']} ({result['backup_type']}, "
                   f"{result['files']} files, {result['source_bytes'] / 1e6:.1f} MB read, "
                   f"{result['stored_bytes'] / 1e6:.1f} MB stored), verified on "

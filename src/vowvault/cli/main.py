@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,7 @@ from vowvault.catalog.db import current_revision, head_revision, make_engine, up
 from vowvault.cli.tables import key_value_table
 from vowvault.engine import queries
 from vowvault.engine.context import Context
-from vowvault.errors import VowvaultError
+from vowvault.errors import Terminated, VowvaultError
 from vowvault.scheduling import zone
 from vowvault.settings import load_settings
 
@@ -302,12 +303,47 @@ def _ago(delta: dt.timedelta) -> str:
 
 
 def main() -> None:
-    """Console entry point: VowvaultError becomes one line on stderr and an exit code."""
+    """Console entry point: VowvaultError becomes one line on stderr and an exit code; so do
+    Ctrl-C (130) and SIGTERM (143), handled alike: the work in progress is stopped, what it
+    wrote removed and its end recorded."""
+    import click
+
     from vowvault.orchestrator.prefect_blocks import register
 
     register()  # Prefect Secret blocks as named secrets (Prefect loads only when used)
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _interrupted)
     try:
-        app()
+        code = app(standalone_mode=False)
     except VowvaultError as exc:
-        err.print(f"vowvault: error: {exc}", markup=False)
+        _fail(f"vowvault: error: {exc}", exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
         sys.exit(exc.exit_code)
+    if _SIGNALLED:  # Typer turns an interrupt into exit code 130, whichever signal it was
+        if _SIGNALLED[0] == signal.SIGTERM:
+            _fail("vowvault: terminated (SIGTERM): the work in progress was stopped", 143)
+        _fail("vowvault: interrupted (Ctrl-C): the work in progress was stopped", 130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+_SIGNALLED: list[int] = []
+
+
+def _terminated(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signum)
+    raise Terminated("terminated (SIGTERM)")
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    err.print(message, markup=False)
+    sys.exit(code)

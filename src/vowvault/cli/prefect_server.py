@@ -8,6 +8,7 @@ server on the same database (which SQLite would not enjoy)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from vowvault.errors import ConfigError, VowvaultError
@@ -48,18 +50,34 @@ def use_running_server() -> str | None:
 
 
 def _port(preferred: int = 4200) -> int:
+    """``preferred`` if free, else (or with 0) any free port."""
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", preferred))
-            return preferred
         except OSError:
             s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
+        return int(s.getsockname()[1])
 
 
-def start_local_server(timeout: float = 120.0) -> subprocess.Popen[bytes]:
-    """``prefect server start`` on loopback with VOWVAULT_HOME's Prefect database."""
-    port = _port()
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: stop when the process that started us ends, however it
+    ends (SIGKILL included): Linux's parent-death signal."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def start_local_server(timeout: float = 120.0, *,
+                       remember: bool = True) -> subprocess.Popen[bytes]:
+    """``prefect server start`` on loopback with VOWVAULT_HOME's Prefect database. It ends
+    with the command that started it, even a killed one. ``remember``: other commands use
+    it while it runs (``vowvault serve``); otherwise it is this command's alone, on a port
+    of its own."""
+    port = _port() if remember else _port(0)
     url = f"http://127.0.0.1:{port}/api"
     home = load_settings().home / "prefect"
     home.mkdir(parents=True, exist_ok=True)
@@ -68,22 +86,52 @@ def start_local_server(timeout: float = 120.0) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_API_PORT": str(port),
            "PREFECT_SERVER_API_HOST": "127.0.0.1"}
     env.pop("PREFECT_API_URL", None)
+    parent = os.getpid()
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
                              "127.0.0.1", "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=lambda: _die_with_parent(parent))
     deadline = time.monotonic() + timeout
     while not healthy(url):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise ConfigError(f"the local Prefect server did not start; see {home}/server.log")
         time.sleep(0.5)
-    _marker().write_text(url)
+    if remember:
+        _marker().write_text(url)
     os.environ["PREFECT_API_URL"] = url
     return proc
 
 
-def stop_local_server(proc: subprocess.Popen[bytes]) -> None:
-    _marker().unlink(missing_ok=True)
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """The Prefect API to use for the length of a command: the configured one or the one
+    `vowvault serve` runs, else a server of this command's own, stopped however the command
+    ends (SIGKILL included: the server's parent-death signal)."""
+    url = use_running_server()
+    if url is not None:
+        yield url
+        return
+    server = start_local_server(remember=False)
+    try:
+        yield os.environ["PREFECT_API_URL"]
+    finally:
+        stop_local_server(server, remember=False, flush_logs=True)
+
+
+def stop_local_server(proc: subprocess.Popen[bytes], *, remember: bool = True,
+                      flush_logs: bool = False) -> None:
+    """Stop the server; ``flush_logs``: first send this process's run logs to it (Prefect
+    ships them in batches, and would otherwise retry against a server that is gone)."""
+    if flush_logs:
+        from prefect.logging.handlers import APILogWorker
+
+        try:
+            APILogWorker.drain_all(timeout=10)
+        except Exception as exc:  # logs are a nicety; stopping the server is not
+            logging.getLogger("vowvault").debug("run logs not flushed: %s", exc)
+    if remember:
+        _marker().unlink(missing_ok=True)
     proc.terminate()
     try:
         proc.wait(20)

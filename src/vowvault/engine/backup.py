@@ -638,6 +638,23 @@ def _record_failure(run: BackupRun, error: BaseException) -> Result:
     raise SourceError(message) from error
 
 
+def abandon(job_id: str, error: BaseException) -> None:
+    """A run stopped from outside its stages (its flow interrupted or terminated): the
+    stages are stopped, what they wrote is removed and the job recorded FAILED. Does
+    nothing for a job that is no longer running here."""
+    if job_id not in runs.running():
+        return
+    run: BackupRun = runs.get(job_id)
+    if not run.pipeline.stop(error):
+        log.warning("backup %s: stages still running after the stop; cleaning up anyway",
+                    job_id)
+    try:
+        finish(job_id)
+    except BaseException as exc:
+        if exc is not error and not isinstance(exc, VowvaultError | KeyboardInterrupt):
+            raise
+
+
 def discard(ctx: Context, job_id: uuid.UUID, *, reason: str) -> None:
     """Remove whatever objects a job wrote, on every target it used, then mark their rows
     DELETED (rows stay, so that the catalog tells what happened; a target that could not
@@ -705,6 +722,22 @@ def concurrency_limits(ctx: Context, policy_name: str) -> list[str]:
         return limits_for(policy.source_config, policy.storage_targets)
 
 
-__all__ = ["STAGES", "BackupRun", "PolicyView", "Prepared", "Result", "Target", "copies_of",
-           "discard", "finish", "launch", "record_started", "run_backup", "run_in_process",
-           "run_stage", "start", "verify_stage"]
+__all__ = [
+    "STAGES",
+    "BackupRun",
+    "PolicyView",
+    "Prepared",
+    "Result",
+    "Target",
+    "abandon",
+    "copies_of",
+    "discard",
+    "finish",
+    "launch",
+    "record_started",
+    "run_backup",
+    "run_in_process",
+    "run_stage",
+    "start",
+    "verify_stage",
+]

@@ -23,12 +23,21 @@ from vowvault.policies.spec import PolicyFile, RefError
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+MAX_BYTES = 16 << 20
+"""A policy file larger than this is refused (thousands of policies fit in far less)."""
+MAX_NODES = 1_000_000
+"""Values a file may expand to, aliases counted each time they are used: an alias bomb (a
+few lines that expand to billions of values) is refused instead of filling memory."""
+MAX_DEPTH = 64
+
 
 def load_policy_file(path: str | Path, env: Mapping[str, str] | None = None) -> PolicyFile:
     """Parse and validate a policy file; raise ``PolicyError`` with a one-line message."""
     path = Path(path)
     name = str(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise PolicyError(f"is larger than {MAX_BYTES >> 20} MiB; split it", file=name)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyError("no such file", file=name) from None
@@ -40,8 +49,12 @@ def load_policy_file(path: str | Path, env: Mapping[str, str] | None = None) -> 
 def parse_policy_text(text: str, name: str = "<policies>",
                       env: Mapping[str, str] | None = None) -> PolicyFile:
     env = os.environ if env is None else env
+    if len(text) > MAX_BYTES:
+        raise PolicyError(f"is larger than {MAX_BYTES >> 20} MiB; split it", file=name)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise PolicyError(f"nests deeper than {MAX_DEPTH} levels", file=name) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -50,7 +63,7 @@ def parse_policy_text(text: str, name: str = "<policies>",
     if node is None:
         raise PolicyError("is empty; it needs at least 'policies:'", file=name)
     lines: dict[Loc, int] = {}
-    data = _build(node, (), lines, name, env, yaml.SafeLoader(""))
+    data = _build(node, (), lines, name, env, yaml.SafeLoader(""), [MAX_NODES])
     if not isinstance(data, dict):
         raise PolicyError("must be a mapping with 'organizations:' and 'policies:'", file=name)
     try:
@@ -60,9 +73,17 @@ def parse_policy_text(text: str, name: str = "<policies>",
 
 
 def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], name: str,
-           env: Mapping[str, str], scalars: yaml.SafeLoader) -> Any:
+           env: Mapping[str, str], scalars: yaml.SafeLoader, budget: list[int]) -> Any:
     """YAML node -> plain data, recording the line of every location, refusing duplicate
-    keys (YAML would silently keep the last one) and expanding ``${VAR}``."""
+    keys (YAML would silently keep the last one), expanding ``${VAR}``, and refusing a file
+    that expands to more than ``MAX_NODES`` values or nests deeper than ``MAX_DEPTH``."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise PolicyError(f"expands to more than {MAX_NODES} values (an alias bomb?)",
+                          file=name, line=node.start_mark.line + 1)
+    if len(loc) > MAX_DEPTH:
+        raise PolicyError(f"nests deeper than {MAX_DEPTH} levels", file=name,
+                          line=node.start_mark.line + 1)
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -72,10 +93,10 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], name: str,
                 raise PolicyError(f"key {key!r} appears twice", file=name,
                                   line=key_node.start_mark.line + 1,
                                   field=_dotted((*loc, key)) if loc else None)
-            out[key] = _build(value_node, (*loc, key), lines, name, env, scalars)
+            out[key] = _build(value_node, (*loc, key), lines, name, env, scalars, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*loc, i), lines, name, env, scalars)
+        return [_build(item, (*loc, i), lines, name, env, scalars, budget)
                 for i, item in enumerate(node.value)]
     value = scalars.construct_object(node)
     if isinstance(value, str):

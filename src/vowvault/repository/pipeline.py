@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -89,6 +90,8 @@ class BackupPipeline:
         self.writer = CopyWriter(spec.location, copies, self.abort, depth)
         self.sealers: dict[str, ObjectSealer] = {}
         self.clocks = {s: StageClock() for s in STAGES}
+        self._running: set[str] = set()
+        self._idle = threading.Condition()
         self.compress_cpu = 0.0
         self.result: WriteResult | None = None
 
@@ -104,6 +107,8 @@ class BackupPipeline:
         stage that failed raises, and stops the others)."""
         fn = {"snapshot": self._snapshot, "compress": self._compress,
               "encrypt": self._encrypt, "upload": self._upload}[stage]
+        with self._idle:
+            self._running.add(stage)
         try:
             fn()
         except Aborted:
@@ -111,7 +116,18 @@ class BackupPipeline:
         except BaseException as exc:
             self.abort.fail(exc)
             raise
+        finally:
+            with self._idle:
+                self._running.discard(stage)
+                self._idle.notify_all()
         return True
+
+    def stop(self, error: BaseException, timeout: float = 60.0) -> bool:
+        """Abort the stages and wait until none runs any more (True), however they were
+        started (threads, or an orchestrator's tasks)."""
+        self.abort.fail(error)
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout)
 
     def _sealer(self, kind: str) -> ObjectSealer:
         found = self.sealers.get(kind)

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vowvault.errors import ConfigError, RestoreError, SourceError
+from vowvault.errors import (
+    ConfigError,
+    RestoreError,
+    SourceAccessError,
+    SourceError,
+    SourceMissingError,
+)
 from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.reader import BackupReader
 from vowvault.repository.tree import Entry, TreeReader
@@ -77,11 +83,13 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
     try:
         root_st = os.lstat(root)
     except FileNotFoundError:
-        raise SourceError(f"directory {root} does not exist") from None
+        raise SourceMissingError(f"directory {root} does not exist") from None
+    except PermissionError as exc:
+        raise SourceAccessError(f"cannot read directory {root}: {exc.strerror}") from None
     except OSError as exc:
         raise SourceError(f"cannot read directory {root}: {exc.strerror}") from None
     if not stat.S_ISDIR(root_st.st_mode):
-        raise SourceError(f"{root} is not a directory")
+        raise SourceMissingError(f"{root} is not a directory")
     yield "", root_st
     yield from _walk_dir(root, "", root_st.st_dev, patterns, one_file_system, on_error,
                          lenient)
@@ -149,8 +157,8 @@ class DirectorySnapshot:
     def _unreadable(self, rel: str, exc: OSError) -> None:
         message = f"{rel}: {exc.strerror or exc}"
         if self.strict:
-            raise SourceError(f"cannot read {self.root}/{message} (fix permissions, exclude "
-                              f"it, or set on_unreadable: warn)")
+            raise SourceAccessError(f"cannot read {self.root}/{message} (fix permissions, "
+                                    f"exclude it, or set on_unreadable: warn)")
         self.report.unreadable.append(message)
 
     def data(self) -> Iterator[bytes]:

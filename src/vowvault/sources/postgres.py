@@ -21,7 +21,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from vowvault.errors import ConfigError, IntegrityError, RestoreError, SourceError
+from vowvault.errors import (
+    ConfigError,
+    IntegrityError,
+    RestoreError,
+    SourceAccessError,
+    SourceError,
+    SourceMissingError,
+)
 from vowvault.repository.channels import Abort, Aborted, Channel
 from vowvault.repository.layout import DATA
 from vowvault.repository.reader import BackupReader
@@ -87,8 +94,14 @@ class PostgresSource:
                 assert row is not None
                 settings = session_settings(conn)
         except psycopg.OperationalError as exc:
-            raise SourceError(f"cannot connect to {redact(self.dsn)}: "
-                              f"{_pg_message(exc)}") from None
+            message = f"cannot connect to {redact(self.dsn)}: {_pg_message(exc)}"
+            text = str(exc).lower()
+            if "does not exist" in text:
+                raise SourceMissingError(message) from None
+            if "authentication failed" in text or "no password supplied" in text or \
+                    "permission denied" in text:
+                raise SourceAccessError(message) from None
+            raise SourceError(message) from None
         self.info = {"database": row[0], "size_bytes": int(row[1]),
                      "server_version": row[2], "settings": settings,
                      "address": redact(self.dsn)}
