@@ -97,7 +97,8 @@ def test_tampered_data_is_corrupted_not_restorable(cli, cli_env, setup, how: str
     out = setup["tmp"] / "restored"
     restore = cli("restore", setup["id"], "--to-dir", str(out), check=False)
     one_line_error(restore, 3, "data object")
-    assert not out.exists() or not any(out.iterdir())  # nothing half-restored left behind
+    # Nothing half-restored is left behind, only the marker saying so.
+    assert [p.name for p in out.iterdir()] == [".vowvault-incomplete"]
     verify = cli("verify", setup["id"], check=False)
     one_line_error(verify, 3, f"backup {setup['id']} is corrupted")
     assert status_of(cli_env, setup["id"]) == "CORRUPTED"
