@@ -188,11 +188,11 @@ def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path:
     reading, release = threading.Event(), threading.Event()
     original = DirectorySnapshot._file
 
-    def slow_file(self, rel, entry):  # type: ignore[no-untyped-def]
-        if rel == "slow.bin":
+    def slow_file(self, found, entry):  # type: ignore[no-untyped-def]
+        if found.rel == "slow.bin":
             reading.set()
             release.wait(10)
-        return (yield from original(self, rel, entry))
+        return (yield from original(self, found, entry))
 
     monkeypatch.setattr(DirectorySnapshot, "_file", slow_file)
 

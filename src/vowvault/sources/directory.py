@@ -67,6 +67,8 @@ class WalkReport:
     unreadable: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Sockets and device files: not backed up, listed here."""
+    changed: list[str] = field(default_factory=list)
+    """Entries swapped or replaced between lstat and open: not followed, not backed up."""
 
 
 def _excluded(rel: str, patterns: list[str]) -> bool:
@@ -74,57 +76,151 @@ def _excluded(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in for a file must not hang the walk (it is refused by fstat).
+_FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+
+
+@dataclass(slots=True)
+class Found:
+    """One entry of the walk: its path under the root, the lstat that chose it, and its
+    name in the directory ``dir_fd`` (open until the walk moves on)."""
+
+    rel: str
+    st: os.stat_result
+    name: str
+    dir_fd: int
+
+
+class Changed(Exception):
+    """What the walk chose by lstat is not what it opened: swapped or replaced meanwhile."""
+
+
+def same_object(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, stat.S_IFMT(a.st_mode)) == \
+        (b.st_dev, b.st_ino, stat.S_IFMT(b.st_mode))
+
+
+def open_found(found: Found, flags: int = _FILE_OPEN) -> int:
+    """Open what the walk found, by its directory's descriptor and without following a
+    symlink, and only if it is still the object lstat saw; else :class:`Changed`."""
+    try:
+        fd = os.open(found.name, flags, dir_fd=found.dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+            raise Changed(f"{found.rel}: changed while read (now a "
+                          f"{'symlink' if exc.errno == errno.ELOOP else 'different kind'}): "
+                          f"not followed") from None
+        raise
+    try:
+        if not same_object(os.fstat(fd), found.st):
+            raise Changed(f"{found.rel}: replaced while read: not followed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Dir:
+    __slots__ = ("fd", "names", "rel")
+
+    def __init__(self, rel: str, fd: int, names: list[str]) -> None:
+        self.rel, self.fd, self.names = rel, fd, names
+
+
 def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = True,
          on_error: Callable[[str, OSError], None] | None = None, lenient: bool = False,
-         ) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, lstat) for the root ("") and everything under it, depth first with
-    names sorted, symlinks not followed."""
+         on_changed: Callable[[str], None] | None = None) -> Iterator[Found]:
+    """Everything under ``root`` (the root itself first, as ""), depth first with names
+    sorted, by directory descriptors: each directory is opened by name under its parent's
+    descriptor with ``O_NOFOLLOW | O_DIRECTORY`` and checked to be the one lstat chose, so
+    a symlink swapped in mid-walk is never followed out of the root (``on_changed`` is told
+    instead). No recursion: any depth."""
     patterns = exclude or []
     try:
         root_st = os.lstat(root)
+        if not stat.S_ISDIR(root_st.st_mode):
+            raise SourceMissingError(f"{root} is not a directory")
+        root_fd = os.open(root, _DIR_OPEN)
     except FileNotFoundError:
         raise SourceMissingError(f"directory {root} does not exist") from None
     except PermissionError as exc:
         raise SourceAccessError(f"cannot read directory {root}: {exc.strerror}") from None
     except OSError as exc:
         raise SourceError(f"cannot read directory {root}: {exc.strerror}") from None
-    if not stat.S_ISDIR(root_st.st_mode):
-        raise SourceMissingError(f"{root} is not a directory")
-    yield "", root_st
-    yield from _walk_dir(root, "", root_st.st_dev, patterns, one_file_system, on_error,
-                         lenient)
-
-
-def _walk_dir(root: Path, rel: str, dev: int, patterns: list[str], one_fs: bool,
-              on_error: Callable[[str, OSError], None] | None, lenient: bool,
-              ) -> Iterator[tuple[str, os.stat_result]]:
-    full = root / rel if rel else root
+    stack: list[_Dir] = []
     try:
-        with os.scandir(full) as it:
-            names = sorted(e.name for e in it)
+        if not same_object(os.fstat(root_fd), root_st):
+            raise SourceError(f"{root} changed while the backup opened it")
+        yield Found("", root_st, ".", root_fd)
+        names = _list(root_fd, "", on_error)
+        if names is None:
+            return
+        stack.append(_Dir("", root_fd, names))
+        dev = root_st.st_dev
+        while stack:
+            top = stack[-1]
+            if not top.names:
+                stack.pop()
+                if top.fd != root_fd:
+                    os.close(top.fd)
+                continue
+            name = top.names.pop()
+            child = f"{top.rel}/{name}" if top.rel else name
+            if _excluded(child, patterns):
+                continue
+            try:
+                st = os.stat(name, dir_fd=top.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if lenient:
+                    continue
+                raise SourceError(f"{root}/{child} vanished during the backup") from None
+            except OSError as exc:
+                if on_error is None:
+                    raise
+                on_error(child, exc)
+                continue
+            found = Found(child, st, name, top.fd)
+            yield found
+            if not stat.S_ISDIR(st.st_mode) or (one_file_system and st.st_dev != dev):
+                continue
+            try:
+                fd = open_found(found, _DIR_OPEN)
+            except Changed as exc:
+                if on_changed is not None:
+                    on_changed(str(exc))
+                continue
+            except FileNotFoundError:
+                if lenient:
+                    continue
+                raise SourceError(f"{root}/{child} vanished during the backup") from None
+            except OSError as exc:
+                if on_error is None:
+                    raise
+                on_error(child, exc)
+                continue
+            names = _list(fd, child, on_error)
+            if names is None:
+                os.close(fd)
+                continue
+            stack.append(_Dir(child, fd, names))
+    finally:
+        for frame in stack:
+            if frame.fd != root_fd:
+                os.close(frame.fd)
+        os.close(root_fd)
+
+
+def _list(fd: int, rel: str, on_error: Callable[[str, OSError], None] | None,
+          ) -> list[str] | None:
+    """A directory's names, reversed sorted (popped from the end: ascending)."""
+    try:
+        return sorted(os.listdir(fd), reverse=True)
     except OSError as exc:
         if on_error is None:
             raise
         on_error(rel or ".", exc)
-        return
-    for name in names:
-        child = f"{rel}/{name}" if rel else name
-        if _excluded(child, patterns):
-            continue
-        try:
-            st = os.lstat(root / child)
-        except FileNotFoundError:
-            if lenient:
-                continue
-            raise SourceError(f"{root}/{child} vanished during the backup") from None
-        except OSError as exc:
-            if on_error is None:
-                raise
-            on_error(child, exc)
-            continue
-        yield child, st
-        if stat.S_ISDIR(st.st_mode) and not (one_fs and st.st_dev != dev):
-            yield from _walk_dir(root, child, dev, patterns, one_fs, on_error, lenient)
+        return None
 
 
 class DirectorySnapshot:
@@ -147,11 +243,11 @@ class DirectorySnapshot:
     def estimate(self) -> tuple[int, int]:
         """(files, bytes) under the root: a quick pre-walk for progress reporting."""
         files = size = 0
-        for _rel, st in walk(self.root, self.exclude, self.one_file_system,
-                             on_error=lambda *_: None, lenient=True):
-            if stat.S_ISREG(st.st_mode):
+        for found in walk(self.root, self.exclude, self.one_file_system,
+                          on_error=lambda *_: None, lenient=True):
+            if stat.S_ISREG(found.st.st_mode):
                 files += 1
-                size += st.st_size
+                size += found.st.st_size
         return files, size
 
     def _unreadable(self, rel: str, exc: OSError) -> None:
@@ -161,10 +257,15 @@ class DirectorySnapshot:
                                     f"exclude it, or set on_unreadable: warn)")
         self.report.unreadable.append(message)
 
+    def _changed(self, message: str) -> None:
+        self.report.changed.append(message)
+
     def data(self) -> Iterator[bytes]:
         offset = 0
         parents = _Lookahead(self.parent) if self.parent is not None else None
-        for rel, st in walk(self.root, self.exclude, self.one_file_system, self._unreadable):
+        for found in walk(self.root, self.exclude, self.one_file_system, self._unreadable,
+                          on_changed=self._changed):
+            rel, st = found.rel, found.st
             mode = st.st_mode
             entry = Entry(path=rel, type="dir", mode=stat.S_IMODE(mode), uid=st.st_uid,
                           gid=st.st_gid, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
@@ -174,8 +275,12 @@ class DirectorySnapshot:
             elif stat.S_ISLNK(mode):
                 entry.type = "symlink"
                 try:
-                    entry.target = os.readlink(self.root / rel)
+                    entry.target = os.readlink(found.name, dir_fd=found.dir_fd)
                 except OSError as exc:
+                    if exc.errno == errno.EINVAL:  # no longer a symlink
+                        self._changed(f"{rel}: changed while read (no longer a symlink): "
+                                      f"not backed up")
+                        continue
                     self._unreadable(rel, exc)
                     continue
                 self.report.symlinks += 1
@@ -193,7 +298,7 @@ class DirectorySnapshot:
                     self.report.bytes_referenced += entry.size
                 else:
                     entry.offset = offset
-                    read = yield from self._file(rel, entry)
+                    read = yield from self._file(found, entry)
                     if read is None:
                         continue
                     offset += read
@@ -204,12 +309,20 @@ class DirectorySnapshot:
             self.index.write(entry.to_line())
         self.report.bytes_stored = offset
 
-    def _file(self, rel: str, entry: Entry) -> Iterator[bytes]:
-        """Yield one file's bytes; return how many were read (None: unreadable, skipped)."""
+    def _file(self, found: Found, entry: Entry) -> Iterator[bytes]:
+        """Yield one file's bytes; return how many were read (None: unreadable, changed
+        or skipped). The file is opened without following a symlink, by its directory's
+        descriptor, and read only if it is the file lstat chose."""
+        rel = found.rel
         digest = hashlib.sha256()
         read = 0
         try:
-            f = open(self.root / rel, "rb", buffering=0)  # noqa: SIM115
+            fd = open_found(found)
+            os.set_blocking(fd, True)
+            f = os.fdopen(fd, "rb", buffering=0)
+        except Changed as exc:
+            self._changed(str(exc))
+            return None
         except FileNotFoundError:
             raise SourceError(f"{self.root}/{rel} vanished during the backup") from None
         except OSError as exc:
@@ -317,7 +430,12 @@ class TreeSnapshot(Snapshot):
                      "dirs": report.dirs, "symlinks": report.symlinks,
                      "files_unchanged": report.files_unchanged,
                      "bytes_referenced": report.bytes_referenced,
-                     "unreadable": report.unreadable, "skipped": report.skipped}
+                     "unreadable": report.unreadable, "skipped": report.skipped,
+                     "changed": report.changed}
+        if report.changed:
+            self.warnings.append(f"{len(report.changed)} entries changed while read, not "
+                                 f"followed and not backed up: "
+                                 + "; ".join(report.changed[:5]))
         if report.unreadable:
             self.warnings.append(f"{len(report.unreadable)} unreadable files not backed up: "
                                  + "; ".join(report.unreadable[:5]))

@@ -47,29 +47,42 @@ class TreeWriter:
         self._links: list[Entry] = []
         self._dirs: list[Entry] = []
         self._late: list[tuple[Entry, list[bytes]]] = []
+        self._root_seen = False
         self._write_marker(note or "restore in progress")
 
     # -- where things go ------------------------------------------------------------------
 
     def _dir_fd(self, rel: str) -> int:
         """The descriptor of a directory this restore placed (or found, when replacing),
-        reached component by component without following anything."""
+        reached component by component from the nearest one still open, without following
+        anything and without recursion (any depth)."""
         if rel == "":
             return self.root_fd
         found = self._fds.get(rel)
         if found is not None:
             return found
-        parent, _, name = rel.rpartition("/")
-        parent_fd = self._dir_fd(parent)
-        try:
-            fd = os.open(name, _DIR, dir_fd=parent_fd)
-        except OSError as exc:
-            raise RestoreError(f"{self.root}/{rel} is no longer a directory of this restore "
-                               f"({exc.strerror}): something changed it meanwhile") from None
-        if len(self._fds) >= _KEEP_OPEN:
-            self._close_dirs()
-        self._fds[rel] = fd
+        parts = rel.split("/")
+        depth = len(parts) - 1
+        while depth > 0 and "/".join(parts[:depth]) not in self._fds:
+            depth -= 1
+        fd = self._fds["/".join(parts[:depth])] if depth else self.root_fd
+        for i in range(depth, len(parts)):
+            try:
+                fd = os.open(parts[i], _DIR, dir_fd=fd)
+            except OSError as exc:
+                raise RestoreError(f"{self.root}/{rel} is no longer a directory of this "
+                                   f"restore ({exc.strerror}): something changed it "
+                                   f"meanwhile") from None
+            self._keep("/".join(parts[:i + 1]), fd)
         return fd
+
+    def _keep(self, rel: str, fd: int) -> None:
+        """Remember an open directory; beyond ``_KEEP_OPEN``, the oldest is closed (the
+        one just used to open ``fd`` may go: it is not used again)."""
+        if len(self._fds) >= _KEEP_OPEN:
+            oldest = next(iter(self._fds))
+            os.close(self._fds.pop(oldest))
+        self._fds[rel] = fd
 
     def _parent(self, entry: Entry) -> tuple[int, str]:
         parts = entry.path.split("/")
@@ -104,6 +117,11 @@ class TreeWriter:
     def add(self, entry: Entry, chunks: Iterable[bytes] | None = None) -> int:
         """Place one entry (a file's bytes from ``chunks``); bytes written."""
         if entry.path == "":
+            if entry.type != "dir" or self._root_seen:
+                raise IntegrityError(f"index holds the target itself as a {entry.type}"
+                                     if entry.type != "dir" else "index holds the target "
+                                     "itself twice")
+            self._root_seen = True
             self._dirs.append(entry)  # the target itself: its metadata at the end
             return 0
         if entry.path == INCOMPLETE:  # the backup holds a file of the marker's name
