@@ -49,7 +49,8 @@ def make_tree(root: Path) -> None:
 
 def backup_files(storage: Path) -> list[Path]:
     """The files a local target holds besides its repository marker (written once, on the
-    target's first use, and kept)."""
-    from vowvault.repository.marker import NAME
+    target's first use, and kept) and the audit head (rewritten after each backup)."""
+    from vowvault.repository import anchor, marker
 
-    return [p for p in storage.rglob("*") if p.is_file() and p.name != NAME]
+    return [p for p in storage.rglob("*") if p.is_file()
+            and p.name not in (marker.NAME, anchor.NAME)]

@@ -40,6 +40,11 @@ class PolicyError(ConfigError):
         super().__init__(": ".join([*where, message]) if where else message)
 
 
+class BoundaryError(ConfigError):
+    """A policy points the service somewhere its organization is not allowed (see
+    ``vowvault.service``); refused, recorded, never retried."""
+
+
 class NotFound(VowvaultError):
     """A named thing (policy, backup, organization) does not exist in the catalog."""
 

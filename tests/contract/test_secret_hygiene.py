@@ -116,7 +116,8 @@ def test_no_secret_is_ever_kept_or_said(prefect_api, vv_home: Path, tmp_path: Pa
              ("backup_jobs", "backup_storage", "backup_policies", "recovery_jobs",
               "encryption_keys", "audit_log", "organizations")], default=str)
     kept = asyncio.run(everything_prefect_kept())
-    assert "venue-db" in kept and len(names) == 4  # key, data, manifest and the marker
+    # key, data, manifest, the repository marker and the audit head
+    assert "venue-db" in kept and len(names) == 5
     places = {"logs": caplog.text, "stdout/stderr": out + err, "catalog": catalog_text,
               "prefect": kept, "object names": "\n".join(names)}
     secrets = [db_password, S3_SECRET, S3_KEY_ID, KEK_V1.decode(), KEK_V2.decode(),

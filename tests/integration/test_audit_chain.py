@@ -41,7 +41,8 @@ def test_intact_chain(catalog: Catalog) -> None:
 def test_edited_row_is_named(catalog: Catalog) -> None:
     fill(catalog)
     tamper(catalog, "UPDATE audit_log SET summary = 'nothing to see' WHERE id = 3")
-    assert problems(catalog) == [(3, "row content does not match its hash: it was edited")]
+    assert [p[0] for p in problems(catalog)] == [3]
+    assert "does not match its hash: it was edited" in problems(catalog)[0][1]
 
 
 def test_deleted_row_breaks_the_chain_at_the_next(catalog: Catalog) -> None:

@@ -201,10 +201,16 @@ def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path:
         os.kill(os.getpid(), signal.SIGINT)
         threading.Timer(0.5, release.set).start()
 
+    # Python's own Ctrl-C handler, whatever an earlier test in this worker left installed
+    # (Prefect's in-process runs install handlers of their own).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=operator, daemon=True).start()
     name = policy("photos", source_yaml(src))
-    with pytest.raises(KeyboardInterrupt):
-        run_backup(ctx, name)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_backup(ctx, name)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     with ctx.catalog.session() as s:
         job = s.execute(sa.select(BackupJob)).scalar_one()
         assert (job.status, job.error_message) == (BackupStatus.FAILED, "interrupted (Ctrl-C)")

@@ -161,7 +161,8 @@ def assert_whole(ctx: Context, job_id: str) -> None:
         for row in s.execute(sa.select(BackupStorage).where(
                 BackupStorage.backup_job_id == job.id)).scalars():
             assert row.status == CopyStatus.VERIFIED
-            assert ctx.backend(row.storage_url).stat(row.file_path).size == row.file_size_bytes
+            assert ctx.backend(row.storage_url, org=None).stat(row.file_path).size == \
+                row.file_size_bytes
 
 
 def test_orphan_sweep_reports_and_removes_only_orphans(ctx: Context, policy,
@@ -170,12 +171,23 @@ def test_orphan_sweep_reports_and_removes_only_orphans(ctx: Context, policy,
     src.mkdir()
     (src / "a").write_text("a")
     result = run_backup(ctx, policy("photos", f"{{kind: directory, path: {src}}}"))
-    store = ctx.backend(f"file://{tmp_path / 'storage'}")
-    store.save("org/policy/crashed-backup/data", [b"leftover"])
+    with ctx.catalog.read() as s:
+        job = s.get(BackupJob, uuid.UUID(result.job_id))
+        org, pol = job.organization_id, job.policy_id
+    store = ctx.backend(f"file://{tmp_path / 'storage'}", org=None)
+    leftover = f"{org}/{pol}/{uuid.uuid4()}/data"
+    store.save(leftover, [b"leftover"])
+    # Not vowvault's layout, or another organization's ids: never an orphan of this one.
+    foreign = ["operator-notes.txt", "org/policy/crashed-backup/data",
+               f"{uuid.uuid4()}/{pol}/{uuid.uuid4()}/data", f"{org}/{pol}/../../escape"]
+    for name in foreign[:3]:
+        store.save(name, [b"not ours"])
     found = retention.sweep_orphans(ctx)
-    assert [o["object"] for o in found] == ["org/policy/crashed-backup/data"]
+    assert [o["object"] for o in found] == [leftover]
     retention.sweep_orphans(ctx, remove=True)
     assert retention.sweep_orphans(ctx) == []
+    for name in foreign[:3]:
+        assert store.load(name) == b"not ours"
     restore_backup(ctx, result.job_id, to_dir=tmp_path / "out")
 
 

@@ -64,7 +64,7 @@ def test_a_known_target_whose_backups_are_not_there_gets_no_marker(
     forget_markers(ctx, storage)
     storage.rename(tmp_path / "away")
     storage.mkdir()  # an empty mount point
-    state = targets.check(ctx, f"file://{storage}", first_use=True)
+    state = targets.check(ctx, f"file://{storage}", org=None, first_use=True)
     assert not state.available and "1 of them are not there" in str(state.problem)
     assert list(storage.iterdir()) == []
     report = verify_backup(ctx, first.job_id, raise_on_problem=False)

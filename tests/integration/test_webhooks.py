@@ -85,6 +85,11 @@ def hooked(ctx: Context, tmp_path: Path, receiver: Receiver,
            monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     from vowvault.policies.apply import apply_policy_file
+    from vowvault.service import load_service_config
+
+    # The receiver is on 127.0.0.1, which webhooks never reach unless the operator says so.
+    (ctx.settings.home / "service.yaml").write_text("webhooks: {allow_hosts: [127.0.0.1]}\n")
+    ctx.service = load_service_config(ctx.settings.home)
     from vowvault.policies.loader import parse_policy_text
 
     src = tmp_path / "src"

@@ -1,15 +1,24 @@
-"""The audit log: append-only and hash-chained.
+"""The audit log: append-only and chained with a key the catalog never holds.
 
 Each row stores ``prev_hash`` (the ``row_hash`` of the row before it, or 64 zeros for the
-first) and ``row_hash`` = SHA-256 of ``prev_hash`` and the row's canonical JSON. Editing a
-row changes its hash; deleting or reordering rows breaks the chain; ``verify_chain`` names
-the first row where either happens. On PostgreSQL a trigger also rejects UPDATE and DELETE.
+first) and ``row_hash`` = HMAC-SHA256, under the audit key, of ``prev_hash`` and the row's
+canonical JSON. The audit key comes from the key provider side (``engine.auditkey``), never
+from the catalog, so a catalog superuser can delete, insert or edit rows but cannot make a
+chain that verifies: editing a row changes its hash, deleting or reordering rows breaks
+the chain, and recomputing the later hashes needs the key. Deleting the newest rows (or all
+of them) leaves a valid shorter chain: that is caught against a head kept outside the
+catalog (the anchor written to every storage target with each backup, and
+``audit verify --expect-head``). On PostgreSQL a trigger also rejects UPDATE and DELETE.
+
+Rows written before a catalog had an audit key are chained with plain SHA-256; they are
+accepted only before the first keyed row (one forged later would need the key as well).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Iterable
@@ -35,7 +44,7 @@ def _plain(value: Any) -> Any:
 def row_digest(prev_hash: str, *, occurred_at: dt.datetime, actor: str,
                actor_role: str | None, action: str, target_type: str, target_id: str | None,
                organization_id: uuid.UUID | None, summary: str | None, before: Any,
-               after: Any) -> str:
+               after: Any, key: bytes | None = None) -> str:
     body = {
         "occurred_at": occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
         "actor": actor, "actor_role": actor_role, "action": action,
@@ -44,7 +53,14 @@ def row_digest(prev_hash: str, *, occurred_at: dt.datetime, actor: str,
         "summary": summary, "before": before, "after": after,
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+    message = (prev_hash + canonical).encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+KEY = "vowvault.audit_key"
+"""Where a session carries the audit key (``Session.info``), set by the catalog handle."""
 
 
 def record(session: Session, *, actor: str, action: str, target_type: str,
@@ -69,7 +85,7 @@ def record(session: Session, *, actor: str, action: str, target_type: str,
             row_hash=row_digest(head, occurred_at=now, actor=actor, actor_role=actor_role,
                                 action=action, target_type=target_type, target_id=target,
                                 organization_id=organization_id, summary=summary,
-                                before=before, after=after))
+                                before=before, after=after, key=session.info.get(KEY)))
         try:
             with session.begin_nested():
                 session.add(entry)
@@ -86,20 +102,33 @@ class ChainProblem:
     problem: str
 
 
-def verify_chain(rows: Iterable[AuditEntry]) -> list[ChainProblem]:
-    """Walk rows in id order; report every edited row and every break in the chain."""
+def verify_chain(rows: Iterable[AuditEntry], key: bytes | None = None) -> list[ChainProblem]:
+    """Walk rows in id order; report every edited row and every break in the chain. With
+    ``key``, unkeyed rows are accepted only before the first keyed one."""
     problems: list[ChainProblem] = []
     expected_prev = GENESIS
+    keyed = False
     for row in rows:
         if row.prev_hash != expected_prev:
             problems.append(ChainProblem(row.id, "chain broken before this row: a row was "
                                                  "deleted, inserted or reordered"))
-        digest = row_digest(row.prev_hash, occurred_at=row.occurred_at, actor=row.actor,
-                            actor_role=row.actor_role, action=row.action,
-                            target_type=row.target_type, target_id=row.target_id,
-                            organization_id=row.organization_id, summary=row.summary,
-                            before=row.before, after=row.after)
-        if digest != row.row_hash:
+        fields = dict(occurred_at=row.occurred_at, actor=row.actor,
+                      actor_role=row.actor_role, action=row.action,
+                      target_type=row.target_type, target_id=row.target_id,
+                      organization_id=row.organization_id, summary=row.summary,
+                      before=row.before, after=row.after)
+        if key is not None and hmac.compare_digest(
+                row_digest(row.prev_hash, key=key, **fields), row.row_hash):
+            keyed = True
+        elif row_digest(row.prev_hash, **fields) == row.row_hash:
+            if keyed:
+                problems.append(ChainProblem(row.id, "row is not keyed although rows before "
+                                                     "it are: it was forged or rewritten"))
+        elif key is None:
+            problems.append(ChainProblem(row.id, "row content does not match its hash: it "
+                                                 "was edited, or it is keyed and this check "
+                                                 "has no audit key"))
+        else:
             problems.append(ChainProblem(row.id, "row content does not match its hash: "
                                                  "it was edited"))
         expected_prev = row.row_hash

@@ -165,8 +165,11 @@ class Catalog:
     ends; on PostgreSQL an open transaction holds back vacuum and row locks).
     """
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, audit_key: bytes | None = None) -> None:
         self.engine = engine
+        self.audit_key = audit_key
+        """The key the audit chain is kept with (from the key provider side; see
+        ``catalog.audit``); None: rows are chained with plain SHA-256."""
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         options: dict[str, object] = {_READ_ONLY: True}
         if engine.dialect.name == "postgresql":
@@ -200,6 +203,7 @@ class Catalog:
         """A transaction: committed on success (unless ``commit`` is false, for dry runs),
         rolled back on any error."""
         session = self._sessions()
+        session.info["vowvault.audit_key"] = self.audit_key
         try:
             yield session
             if commit:

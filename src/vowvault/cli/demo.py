@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from vowvault.catalog.db import Catalog
+from vowvault.engine.context import Context
 from vowvault.policies.apply import apply_policy_file
 from vowvault.policies.loader import load_policy_file
 from vowvault.settings import load_settings
@@ -45,9 +45,9 @@ def run_demo(policy_file: Path, console: Console) -> None:
                   f"(JPEG-like photos and JSON guest lists)")
 
     parsed = load_policy_file(policy_file)
-    catalog = Catalog.open(settings)
-    changes = apply_policy_file(catalog, parsed, actor=settings.actor)
-    catalog.dispose()
+    ctx = Context.from_settings(settings)  # the catalog with its audit key
+    changes = apply_policy_file(ctx.catalog, parsed, actor=settings.actor)
+    ctx.close()
     changed = sum(c.action != "unchanged" for c in changes)
     console.print(f"2. applied {policy_file}: {len(parsed.policies)} policies, {changed} "
                   f"changes (catalog {settings.database_url})")
@@ -65,7 +65,6 @@ def run_demo(policy_file: Path, console: Console) -> None:
                   f"{result['stored_bytes'] / 1e6:.1f} MB stored), verified on "
                   f"{', '.join(result['targets'])}")
 
-    from vowvault.engine.context import Context
     from vowvault.engine.restore import restore_backup
     from vowvault.engine.verify import verify_backup
 

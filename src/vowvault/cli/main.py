@@ -140,10 +140,12 @@ def policies_apply(file: FileArg,
     """Make the catalog match the file (idempotent); removed policies are deactivated."""
     from vowvault.policies.apply import apply_policy_file
     from vowvault.policies.loader import load_policy_file
+    from vowvault.service import check_policy_file
 
     parsed = load_policy_file(file)
     ctx = Context.from_settings()
     try:
+        check_policy_file(ctx.rules, parsed)
         changes = apply_policy_file(ctx.catalog, parsed, actor=ctx.settings.actor,
                                     dry_run=dry_run)
     finally:
@@ -260,18 +262,48 @@ def audit_list(limit: Annotated[int, typer.Option(help="How many, newest first."
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the audit log's hash chain; exit 3 and name the rows if it was tampered with."""
+def audit_verify(expect_head: Annotated[str | None, typer.Option(
+        "--expect-head", help="A head printed by an earlier verify: it must still be in the "
+                              "chain.")] = None) -> None:
+    """Check the audit chain with the audit key, against the heads kept on the storage
+    targets and (``--expect-head``) one you kept; exit 3 naming what was tampered with."""
+    from vowvault.engine import auditkey
+
     ctx = Context.from_settings()
     try:
-        check = queries.verify_audit(ctx)
+        check = auditkey.verify(ctx, expect_head)
     finally:
         ctx.close()
-    if check.problems:
+    if check.problems or check.failures:
         for p in check.problems:
-            err.print(f"audit row {p.row_id}: {p.problem}")
+            err.print(f"audit row {p.row_id}: {p.problem}", markup=False)
+        for line in check.failures:
+            err.print(f"audit log: {line}", markup=False)
+    else:
+        out.print(f"audit log intact: {check.rows} rows, head {check.head}"
+                  + (f" (row {check.head_id})" if check.head_id else ""))
+    for line in check.anchors:
+        out.print(f"  anchor on {line}", markup=False)
+    if check.problems or check.failures:
         raise typer.Exit(3)
-    out.print(f"audit log intact: {check.rows} rows, head {check.head}")
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check the deployment's trust boundary: who holds the tenant role, whether tenants'
+    policies are held to service rules, where the audit key comes from. Exit 1 if a
+    check fails."""
+    from vowvault.engine import doctor as checks
+
+    ctx = Context.from_settings()
+    try:
+        report = checks.run(ctx)
+    finally:
+        ctx.close()
+    for f in report.findings:
+        out.print(f"{'ok  ' if f.ok else 'FAIL'} {f.check}: {f.detail}", markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command("demo")

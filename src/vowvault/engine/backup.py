@@ -48,13 +48,14 @@ from vowvault.domain import (
     Tier,
     VerificationStatus,
 )
-from vowvault.engine import kek, objects, runs
+from vowvault.engine import auditkey, kek, objects, runs
 from vowvault.engine.context import Context, Progress, log
 from vowvault.engine.kek import KeyRecord
 from vowvault.engine.leases import Lease, new_token, owner_fields
 from vowvault.engine.reaper import reap
 from vowvault.engine.targets import check as check_target
 from vowvault.errors import (
+    BoundaryError,
     ConfigError,
     IntegrityError,
     NotFound,
@@ -247,12 +248,23 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                "related_wedding_ids": weddings or None, "flow_run_id": flow_run_id,
                "created_at": now}
     driver = sources.driver(view.source_kind)
+    try:  # the policy's rows are the tenant's: the service's rules decide
+        within = ctx.rules.check_source(view.org_slug, view.source)
+        for t in view.targets:
+            ctx.rules.check_storage(view.org_slug, t["url"])
+            if t.get("credentials_secret"):
+                ctx.rules.check_secret(view.org_slug, t["credentials_secret"])
+    except BoundaryError as exc:
+        _refuse(ctx, view, job_id, previous is not None, exc, new_job,
+                action="backup.refused")
+        raise
     try:
-        targets, warnings = _available_targets(ctx, Target.of_policy(view.targets))
+        targets, warnings = _available_targets(ctx, view.org_slug,
+                                               Target.of_policy(view.targets))
     except TargetUnavailableError as exc:
         _refuse(ctx, view, job_id, previous is not None, exc, new_job)
         raise
-    copies = copies_of(ctx, targets)
+    copies = copies_of(ctx, view.org_slug, targets)
     password = _source_password(view.source)
     if previous is not None:
         objects.remove_objects(ctx, previous, reason="retried by its flow")
@@ -278,7 +290,7 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                      target_id=job_id, organization_id=view.organization_id,
                      summary=f"backup of {view.name} started ({backup_type.value})"
                      + (f", attempt {attempt}" if attempt > 1 else ""))
-    request = SnapshotRequest(view.source, password, parent_reader)
+    request = SnapshotRequest(view.source, password, within, parent_reader)
     launch(ctx, prepared, driver, driver.snapshot(request), copies, request)
     log.info("backup %s of policy %s started: %s to %s", job_id, view.name, backup_type.value,
              ", ".join(t.url for t in targets))
@@ -286,9 +298,11 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
 
 
 def _refuse(ctx: Context, view: PolicyView, job_id: uuid.UUID, exists: bool,
-            error: BaseException, fields: dict[str, Any]) -> None:
-    """A backup that cannot start (a required target unavailable) is recorded FAILED, so
-    that listings, webhooks and the wedding-day escalation see it."""
+            error: BaseException, fields: dict[str, Any], *,
+            action: str = "backup.failed") -> None:
+    """A backup that cannot start (a required target unavailable, a policy pointing where
+    its organization may not) is recorded FAILED, so that listings, webhooks and the
+    wedding-day escalation see it; a refusal is audited as ``backup.refused``."""
     message = one_line(error)
     now = ctx.clock()
     with ctx.catalog.session() as s:
@@ -299,7 +313,7 @@ def _refuse(ctx: Context, view: PolicyView, job_id: uuid.UUID, exists: bool,
             s.add(job)
         job.status, job.completed_at, job.error_message = BackupStatus.FAILED, now, message
         s.flush()
-        audit.record(s, actor=ctx.settings.actor, action="backup.failed",
+        audit.record(s, actor=ctx.settings.actor, action=action,
                      target_type="backup", target_id=job_id,
                      organization_id=view.organization_id,
                      summary=f"backup of {view.name} could not start: {message}")
@@ -307,13 +321,15 @@ def _refuse(ctx: Context, view: PolicyView, job_id: uuid.UUID, exists: bool,
     _notify(ctx, job_id, "backup_failed")
 
 
-def _available_targets(ctx: Context, wanted: list[Target]) -> tuple[list[Target], list[str]]:
+def _available_targets(ctx: Context, org: str, wanted: list[Target]
+                       ) -> tuple[list[Target], list[str]]:
     """The targets a backup writes to: each must hold the repository marker the catalog
     knows (a new target gets one now). A required target that is unavailable stops the
     backup before anything is written; an optional one is left out, with a warning."""
     usable, warnings = [], []
     for target in wanted:
-        state = check_target(ctx, target.url, target.credentials_secret, first_use=True)
+        state = check_target(ctx, target.url, target.credentials_secret, org=org,
+                             first_use=True)
         if state.available:
             usable.append(target)
         elif target.required:
@@ -323,9 +339,10 @@ def _available_targets(ctx: Context, wanted: list[Target]) -> tuple[list[Target]
     return usable, warnings
 
 
-def copies_of(ctx: Context, targets: list[Target]) -> list[Copy]:
-    return [Copy(t.url, ctx.backend(t.url, t.credentials_secret), t.required, t.tier,
-                 check_target(ctx, t.url, t.credentials_secret).marker) for t in targets]
+def copies_of(ctx: Context, org: str, targets: list[Target]) -> list[Copy]:
+    return [Copy(t.url, ctx.backend(t.url, t.credentials_secret, org=org), t.required, t.tier,
+                 check_target(ctx, t.url, t.credentials_secret, org=org).marker)
+            for t in targets]
 
 
 def record_started(ctx: Context, s: Session, job: BackupJob, prepared: Prepared,
@@ -575,6 +592,7 @@ def _record_success(run: BackupRun) -> Result:
                              f"{source_bytes} bytes, {stored} stored",
                      after={"source_bytes": source_bytes, "stored_bytes": stored,
                             "targets": live})
+    auditkey.anchor(ctx, [o.copy.backend for o in result.copies if o.failed is None])
     log.info("backup %s completed: %s bytes read, %s stored, verified on %d copies in %.1fs",
              prepared.job_id, source_bytes, stored, len(live), wall)
     _notify(ctx, prepared.job_id, "backup_completed")

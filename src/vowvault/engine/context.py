@@ -10,7 +10,10 @@ from typing import Any
 
 from vowvault.catalog.db import Catalog
 from vowvault.codec.frames import DEFAULT_FRAME_SIZE
+from vowvault.errors import BoundaryError
 from vowvault.keys import KeyProvider, provider
+from vowvault.keys.audit import load_audit_key
+from vowvault.service import ServiceConfig, load_service_config
 from vowvault.settings import Settings, load_settings
 from vowvault.storage import StorageBackend, open_backend
 
@@ -47,6 +50,9 @@ class Context:
     stale_after: dt.timedelta = dt.timedelta(minutes=5)
     """A job recorded before leases existed is taken for dead after this long without a
     heartbeat."""
+    service: ServiceConfig | None = None
+    """What organizations may point the service at (``vowvault.service``); read from the
+    operator's file when the context is built."""
     _backends: dict[str, StorageBackend] = field(default_factory=dict)
     target_states: dict[str, tuple[Any, float]] = field(default_factory=dict)
     """Target URL -> (its last ``engine.targets`` check, when): remembered briefly."""
@@ -54,10 +60,28 @@ class Context:
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kw: object) -> Context:
         settings = settings or load_settings()
-        return cls(settings=settings, catalog=Catalog.open(settings), **kw)  # type: ignore[arg-type]
+        service = kw.setdefault("service", load_service_config(settings.home))
+        catalog = Catalog.open(settings)
+        catalog.audit_key = load_audit_key(settings.home, service.audit_key)  # type: ignore[union-attr]
+        return cls(settings=settings, catalog=catalog, **kw)  # type: ignore[arg-type]
 
-    def backend(self, url: str, credentials_secret: str | None = None) -> StorageBackend:
-        """The (cached) backend of a target, with the credentials its policy names."""
+    @property
+    def rules(self) -> ServiceConfig:
+        if self.service is None:
+            self.service = load_service_config(self.settings.home)
+        return self.service
+
+    def backend(self, url: str, credentials_secret: str | None = None, *,
+                org: str | None) -> StorageBackend:
+        """The (cached) backend of a target, with the credentials its policy names, for
+        organization ``org`` (None: the operator's own request): with a service
+        configuration, the URL and the secret must be the organization's."""
+        if org is not None:
+            self.rules.check_storage(org, url)
+            if credentials_secret:
+                self.rules.check_secret(org, credentials_secret)
+        elif self.rules.enforced:
+            raise BoundaryError(f"storage {url} opened for no organization")
         key = f"{url}\n{credentials_secret or ''}"
         if key not in self._backends:
             self._backends[key] = open_backend(url, credentials_secret=credentials_secret)

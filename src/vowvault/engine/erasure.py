@@ -247,7 +247,7 @@ def rewrite_without(ctx: Context, job_id: uuid.UUID, patterns: list[str]) -> uui
     prepared = engine.Prepared(new_id, view, BackupType.FULL, None, targets, dek, key,
                                kek.wrap(ctx, key, dek, new_id))
     driver = sources.driver(SourceKind.DIRECTORY)
-    copies = engine.copies_of(ctx, targets)
+    copies = engine.copies_of(ctx, view.org_slug, targets)
     with ctx.catalog.session() as s:
         job = BackupJob(id=new_id, organization_id=view.organization_id, policy_id=view.id,
                         backup_type=BackupType.FULL, status=BackupStatus.IN_PROGRESS,

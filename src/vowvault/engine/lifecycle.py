@@ -27,11 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from vowvault.catalog import audit
-from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage
+from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, Organization
 from vowvault.domain import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.engine import retention
-from vowvault.engine.context import Context
+from vowvault.engine.context import Context, log
 from vowvault.engine.objects import target_secrets
+from vowvault.errors import IntegrityError
+from vowvault.repository import BackupLocation
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,12 @@ def plan(ctx: Context) -> list[tuple[str, Move]]:
     out: list[tuple[str, Move]] = []
     with ctx.catalog.read() as s:
         rows = s.execute(sa.select(BackupStorage, BackupJob.created_at, BackupPolicy.name,
-                                   BackupPolicy.lifecycle_rules, BackupPolicy.storage_targets)
+                                   BackupPolicy.lifecycle_rules, BackupPolicy.storage_targets,
+                                   Organization.slug, BackupJob.organization_id,
+                                   BackupJob.policy_id)
                          .join(BackupJob, BackupJob.id == BackupStorage.backup_job_id)
                          .join(BackupPolicy, BackupPolicy.id == BackupJob.policy_id)
+                         .join(Organization, Organization.id == BackupJob.organization_id)
                          .where(BackupStorage.object_kind == ObjectKind.DATA,
                                 BackupStorage.status.in_([CopyStatus.STORED,
                                                           CopyStatus.VERIFIED]),
@@ -97,10 +102,17 @@ def plan(ctx: Context) -> list[tuple[str, Move]]:
                          .order_by(BackupJob.created_at)).all()
     by_policy: dict[str, tuple[list[dict[str, Any]], list[StoredObject]]] = {}
     backup_of: dict[str, str] = {}
-    for obj, created, name, rules, targets in rows:
+    for obj, created, name, rules, targets, slug, org_id, policy_id in rows:
+        location = BackupLocation(org_id, policy_id, obj.backup_job_id)
+        if not ctx.rules.allows_storage(slug, obj.storage_url) or \
+                not location.holds(obj.file_path):
+            log.warning("object %s of backup %s (%s on %s) is not where its ids put it: "
+                        "not moved", obj.id, obj.backup_job_id, obj.file_path,
+                        obj.storage_url)
+            continue
         secret = next((t.get("credentials_secret") for t in targets
                        if t["url"] == obj.storage_url), None)
-        stays = ctx.backend(obj.storage_url, secret).properties().min_storage_days
+        stays = ctx.backend(obj.storage_url, secret, org=slug).properties().min_storage_days
         entry = by_policy.setdefault(name, (rules, []))
         entry[1].append(StoredObject(str(obj.id), obj.storage_tier, obj.created_at,
                                      obj.tier_changed_at, created, stays))
@@ -129,7 +141,14 @@ def execute(ctx: Context, moves: list[tuple[str, Move]]) -> list[dict[str, Any]]
             assert job is not None
             url, name, before = obj.storage_url, obj.file_path, obj.storage_tier
             secret = target_secrets(job).get(url)
-        backend = ctx.backend(url, secret)
+            org = s.get(Organization, job.organization_id)
+            assert org is not None
+            slug, location = org.slug, BackupLocation(job.organization_id, job.policy_id,
+                                                      job.id)
+        if not location.holds(name):
+            raise IntegrityError(f"object {m.id} is recorded as {name!r}, outside its "
+                                 f"backup's {location.prefix}: not moved")
+        backend = ctx.backend(url, secret, org=slug)
         backend.set_tier(name, m.to)  # the service first, then the record
         with ctx.catalog.session() as s:
             obj = s.get(BackupStorage, uuid.UUID(m.id))

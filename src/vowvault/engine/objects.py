@@ -119,13 +119,47 @@ def data_key(ctx: Context, stored: StoredBackup) -> bytes:
     return unwrap(ctx, stored.key, stored.wrapped_dek, stored.id)
 
 
+def allowed(ctx: Context, stored: StoredBackup, refs: list[CopyRef]) -> list[CopyRef]:
+    """The targets among ``refs`` that the service lets the backup's organization use: a
+    catalog row naming any other URL (a tenant's forgery, or a rule changed since) is left
+    alone, and said so."""
+    ok = [t for t in refs if ctx.rules.allows_storage(stored.org_slug, t.url)]
+    refused = [t.url for t in refs if t not in ok]
+    if refused:
+        refusal(ctx, stored, f"copies on {', '.join(refused)}, which is not organization "
+                             f"{stored.org_slug}'s storage: not touched")
+    return ok
+
+
+def refusal(ctx: Context, stored: StoredBackup, what: str) -> None:
+    """Record that the catalog asked for something outside the backup's own place."""
+    from vowvault.catalog import audit
+
+    log.warning("backup %s: the catalog names %s", stored.id, what)
+    with ctx.catalog.session() as s:
+        audit.record(s, actor=ctx.settings.actor, action="storage.refused",
+                     target_type="backup", target_id=stored.id,
+                     organization_id=stored.location.organization_id,
+                     summary=f"the catalog names {what}"[:1000])
+
+
+def remove_from(ctx: Context, stored: StoredBackup, target: CopyRef) -> None:
+    """Remove the backup's objects from one target (only names under its own prefix)."""
+    refused = remove_backup(ctx.backend(target.url, target.secret, org=stored.org_slug),
+                            stored.location, stored.object_names.get(target.url, []))
+    if refused:
+        refusal(ctx, stored, f"objects outside its prefix {stored.location.prefix} on "
+                             f"{target.url} ({', '.join(refused[:5])}): not deleted")
+
+
 def readable_copies(ctx: Context, stored: StoredBackup) -> tuple[list[Copy], list[TargetState]]:
     """The copies on available targets (best first), and the targets that are not."""
     found, unavailable = [], []
-    for t in stored.targets:
-        state = targets.check(ctx, t.url, t.secret)
+    for t in allowed(ctx, stored, stored.targets):
+        state = targets.check(ctx, t.url, t.secret, org=stored.org_slug)
         if state.available:
-            found.append(Copy(t.url, ctx.backend(t.url, t.secret), marker=state.marker))
+            found.append(Copy(t.url, ctx.backend(t.url, t.secret, org=stored.org_slug),
+                              marker=state.marker))
         else:
             unavailable.append(state)
     return found, unavailable
@@ -176,16 +210,16 @@ def open_tree(ctx: Context, stored: StoredBackup, reader: BackupReader | None = 
 
 def remove_objects(ctx: Context, stored: StoredBackup, *, reason: str,
                    urls: list[str] | None = None) -> list[str]:
-    """Delete a backup's objects from its targets (or only ``urls``): whatever the catalog
-    records plus whatever is found under the backup's prefix. Returns the targets where
-    that failed (logged; the caller keeps their rows so that it is tried again)."""
+    """Delete a backup's objects from its targets (or only ``urls``): the names its
+    location derives from the catalog's ids, under the organization's own storage (see
+    ``remove_backup`` and ``allowed``). Returns the targets where that failed (logged; the
+    caller keeps their rows so that it is tried again)."""
     failed = []
-    for target in stored.all_targets:
+    for target in allowed(ctx, stored, stored.all_targets):
         if urls is not None and target.url not in urls:
             continue
         try:
-            remove_backup(ctx.backend(target.url, target.secret), stored.location,
-                          stored.object_names.get(target.url, []))
+            remove_from(ctx, stored, target)
         except VowvaultError as exc:
             log.warning("could not remove the objects of backup %s from %s: %s (tried again "
                         "later)", stored.id, target.url, exc)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from vowvault.catalog import audit
 from vowvault.catalog.models import (
     AuditEntry,
     BackupJob,
@@ -147,20 +146,6 @@ def audit_entries(ctx: Context, limit: int) -> list[dict[str, Any]]:
                  "action": r.action, "summary": r.summary or ""}
                 for r in s.execute(sa.select(AuditEntry).order_by(AuditEntry.id.desc())
                                    .limit(limit)).scalars()]
-
-
-@dataclass
-class AuditCheck:
-    rows: int
-    head: str
-    problems: list[Any] = field(default_factory=list)
-
-
-def verify_audit(ctx: Context) -> AuditCheck:
-    with ctx.catalog.read() as s:
-        rows = audit.all_rows(s)
-        problems = audit.verify_chain(rows)
-        return AuditCheck(len(rows), rows[-1].row_hash if rows else audit.GENESIS, problems)
 
 
 def webhook_log(ctx: Context, limit: int) -> list[dict[str, Any]]:

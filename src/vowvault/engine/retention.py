@@ -38,13 +38,17 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from vowvault.catalog import audit
-from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, RecoveryJob
+from vowvault.catalog.models import (
+    BackupJob,
+    BackupPolicy,
+    BackupStorage,
+    Organization,
+    RecoveryJob,
+)
 from vowvault.domain import BackupStatus, CopyStatus, RecoveryStatus
 from vowvault.engine import objects
 from vowvault.engine.context import Context, log
 from vowvault.errors import VowvaultError
-from vowvault.repository import marker
-from vowvault.repository.writer import remove_backup
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
 
     now = ctx.clock()
     out = []
-    where: dict[str, dict[str, str | None]] = {}
+    where: dict[str, tuple[str, dict[str, str | None]]] = {}
     with ctx.catalog.read() as s:
         in_use = set(s.execute(sa.select(RecoveryJob.backup_job_id).where(
             RecoveryJob.status.in_([RecoveryStatus.PENDING, RecoveryStatus.IN_PROGRESS,
@@ -199,14 +203,17 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
             # The targets holding this policy's backups (those in the policy and any it
             # wrote to before): each must be in sight before anything is deleted.
             secrets = {t["url"]: t.get("credentials_secret") for t in p.storage_targets}
-            where[p.name] = {url: secrets.get(url) for url in s.execute(
+            slug = p.organization.slug
+            where[p.name] = (slug, {url: secrets.get(url) for url in s.execute(
                 sa.select(BackupStorage.storage_url).distinct().where(
                     BackupStorage.backup_job_id.in_([j.id for j in jobs]),
-                    BackupStorage.status != CopyStatus.DELETED)).scalars()}
+                    BackupStorage.status != CopyStatus.DELETED)).scalars()
+                if ctx.rules.allows_storage(slug, url)})
             out.append(PolicyPlan(p.name, plan_retention(candidates, rules, now)))
     for pp in out:
-        down = [state for url, secret in where[pp.policy].items()
-                if not (state := targets.check(ctx, url, secret)).available]
+        org, urls = where[pp.policy]
+        down = [state for url, secret in urls.items()
+                if not (state := targets.check(ctx, url, secret, org=org)).available]
         if down:
             pp.held = "; ".join(s.problem or s.url for s in down)
             for d in pp.decisions:
@@ -245,8 +252,9 @@ def delete_backup(ctx: Context, job_id: uuid.UUID, policy: str, reason: str
         job = s.get(BackupJob, job_id)
         assert job is not None
         before = objects.read_stored(s, job)
-    down = [state.problem for t in before.all_targets
-            if not (state := targets.check(ctx, t.url, t.secret)).available]
+    down = [state.problem for t in objects.allowed(ctx, before, before.all_targets)
+            if not (state := targets.check(ctx, t.url, t.secret, org=before.org_slug)
+                    ).available]
     if down:  # its objects there would be left behind, or the only good ones
         log.warning("backup %s of %s not deleted now: %s", job_id, policy, down[0])
         return {"backup": str(job_id), "policy": policy, "reason": reason,
@@ -262,9 +270,8 @@ def delete_backup(ctx: Context, job_id: uuid.UUID, policy: str, reason: str
         stored = objects.read_stored(s, job)
         org_id = job.organization_id
     _step("expired")
-    for target in stored.all_targets:  # step 2: every copy's objects
-        remove_backup(ctx.backend(target.url, target.secret), stored.location,
-                      stored.object_names.get(target.url, []))
+    for target in objects.allowed(ctx, stored, stored.all_targets):  # step 2: every copy
+        objects.remove_from(ctx, stored, target)
         _step("deleted-one-copy")
     with ctx.catalog.session() as s:  # step 3: the record says it is gone
         s.execute(sa.update(BackupStorage).where(
@@ -282,30 +289,54 @@ def delete_backup(ctx: Context, job_id: uuid.UUID, policy: str, reason: str
 
 def sweep_orphans(ctx: Context, remove: bool = False) -> list[dict[str, str]]:
     """Objects on the targets that no live catalog row accounts for (a crashed run's
-    leftovers, a deleted backup's remains): reported, or removed with ``remove``."""
+    leftovers, a deleted backup's remains): reported, or removed with ``remove``. Only
+    names of vowvault's own layout (``org/policy/backup/...``, ids a catalog derives) are
+    candidates, and only under an organization whose policies name the target and whose
+    storage it is; anything else on a target is never touched."""
     with ctx.catalog.read() as s:
         known = {(r.storage_url, r.file_path) for r in s.execute(sa.select(BackupStorage).where(
             BackupStorage.status.in_([CopyStatus.PENDING, CopyStatus.STORED,
                                       CopyStatus.VERIFIED]))).scalars()}
         running = {str(j) for j in s.execute(sa.select(BackupJob.id).where(
             BackupJob.status == BackupStatus.IN_PROGRESS)).scalars()}
-        urls: dict[str, str | None] = {}
-        for targets in s.execute(sa.select(BackupPolicy.storage_targets)).scalars():
+        urls: dict[str, dict[str, tuple[str, str | None]]] = {}
+        """URL -> organization id -> (its slug, the credentials its policy names)."""
+        for targets, org_id, slug in s.execute(
+                sa.select(BackupPolicy.storage_targets, Organization.id, Organization.slug)
+                .join(Organization, Organization.id == BackupPolicy.organization_id)):
             for t in targets:
-                urls.setdefault(t["url"], t.get("credentials_secret"))
+                if ctx.rules.allows_storage(slug, t["url"]):
+                    urls.setdefault(t["url"], {}).setdefault(
+                        str(org_id), (slug, t.get("credentials_secret")))
     found = []
-    for url, secret in sorted(urls.items()):
-        backend = ctx.backend(url, secret)
+    for url, orgs in sorted(urls.items()):
+        slug, secret = next(iter(orgs.values()))
+        backend = ctx.backend(url, secret, org=slug)
         try:
-            objects = list(backend.list(""))
+            listed = list(backend.list(""))
         except VowvaultError as exc:
             log.warning("cannot list %s: %s", url, exc)
             continue
-        orphans = [o.name for o in objects if (url, o.name) not in known
-                   and o.name != marker.NAME
+        orphans = [o.name for o in listed if (url, o.name) not in known
+                   and _layout_org(o.name) in orgs
                    and not any(f"/{r}/" in f"/{o.name}" for r in running)]
         for name in orphans:
             found.append({"target": url, "object": name})
         if remove and orphans:
             backend.delete(orphans)
     return found
+
+
+def _layout_org(name: str) -> str | None:
+    """The organization id of an object name in vowvault's layout, else None."""
+    parts = name.split("/")
+    if len(parts) < 4 or any(p in ("", ".", "..") for p in parts):
+        return None
+    try:
+        org = uuid.UUID(parts[0])
+        if parts[1] != "adhoc":
+            uuid.UUID(parts[1])
+        uuid.UUID(parts[2])
+    except ValueError:
+        return None
+    return str(org) if parts[0] == str(org) else None

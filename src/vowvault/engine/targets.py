@@ -28,6 +28,7 @@ from vowvault.domain import CopyStatus, ObjectKind
 from vowvault.engine.context import Context, log
 from vowvault.errors import StorageError, TargetUnavailableError
 from vowvault.repository.marker import Marker, read_marker, write_marker
+from vowvault.storage import StorageBackend
 
 REMEMBER = 60.0
 """Seconds a context trusts a target check."""
@@ -45,22 +46,24 @@ class TargetState:
             raise TargetUnavailableError(self.problem or f"{self.url} is unavailable")
 
 
-def check(ctx: Context, url: str, secret: str | None = None, *,
+def check(ctx: Context, url: str, secret: str | None = None, *, org: str | None,
           first_use: bool = False) -> TargetState:
     """Is ``url`` the repository the catalog knows? ``first_use``: a target the catalog has
-    never recorded gets (or adopts) its marker now (a backup is about to write to it)."""
+    never recorded gets (or adopts) its marker now (a backup is about to write to it).
+    ``org``: the organization on whose behalf (its rules are checked first)."""
+    backend = ctx.backend(url, secret, org=org)
     cached = ctx.target_states.get(url)
     if cached is not None and time.monotonic() - cached[1] < REMEMBER and \
             (cached[0].available or not first_use):
         return cached[0]
-    state = _check(ctx, url, secret, first_use)
+    state = _check(ctx, url, backend, first_use)
     ctx.target_states[url] = (state, time.monotonic())
     if not state.available:
         log.warning("%s", state.problem)
     return state
 
 
-def _check(ctx: Context, url: str, secret: str | None, first_use: bool) -> TargetState:
+def _check(ctx: Context, url: str, backend: StorageBackend, first_use: bool) -> TargetState:
     with ctx.catalog.read() as s:
         row = s.execute(sa.select(StorageTarget).where(StorageTarget.url == url)
                         ).scalar_one_or_none()
@@ -71,7 +74,6 @@ def _check(ctx: Context, url: str, secret: str | None, first_use: bool) -> Targe
                 BackupStorage.object_kind == ObjectKind.MANIFEST,
                 BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED])))
             .scalars())
-    backend = ctx.backend(url, secret)
     try:
         found = read_marker(backend)
     except (StorageError, OSError) as exc:

@@ -21,17 +21,20 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 import uuid
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from vowvault.catalog import audit
 from vowvault.catalog.models import (
     BackupJob,
     Organization,
@@ -41,6 +44,7 @@ from vowvault.catalog.models import (
 )
 from vowvault.domain import DeliveryStatus
 from vowvault.engine.context import Context, log
+from vowvault.errors import BoundaryError
 
 EVENTS = ("backup_completed", "backup_failed", "verification_failed", "drill_completed",
           "drill_failed", "restore_completed", "key_rotation_due", "emergency_recovery")
@@ -128,25 +132,27 @@ def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
             return d.status
         ep = s.get(WebhookEndpoint, d.endpoint_id)
         assert ep is not None
+        org = s.get(Organization, d.organization_id)
+        assert org is not None
         url, secret_ref, message_id = ep.url, ep.secret_ref, d.message_id
+        slug, org_id = org.slug, org.id
         body = json.dumps(d.payload, sort_keys=True, separators=(",", ":"), default=str
                           ).encode()
     timestamp = int(time.time())
     started = time.perf_counter()
     status_code: int | None = None
     error: str | None = None
+    refused: BoundaryError | None = None
     try:
-        if not url.startswith(("https://", "http://")):
-            raise ValueError(f"not an http(s) URL: {url}")
+        ctx.rules.check_secret(slug, secret_ref)
+        address = ctx.rules.webhook_address(url)
         signature = sign(resolve(secret_ref), message_id, timestamp, body)
-        req = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310
+        status_code = _post(url, address, body, {
             "content-type": "application/json", "user-agent": "vowvault-webhooks/1",
             "webhook-id": message_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": signature})
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:  # noqa: S310
-            status_code = resp.status
-    except urllib.error.HTTPError as exc:
-        status_code, error = exc.code, f"HTTP {exc.code}"
+    except BoundaryError as exc:
+        refused, error = exc, str(exc)[:300]
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"[:300]
     elapsed = round((time.perf_counter() - started) * 1000)
@@ -159,7 +165,14 @@ def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
         d.attempt_log = [*(d.attempt_log or []), {
             "at": now.isoformat(timespec="seconds"), "status": status_code, "error": error,
             "ms": elapsed}]
-        if status_code is not None and 200 <= status_code < 300:
+        if refused is not None:  # where it points is not allowed: never tried again
+            d.status, d.error_message, d.next_attempt_at = (DeliveryStatus.GAVE_UP, error,
+                                                            None)
+            audit.record(s, actor=ctx.settings.actor, action="webhook.refused",
+                         target_type="webhook_endpoint", target_id=d.endpoint_id,
+                         organization_id=org_id, summary=error)
+            log.error("webhook %s refused: %s", d.event_type, error)
+        elif status_code is not None and 200 <= status_code < 300:
             d.status, d.delivered_at, d.error_message, d.next_attempt_at = (
                 DeliveryStatus.DELIVERED, now, None, None)
         else:
@@ -172,6 +185,27 @@ def attempt(ctx: Context, delivery_id: uuid.UUID) -> DeliveryStatus:
             else:
                 d.next_attempt_at = now + dt.timedelta(seconds=schedule[d.attempts - 1])
         return d.status
+
+
+def _post(url: str, address: tuple[str, int], body: bytes, headers: dict[str, str]) -> int:
+    """POST to ``url`` over a connection made to ``address`` (the one the service's rules
+    checked: a DNS answer that changes meanwhile cannot send it elsewhere); redirects are
+    not followed (they could point anywhere). Returns the status code."""
+    parts = urlsplit(url)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname or "", address[1], timeout=TIMEOUT,
+                                           context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", address[1], timeout=TIMEOUT)
+    conn._create_connection = lambda _addr, timeout, source: (  # type: ignore[attr-defined]
+        socket.create_connection(address, timeout, source))
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("POST", path, body=body, headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def deliver_pending(ctx: Context) -> dict[str, int]:

@@ -29,6 +29,11 @@ class BackupLocation:
     def name(self, kind: str) -> str:
         return self.prefix + kind
 
+    def holds(self, name: str) -> bool:
+        """Whether an object name lies under this backup's prefix (and climbs nowhere)."""
+        rest = name[len(self.prefix):] if name.startswith(self.prefix) else ""
+        return bool(rest) and not any(p in ("", ".", "..") for p in rest.split("/"))
+
 
 def tier_for(kind: str, tier: Tier) -> Tier:
     """The tier an object of ``kind`` is written to on a copy whose data goes to ``tier``:

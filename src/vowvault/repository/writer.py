@@ -130,8 +130,12 @@ class FanOut:
 
 
 def remove_backup(backend: StorageBackend, location: BackupLocation,
-                  names: list[str] | None = None) -> None:
-    """Delete a backup's objects from one target: ``names`` and whatever else is found
-    under its prefix (an interrupted upload's leftovers included). Idempotent."""
+                  names: list[str] | None = None) -> list[str]:
+    """Delete a backup's objects from one target: whatever is found under its prefix (an
+    interrupted upload's leftovers included) and those of ``names`` (the catalog's record)
+    that lie under it. A name anywhere else is never deleted, whoever wrote it: the
+    prefix is derived from the backup's ids. Idempotent. Returns the names refused."""
     found = [o.name for o in backend.list(location.prefix)]
-    backend.delete(sorted({*found, *(names or [])}))
+    mine = [n for n in names or () if location.holds(n)]
+    backend.delete(sorted({*found, *mine}))
+    return sorted({n for n in names or () if not location.holds(n)})

@@ -38,6 +38,9 @@ class SnapshotRequest:
     password: str | None = None
     """A database source's password, resolved by the caller from the name the policy
     gives."""
+    within: str | None = None
+    """A directory source must lie under this directory (the service's rule for its
+    organization), checked on the directory actually opened."""
     parent: BackupReader | None = None
     """An incremental or differential backup: the backup it builds on (the source decides
     what it needs of it: a tree's index, say)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vowvault.errors import (
+    BoundaryError,
     ConfigError,
     RestoreError,
     SourceAccessError,
@@ -130,12 +131,14 @@ class _Dir:
 
 def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = True,
          on_error: Callable[[str, OSError], None] | None = None, lenient: bool = False,
-         on_changed: Callable[[str], None] | None = None) -> Iterator[Found]:
+         on_changed: Callable[[str], None] | None = None, within: str | None = None,
+         ) -> Iterator[Found]:
     """Everything under ``root`` (the root itself first, as ""), depth first with names
     sorted, by directory descriptors: each directory is opened by name under its parent's
     descriptor with ``O_NOFOLLOW | O_DIRECTORY`` and checked to be the one lstat chose, so
     a symlink swapped in mid-walk is never followed out of the root (``on_changed`` is told
-    instead). No recursion: any depth."""
+    instead). No recursion: any depth. ``within``: the root opened must really lie under
+    that directory (whatever symlinks its path went through)."""
     patterns = exclude or []
     try:
         root_st = os.lstat(root)
@@ -152,6 +155,12 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
     try:
         if not same_object(os.fstat(root_fd), root_st):
             raise SourceError(f"{root} changed while the backup opened it")
+        if within is not None:
+            opened = os.readlink(f"/proc/self/fd/{root_fd}")
+            base = within.rstrip("/") or "/"
+            if opened != base and not opened.startswith(base.rstrip("/") + "/"):
+                raise BoundaryError(f"source directory {root} is really {opened}, outside "
+                                    f"{base}: not read")
         yield Found("", root_st, ".", root_fd)
         names = _list(root_fd, "", on_error)
         if names is None:
@@ -229,8 +238,10 @@ class DirectorySnapshot:
 
     def __init__(self, root: Path, *, exclude: list[str] | None = None,
                  one_file_system: bool = True, parent: Iterator[Entry] | None = None,
-                 strict: bool = True, progress: Callable[[int], None] | None = None) -> None:
+                 strict: bool = True, progress: Callable[[int], None] | None = None,
+                 within: str | None = None) -> None:
         self.root = root
+        self.within = within
         self.exclude = exclude or []
         self.one_file_system = one_file_system
         self.parent = parent
@@ -244,7 +255,7 @@ class DirectorySnapshot:
         """(files, bytes) under the root: a quick pre-walk for progress reporting."""
         files = size = 0
         for found in walk(self.root, self.exclude, self.one_file_system,
-                          on_error=lambda *_: None, lenient=True):
+                          on_error=lambda *_: None, lenient=True, within=self.within):
             if stat.S_ISREG(found.st.st_mode):
                 files += 1
                 size += found.st.st_size
@@ -264,7 +275,7 @@ class DirectorySnapshot:
         offset = 0
         parents = _Lookahead(self.parent) if self.parent is not None else None
         for found in walk(self.root, self.exclude, self.one_file_system, self._unreadable,
-                          on_changed=self._changed):
+                          on_changed=self._changed, within=self.within):
             rel, st = found.rel, found.st
             mode = st.st_mode
             entry = Entry(path=rel, type="dir", mode=stat.S_IMODE(mode), uid=st.st_uid,
@@ -413,7 +424,8 @@ class TreeSnapshot(Snapshot):
                                  one_file_system=config.get("one_file_system", True),
                                  parent=TreeReader(parent).entries(resolved=True)
                                  if parent is not None else None,
-                                 strict=config.get("on_unreadable", "fail") != "warn")
+                                 strict=config.get("on_unreadable", "fail") != "warn",
+                                 within=self.request.within)
         _files, total = snap.estimate()
         done = 0
 
