@@ -97,12 +97,14 @@ def hostile_entries(draw) -> list[Entry]:
     entries = []
     for _ in range(draw(st.integers(1, 12))):
         kind = draw(st.sampled_from(["dir", "file", "symlink", "fifo", "dir", "file",
-                                     "block"]))
+                                     "block", "hardlink"]))
         mode = draw(st.sampled_from([0o755, 0o777, 0o4755, 0o2775, 0o000, 0o7777]))
         entry = Entry(path=draw(hostile_paths()), type=kind, mode=mode, uid=0, gid=0,
                       mtime_ns=draw(st.integers(0, 2**62)))
         if kind == "symlink":
             entry.target = draw(LINK_TARGETS)
+        if kind == "hardlink":
+            entry.target = draw(st.one_of(LINK_TARGETS, hostile_paths()))
         if kind == "file":
             entry.size = 5
         entries.append(entry)
@@ -167,11 +169,11 @@ def test_nothing_outside_the_target_changes_whatever_the_index_and_the_target_ho
             path = target / entry.path
             st_ = path.lstat()
             kind = {"dir": stat.S_ISDIR, "file": stat.S_ISREG, "symlink": stat.S_ISLNK,
-                    "fifo": stat.S_ISFIFO}[entry.type]
+                    "fifo": stat.S_ISFIFO, "hardlink": stat.S_ISREG}[entry.type]
             assert kind(st_.st_mode), entry
             if entry.type != "symlink":
                 assert not st_.st_mode & (stat.S_ISUID | stat.S_ISGID)
-            if entry.type == "file":
+            if entry.type in ("file", "hardlink"):
                 assert path.read_bytes() == b"hello"
     assert snapshot(outside) == before
     assert sorted(os.listdir(base)) == base_before

@@ -140,12 +140,15 @@ class PostgresSource(Strict):
 
 class DirectorySource(Strict):
     """A file tree (photos, configuration). ``exclude`` holds glob patterns relative to
-    ``path``."""
+    ``path``; ``on_unreadable``: fail (default) or warn."""
 
     kind: Literal["directory"]
     path: str
     exclude: list[str] = Field(default_factory=list)
     one_file_system: bool = True
+    on_unreadable: Literal["fail", "warn"] = "fail"
+    """A file that cannot be read (permissions, I/O error): ``fail`` the backup (the
+    default: nothing is silently missing), or ``warn``: back up the rest and list it."""
 
     @field_validator("path")
     @classmethod

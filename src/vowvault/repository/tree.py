@@ -11,8 +11,11 @@ tree back; every file it hands out is checked against its recorded SHA-256.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -42,15 +45,51 @@ class Entry:
         return tuple(self.path.split("/")) if self.path else ()
 
     def to_line(self) -> bytes:
+        """One JSON line. Names are bytes on disk (``str`` here, as ``os`` gives them, with
+        undecodable bytes as surrogates): a ``path`` or ``target`` that is not valid UTF-8
+        is stored as ``path_b64`` / ``target_b64``, the base64 of its exact bytes."""
         data = {k: v for k, v in asdict(self).items() if v is not None}
+        for key in ("path", "target"):
+            value = data.get(key)
+            if value is not None and not _utf8(value):
+                data[f"{key}_b64"] = base64.b64encode(os.fsencode(value)).decode()
+                del data[key]
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
     @classmethod
     def from_line(cls, line: bytes) -> Entry:
         try:
-            return cls(**json.loads(line))
-        except (ValueError, TypeError) as exc:
+            data = json.loads(line)
+            for key in ("path", "target"):
+                raw = data.pop(f"{key}_b64", None)
+                if raw is not None:
+                    data[key] = os.fsdecode(base64.b64decode(raw, validate=True))
+            return cls(**data)
+        except (ValueError, TypeError, binascii.Error) as exc:
             raise IntegrityError(f"index holds an unreadable entry: {exc}") from None
+
+    @property
+    def shown(self) -> str:
+        """The path for people: undecodable bytes as ``\\xNN``, control characters
+        escaped, so that no name can break a line or a terminal."""
+        return shown(self.path)
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str) -> str:
+    """A file name fit for a message, a log line or a catalog row (see ``Entry.shown``)."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                   for c in text)
 
 
 def parse_index(chunks: Iterator[bytes]) -> Iterator[Entry]:

@@ -38,7 +38,7 @@ from vowvault.errors import (
 )
 from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.reader import BackupReader
-from vowvault.repository.tree import Entry, TreeReader
+from vowvault.repository.tree import Entry, TreeReader, shown
 from vowvault.sources.base import (
     ErasureSpec,
     Progress,
@@ -68,6 +68,7 @@ class WalkReport:
     unreadable: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Sockets and device files: not backed up, listed here."""
+    hardlinks: int = 0
     changed: list[str] = field(default_factory=list)
     """Entries swapped or replaced between lstat and open: not followed, not backed up."""
 
@@ -109,13 +110,13 @@ def open_found(found: Found, flags: int = _FILE_OPEN) -> int:
         fd = os.open(found.name, flags, dir_fd=found.dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
-            raise Changed(f"{found.rel}: changed while read (now a "
+            raise Changed(f"{shown(found.rel)}: changed while read (now a "
                           f"{'symlink' if exc.errno == errno.ELOOP else 'different kind'}): "
                           f"not followed") from None
         raise
     try:
         if not same_object(os.fstat(fd), found.st):
-            raise Changed(f"{found.rel}: replaced while read: not followed")
+            raise Changed(f"{shown(found.rel)}: replaced while read: not followed")
     except BaseException:
         os.close(fd)
         raise
@@ -183,7 +184,7 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
             except FileNotFoundError:
                 if lenient:
                     continue
-                raise SourceError(f"{root}/{child} vanished during the backup") from None
+                raise SourceError(f"{root}/{shown(child)} vanished during the backup") from None
             except OSError as exc:
                 if on_error is None:
                     raise
@@ -202,7 +203,7 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
             except FileNotFoundError:
                 if lenient:
                     continue
-                raise SourceError(f"{root}/{child} vanished during the backup") from None
+                raise SourceError(f"{root}/{shown(child)} vanished during the backup") from None
             except OSError as exc:
                 if on_error is None:
                     raise
@@ -262,7 +263,7 @@ class DirectorySnapshot:
         return files, size
 
     def _unreadable(self, rel: str, exc: OSError) -> None:
-        message = f"{rel}: {exc.strerror or exc}"
+        message = f"{shown(rel)}: {exc.strerror or exc}"
         if self.strict:
             raise SourceAccessError(f"cannot read {self.root}/{message} (fix permissions, "
                                     f"exclude it, or set on_unreadable: warn)")
@@ -274,6 +275,8 @@ class DirectorySnapshot:
     def data(self) -> Iterator[bytes]:
         offset = 0
         parents = _Lookahead(self.parent) if self.parent is not None else None
+        linked: dict[tuple[int, int], str] = {}
+        """(device, inode) -> the path a file with more than one link was stored under."""
         for found in walk(self.root, self.exclude, self.one_file_system, self._unreadable,
                           on_changed=self._changed, within=self.within):
             rel, st = found.rel, found.st
@@ -289,7 +292,7 @@ class DirectorySnapshot:
                     entry.target = os.readlink(found.name, dir_fd=found.dir_fd)
                 except OSError as exc:
                     if exc.errno == errno.EINVAL:  # no longer a symlink
-                        self._changed(f"{rel}: changed while read (no longer a symlink): "
+                        self._changed(f"{shown(rel)}: changed while read (no longer a symlink): "
                                       f"not backed up")
                         continue
                     self._unreadable(rel, exc)
@@ -298,6 +301,12 @@ class DirectorySnapshot:
             elif stat.S_ISFIFO(mode):
                 entry.type = "fifo"
             elif stat.S_ISREG(mode):
+                first = linked.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+                if first is not None:  # another name of a file already stored
+                    entry.type, entry.target = "hardlink", first
+                    self.report.hardlinks += 1
+                    self.index.write(entry.to_line())
+                    continue
                 entry.type = "file"
                 entry.size = st.st_size
                 previous = parents.find(entry.key()) if parents else None
@@ -313,9 +322,11 @@ class DirectorySnapshot:
                     if read is None:
                         continue
                     offset += read
+                if st.st_nlink > 1:
+                    linked[(st.st_dev, st.st_ino)] = rel
                 self.report.files += 1
             else:
-                self.report.skipped.append(f"{rel}: {_kind(mode)} not backed up")
+                self.report.skipped.append(f"{shown(rel)}: {_kind(mode)} not backed up")
                 continue
             self.index.write(entry.to_line())
         self.report.bytes_stored = offset
@@ -335,7 +346,7 @@ class DirectorySnapshot:
             self._changed(str(exc))
             return None
         except FileNotFoundError:
-            raise SourceError(f"{self.root}/{rel} vanished during the backup") from None
+            raise SourceError(f"{self.root}/{shown(rel)} vanished during the backup") from None
         except OSError as exc:
             self._unreadable(rel, exc)
             return None
@@ -345,7 +356,7 @@ class DirectorySnapshot:
                     chunk = f.read(READ_CHUNK)
                 except OSError as exc:
                     if exc.errno == errno.EIO or self.strict:
-                        raise SourceError(f"read error in {self.root}/{rel}: "
+                        raise SourceError(f"read error in {self.root}/{shown(rel)}: "
                                           f"{exc.strerror}") from None
                     self._unreadable(rel, exc)
                     return None
@@ -442,6 +453,7 @@ class TreeSnapshot(Snapshot):
                      "dirs": report.dirs, "symlinks": report.symlinks,
                      "files_unchanged": report.files_unchanged,
                      "bytes_referenced": report.bytes_referenced,
+                     "hardlinks": report.hardlinks,
                      "unreadable": report.unreadable, "skipped": report.skipped,
                      "changed": report.changed}
         if report.changed:
@@ -475,8 +487,15 @@ class TreeRewrite(Snapshot):
     def _data(self, index: IO[bytes], counts: dict[str, int]) -> Iterator[bytes]:
         offset = 0
 
+        gone: set[str] = set()
+
         def withhold(entry: Entry) -> bool:
-            return bool(entry.path) and path_matches(entry.path, self.patterns)
+            if entry.type == "hardlink":  # another name of an erased file goes with it
+                return entry.target in gone
+            if bool(entry.path) and path_matches(entry.path, self.patterns):
+                gone.add(entry.path)
+                return True
+            return False
 
         for entry, chunks in self.tree.walk(withhold=withhold):
             if withhold(entry):
@@ -556,8 +575,16 @@ def write_tree(tree: TreeReader, writer: TreeWriter, erased: list[str],
         int(manifest.source.get("bytes_referenced") or 0)
     done = files = withheld = dirs = 0
 
+    gone: set[str] = set()
+
     def withhold(entry: Entry) -> bool:
-        return bool(erased) and bool(entry.path) and path_matches(entry.path, erased)
+        """Erased, or another name of an erased file."""
+        if entry.type == "hardlink":
+            return entry.target in gone
+        if bool(erased) and bool(entry.path) and path_matches(entry.path, erased):
+            gone.add(entry.path)
+            return True
+        return False
 
     def counted(chunks: Iterable[bytes]) -> Iterator[bytes]:
         nonlocal done

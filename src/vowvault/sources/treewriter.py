@@ -143,12 +143,37 @@ class TreeWriter:
         if entry.type == "fifo":
             self._fifo(parent_fd, name, entry)
             return 0
+        if entry.type == "hardlink":
+            self._hardlink(entry, name)
+            return 0
         if entry.type != "file":
             raise IntegrityError(f"index holds {entry.path!r} of unknown type {entry.type!r}")
         return self._file(parent_fd, name, entry, chunks or ())
 
     def _temp(self, name: str) -> str:
-        return f".vowvault-tmp.{secrets.token_hex(4)}.{name}"[:255]
+        return f".vowvault-tmp.{secrets.token_hex(8)}"  # short: any name may be 255 bytes
+
+    def _hardlink(self, entry: Entry, name: str) -> None:
+        """Another name of a file this restore placed (never of anything else)."""
+        target = entry.target or ""
+        if self.kinds.get(target) != "file" or target == INCOMPLETE:
+            raise IntegrityError(f"index links {entry.path!r} to {target!r}, which the "
+                                 f"backup does not hold as a file")
+        source_dir, _, source = target.rpartition("/")
+        source_fd = os.dup(self._dir_fd(source_dir))
+        try:
+            parent_fd = self._dir_fd(entry.path.rpartition("/")[0])
+            tmp = self._temp(name)
+            os.link(source, tmp, src_dir_fd=source_fd, dst_dir_fd=parent_fd,
+                    follow_symlinks=False)
+            try:
+                self._clear_way(parent_fd, name, entry.path, keep_dir=False)
+                os.replace(tmp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+            except BaseException:
+                _unlink_quietly(parent_fd, tmp)
+                raise
+        finally:
+            os.close(source_fd)
 
     def _file(self, parent_fd: int, name: str, entry: Entry, chunks: Iterable[bytes]) -> int:
         tmp = self._temp(name)
