@@ -18,6 +18,9 @@ class Settings:
     home: Path
     database_url: str
     actor: str
+    new_catalog: bool = False
+    """Start an empty embedded catalog even if the key store says one existed
+    (``--new-catalog``, ``VOWVAULT_NEW_CATALOG=1``)."""
 
     @property
     def is_embedded(self) -> bool:
@@ -36,7 +39,8 @@ def load_settings() -> Settings:
     home = Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
     url = os.environ.get("VOWVAULT_DATABASE_URL") or f"sqlite:///{home / 'catalog.db'}"
     actor = os.environ.get("VOWVAULT_ACTOR") or _os_user()
-    return Settings(home=home, database_url=normalise_database_url(url), actor=actor)
+    return Settings(home=home, database_url=normalise_database_url(url), actor=actor,
+                    new_catalog=os.environ.get("VOWVAULT_NEW_CATALOG") == "1")
 
 
 def _os_user() -> str:

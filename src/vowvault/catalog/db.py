@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -81,6 +82,21 @@ def migrations_head() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+def _refuse_lost_catalog(settings: Settings, path: str) -> None:
+    """An embedded catalog that is missing or empty while the local key store holds
+    organizations' keys was lost, not never made: starting a new one silently would say
+    "no backups" about a storage full of them."""
+    keys = sorted((settings.home / "keys").glob("*/kek-v*.key"))
+    if not keys:
+        return
+    orgs = len({k.parent.name for k in keys})
+    raise CatalogError(f"the catalog {path} is missing or empty, but "
+                       f"{settings.home / 'keys'} holds keys of {orgs} organization(s): "
+                       f"their backups may still be on storage; restore the catalog from "
+                       f"its backup, or start a new, empty one with "
+                       f"`vowvault --new-catalog COMMAND`")
 
 
 def current_revision(engine: sa.Engine) -> str | None:
@@ -182,6 +198,10 @@ class Catalog:
         """Open the configured catalog; the embedded SQLite one is migrated on first use, a
         PostgreSQL one must be migrated explicitly (``vowvault db upgrade``)."""
         settings = settings or load_settings()
+        if settings.is_embedded and not settings.new_catalog:
+            path = sa.engine.make_url(settings.database_url).database or ""
+            if path and (not os.path.exists(path) or os.path.getsize(path) == 0):
+                _refuse_lost_catalog(settings, path)  # before connecting makes a file
         engine = make_engine(settings.database_url)
         catalog = cls(engine)
         try:
@@ -189,6 +209,12 @@ class Catalog:
         except sa.exc.OperationalError as exc:
             raise CatalogError(f"cannot reach the catalog at {engine.url.render_as_string()}: "
                                f"{_first_line(exc)}") from exc
+        except sa.exc.DatabaseError as exc:  # not a database at all: a damaged file
+            raise CatalogError(f"the catalog at {engine.url.render_as_string()} is damaged "
+                               f"({_first_line(exc)}): restore it from its backup") from None
+        if rev is None and settings.is_embedded and not settings.new_catalog:
+            engine.dispose()
+            _refuse_lost_catalog(settings, str(engine.url.database))
         if rev != head_revision():
             if settings.is_embedded and migrate_embedded:
                 upgrade(engine, actor=settings.actor)

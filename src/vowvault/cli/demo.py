@@ -90,6 +90,10 @@ def run_demo(policy_file: Path, console: Console) -> None:
                   f"`vowvault policies list`; to watch runs in the Prefect UI run "
                   f"`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
                   f"(see docs/OPERATIONS.md).")
+    console.print(f"\nThe keys that open these backups live in {home / 'keys'} (one file per "
+                  f"organization and version; the audit key in {home / 'audit.key'}). Without "
+                  f"them nothing restores: escrow them with `vowvault keys export ORG --out "
+                  f"FILE` and keep that file apart from the backups (docs/SECURITY.md).")
 
 
 def make_sample_tree(root: Path, photos: int = 24, seed: int = 7) -> tuple[int, int]:

@@ -1,7 +1,8 @@
-"""`vowvault keys list|rotate|destroy-retired`, `vowvault org shred`."""
+"""`vowvault keys list|rotate|export|import|destroy-retired`, `vowvault org shred`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vowvault.engine.context import Context
+from vowvault.errors import ConfigError
 
 keys_app = typer.Typer(no_args_is_help=True, help="Organizations' key-encryption keys.")
 _out = Console()
@@ -61,6 +63,72 @@ def keys_rotate(
     _out.print(f"{org}: key v{r['version']} active; {r['rewrapped']} data keys re-wrapped in "
                f"{r['seconds']:.2f} s" + (" (resumed an interrupted rotation)"
                                            if r["resumed"] else ""))
+
+
+def _passphrase(env: str | None, *, confirm: bool) -> str:
+    import os
+
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise ConfigError(f"environment variable {env} (the escrow passphrase) is not set")
+        return value
+    return str(typer.prompt("escrow passphrase", hide_input=True,
+                            confirmation_prompt=confirm))
+
+
+PassphraseEnv = Annotated[str | None, typer.Option(
+    "--passphrase-env", help="Read the passphrase from this environment variable instead of "
+                             "asking for it.")]
+
+
+@keys_app.command("export")
+def keys_export(org: Annotated[str, typer.Argument(help="Organization slug.")],
+                out: Annotated[Path, typer.Option("--out", help="The bundle to write (must "
+                                                                "not exist).")],
+                passphrase_env: PassphraseEnv = None) -> None:
+    """Write an escrow bundle of the organization's key versions, sealed with a
+    passphrase (scrypt + AES-256-GCM). Keep it apart from the backups and the catalog."""
+    import os
+
+    from vowvault.engine.keyring import export_keys
+
+    passphrase = _passphrase(passphrase_env, confirm=True)
+    ctx = Context.from_settings()
+    try:
+        bundle, versions = export_keys(ctx, org, passphrase)
+    finally:
+        ctx.close()
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{out} exists: choose another file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(bundle)
+    _out.print(f"{org}: key versions {versions} written to {out} (mode 0600); import with "
+               f"`vowvault keys import {out}`")
+
+
+@keys_app.command("import")
+def keys_import(bundle: Annotated[Path, typer.Argument(help="An escrow bundle.")],
+                passphrase_env: PassphraseEnv = None) -> None:
+    """Put an escrow bundle's key versions back into the local key store."""
+    from vowvault.engine.keyring import import_keys
+
+    try:
+        data = bundle.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {bundle}: {exc.strerror}") from None
+    passphrase = _passphrase(passphrase_env, confirm=False)
+    ctx = Context.from_settings()
+    try:
+        slug, written = import_keys(ctx, data, passphrase)
+    finally:
+        ctx.close()
+    _out.print(f"{slug}: key versions {written} imported" if written else
+               f"{slug}: every key version of the bundle was already here")
 
 
 @keys_app.command("destroy-retired")

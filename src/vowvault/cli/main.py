@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -73,8 +74,13 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
           = False,
           verbose: Annotated[bool, typer.Option("--verbose", "-v",
                                                 help="Log what the engine does.")] = False,
+          new_catalog: Annotated[bool, typer.Option(
+              "--new-catalog", help="Start a new, empty embedded catalog although the key "
+                                    "store says there was one.")] = False,
           ) -> None:
     """vowvault keeps wedding data safe: see `vowvault COMMAND --help`."""
+    if new_catalog:
+        os.environ["VOWVAULT_NEW_CATALOG"] = "1"
     logger = logging.getLogger("vowvault")
     if verbose:
         handler = logging.StreamHandler()

@@ -220,3 +220,62 @@ def shred(ctx: Context, slug: str, confirm: str) -> dict[str, object]:
                              f"{jobs.rowcount} backups unrecoverable, objects scheduled for "
                              f"deletion")
         return {"organization": slug, "keys_destroyed": len(keys), "backups": jobs.rowcount}
+
+
+def export_keys(ctx: Context, slug: str, passphrase: str) -> tuple[bytes, list[int]]:
+    """An escrow bundle of every live KEK version of the organization (``keys.escrow``);
+    with the versions it holds. Audited. A KMS key cannot be exported: its material never
+    leaves the service (protect it there: key policies, multi-region replicas)."""
+    from vowvault.keys import KeyContext, MaterialProvider
+    from vowvault.keys.escrow import EscrowedKey, seal
+
+    with ctx.catalog.read() as s:
+        org = _org(s, slug)
+        org_id = org.id
+        records = sorted((k for k in org_keys(s, org_id).values()
+                          if k.status != KeyStatus.DESTROYED), key=lambda k: k.version)
+    if not records:
+        raise NotFound(f"organization {slug} has no key yet: its first backup makes one")
+    escrowed = []
+    for key in records:
+        provider = ctx.keys(key.provider)
+        if not isinstance(provider, MaterialProvider):
+            raise ConfigError(f"key version {key.version} of {slug} is held by "
+                              f"{key.provider}, whose key material never leaves it: there is "
+                              f"nothing to export (docs/SECURITY.md says what protects it)")
+        material = provider.material(key.key_ref, KeyContext(org_id, slug, org_id,
+                                                             key.version))
+        escrowed.append(EscrowedKey(key.version, key.key_ref, material))
+    bundle = seal(org_id, slug, escrowed, passphrase)
+    with ctx.catalog.session() as s:
+        audit.record(s, actor=ctx.settings.actor, action="keys.export",
+                     target_type="organization", target_id=org_id, organization_id=org_id,
+                     summary=f"key versions {[k.version for k in records]} of {slug} exported "
+                             f"to an escrow bundle")
+    return bundle, [k.version for k in records]
+
+
+def import_keys(ctx: Context, bundle: bytes, passphrase: str) -> tuple[str, list[int]]:
+    """Put an escrow bundle's key versions back into the local key store; the versions
+    written (those already there with the same bytes are left). Audited when the catalog
+    knows the organization."""
+    from vowvault.keys import LocalKeyFile
+    from vowvault.keys.escrow import open_bundle
+
+    org_id, slug, keys = open_bundle(bundle, passphrase)
+    store = ctx.keys("local")
+    assert isinstance(store, LocalKeyFile)
+    with ctx.catalog.read() as s:
+        org = s.get(Organization, org_id)
+        if org is not None and org.slug != slug:
+            raise ConfigError(f"the bundle is of organization {slug} ({org_id}), which this "
+                              f"catalog knows as {org.slug}")
+        known = org is not None
+    written = [k.version for k in keys if store.adopt(org_id, k.version, k.material)]
+    if known:
+        with ctx.catalog.session() as s:
+            audit.record(s, actor=ctx.settings.actor, action="keys.import",
+                         target_type="organization", target_id=org_id,
+                         organization_id=org_id,
+                         summary=f"key versions {written} of {slug} imported from escrow")
+    return slug, written

@@ -82,6 +82,25 @@ class LocalKeyFile(MaterialProvider):
             raise KeyUnavailableError(f"cannot read key file {path}: {exc.strerror}") from None
         return check_length(data, f"key file {path}")
 
+    def adopt(self, org_id: uuid.UUID, version: int, material: bytes) -> bool:
+        """Put back a key version from escrow; True if written, False if already there
+        (the same bytes); a different key under that version is refused."""
+        check_length(material, "the escrowed key")
+        path = self._path(org_id, version)
+        if path.exists():
+            if path.read_bytes() != material:
+                raise ConfigError(f"{path} holds a different key for version {version}: "
+                                  f"not overwritten")
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(material)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
     def destroy(self, org_id: uuid.UUID, org_slug: str, version: int, key_ref: str) -> None:
         path = self._path(org_id, version)
         if path.exists():
