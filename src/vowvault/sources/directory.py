@@ -181,14 +181,8 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
                 continue
             try:
                 st = os.stat(name, dir_fd=top.fd, follow_symlinks=False)
-            except FileNotFoundError:
-                if lenient:
-                    continue
-                raise SourceError(f"{root}/{shown(child)} vanished during the backup") from None
             except OSError as exc:
-                if on_error is None:
-                    raise
-                on_error(child, exc)
+                _trouble(exc, root, child, lenient, on_error)
                 continue
             found = Found(child, st, name, top.fd)
             yield found
@@ -200,14 +194,8 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
                 if on_changed is not None:
                     on_changed(str(exc))
                 continue
-            except FileNotFoundError:
-                if lenient:
-                    continue
-                raise SourceError(f"{root}/{shown(child)} vanished during the backup") from None
             except OSError as exc:
-                if on_error is None:
-                    raise
-                on_error(child, exc)
+                _trouble(exc, root, child, lenient, on_error)
                 continue
             names = _list(fd, child, on_error)
             if names is None:
@@ -219,6 +207,19 @@ def walk(root: Path, exclude: list[str] | None = None, one_file_system: bool = T
             if frame.fd != root_fd:
                 os.close(frame.fd)
         os.close(root_fd)
+
+
+def _trouble(exc: OSError, root: Path, child: str, lenient: bool,
+             on_error: Callable[[str, OSError], None] | None) -> None:
+    """A name that vanished (skipped when ``lenient``, else the backup fails) or cannot be
+    read (told to ``on_error``, else raised)."""
+    if isinstance(exc, FileNotFoundError):
+        if lenient:
+            return
+        raise SourceError(f"{root}/{shown(child)} vanished during the backup") from None
+    if on_error is None:
+        raise exc
+    on_error(child, exc)
 
 
 def _list(fd: int, rel: str, on_error: Callable[[str, OSError], None] | None,
