@@ -309,3 +309,21 @@ def test_a_file_swapped_for_a_symlink_or_a_fifo_is_reported_not_read(
     assert sorted(p.name for p in out.iterdir()) == ["c.jpg"]
     with contextlib.suppress(FileNotFoundError):
         assert secret not in (out / "a.jpg").read_bytes()
+
+
+def test_the_walk_checks_the_directory_it_opened_not_the_path(tmp_path: Path) -> None:
+    """The service's rule is checked on the path first; if a component is swapped for a
+    symlink afterwards, the directory actually opened is checked again."""
+    from vowvault.errors import BoundaryError
+
+    allowed = tmp_path / "srv" / "lumiere"
+    (allowed / "album" / "2027").mkdir(parents=True)
+    outside = tmp_path / "bloom" / "album"
+    (outside / "2027").mkdir(parents=True)
+    (outside / "2027" / "secret.jpg").write_text("bloom's")
+    assert [f.rel for f in walk(allowed / "album" / "2027", within=str(allowed))] == [""]
+    (allowed / "album" / "2027").rmdir()  # swapped after the check: a symlink elsewhere
+    (allowed / "album").rmdir()
+    (allowed / "album").symlink_to(outside)
+    with pytest.raises(BoundaryError, match="outside"):
+        list(walk(allowed / "album" / "2027", within=str(allowed)))
