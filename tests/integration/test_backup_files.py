@@ -246,3 +246,21 @@ def test_chains_restart_with_a_full_backup_so_old_chains_can_expire(
     restored = tmp_path / "restored"
     restore_backup(ctx, ids[-1], to_dir=restored)
     assert sorted(p.name for p in restored.iterdir()) == sorted(p.name for p in src.iterdir())
+
+
+def test_the_manifest_names_what_a_rebuilt_catalog_needs(ctx: Context, policy,
+                                                         tmp_path: Path) -> None:
+    """Ids alone do not say an organization's slug and name or the policy's name: every
+    manifest (encrypted) carries them, for a catalog rebuilt from storage."""
+    from vowvault.engine import objects
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    result = run_backup(ctx, policy("photos", source_yaml(src)))
+    with ctx.catalog.read() as s:
+        stored = objects.read_stored(s, __import__("uuid").UUID(result.job_id))
+    manifest = objects.open_reader(ctx, stored).manifest
+    assert manifest.sections["catalog"] == {
+        "organization": "lumiere", "organization_name": "lumiere", "policy": "photos",
+        "source_kind": "DIRECTORY", "key_provider": "local"}

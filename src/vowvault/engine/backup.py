@@ -99,6 +99,7 @@ class PolicyView:
     max_retries: int
     full_every_days: int
     verify_max_age_days: int = 45
+    org_name: str = ""
 
     @classmethod
     def of(cls, p: BackupPolicy) -> PolicyView:
@@ -106,7 +107,14 @@ class PolicyView:
                    p.source_kind, dict(p.source_config), list(p.storage_targets),
                    p.key_provider, p.retention_days, p.timezone, p.priority,
                    p.wedding_day_priority, p.max_retries, p.full_every_days,
-                   p.verify_max_age_days)
+                   p.verify_max_age_days, p.organization.name)
+
+    def catalog_section(self) -> dict[str, Any]:
+        """What a catalog rebuilt from storage needs and ids alone do not say (kept in
+        every manifest, encrypted with it)."""
+        return {"organization": self.org_slug, "organization_name": self.org_name,
+                "policy": self.name, "source_kind": self.source_kind.value,
+                "key_provider": self.key_provider}
 
 
 @dataclass(frozen=True)
@@ -390,7 +398,8 @@ def launch(ctx: Context, prepared: Prepared, driver: SourceDriver, snapshot: Sna
             created_at=ctx.clock().isoformat(),
             parent=str(prepared.parent) if prepared.parent else None,
             references=tuple(sorted(_references(prepared, snapshot))),
-            source=dict(snapshot.info), objects=found, sections=dict(snapshot.sections))
+            source=dict(snapshot.info), objects=found,
+            sections={**snapshot.sections, "catalog": view.catalog_section()})
 
     run = BackupRun(ctx, prepared, driver, snapshot,
                     BackupPipeline(spec, snapshot, copies, describe))
