@@ -34,6 +34,8 @@ policies_app = typer.Typer(no_args_is_help=True, help="Backup policies declared 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 orgs_app = typer.Typer(no_args_is_help=True, help="Organizations (tenants).")
 app.add_typer(db_app, name="db")
+catalog_app = typer.Typer(no_args_is_help=True, help="Recovering a lost catalog.")
+app.add_typer(catalog_app, name="catalog")
 app.add_typer(policies_app, name="policies")
 app.add_typer(audit_app, name="audit")
 app.add_typer(orgs_app, name="orgs")
@@ -292,6 +294,32 @@ def audit_verify(expect_head: Annotated[str | None, typer.Option(
         out.print(f"  anchor on {line}", markup=False)
     if check.problems or check.failures:
         raise typer.Exit(3)
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild(
+        source: Annotated[str, typer.Option("--from", help="A storage target URL holding "
+                                                         "the backups.")],
+        credentials_secret: Annotated[str | None, typer.Option(
+            help="The secret naming the target's credentials.")] = None) -> None:
+    """Recreate organizations, policies, backups and copies from a target's key objects
+    and manifests (the organizations' keys must be in the key store: `keys import`)."""
+    from vowvault.engine.rebuild import rebuild
+
+    ctx = Context.from_settings()
+    try:
+        report = rebuild(ctx, source.rstrip("/"), credentials_secret)
+    finally:
+        ctx.close()
+    out.print(f"rebuilt from {source}: {len(report.organizations)} organizations "
+              f"({', '.join(report.organizations)}), {len(report.policies)} policies "
+              f"({', '.join(report.policies)}), {report.backups} backups", markup=False)
+    for line in report.missing:
+        out.print(f"  missing: {line}", markup=False)
+    for line in report.skipped:
+        out.print(f"  not recorded: {line}", markup=False)
+    out.print("policies are inactive and keep everything until `vowvault policies apply` "
+              "gives them their rules back; `vowvault verify ID` proves each backup again")
 
 
 @app.command("doctor")
