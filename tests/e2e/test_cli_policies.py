@@ -37,15 +37,15 @@ def test_apply_is_idempotent_and_audited(cli, catalog_url: str) -> None:
         assert "migrated from empty" in cli("db", "upgrade").stdout
     first = cli("policies", "apply", str(EXAMPLE))
     assert "create     policy grand-hall-db" in first.stdout
-    assert "8 changed, 0 unchanged" in first.stdout
+    assert "9 changed, 0 unchanged" in first.stdout
     after_first = counts(catalog_url)
     # 8 changes and the migration that created the catalog.
-    assert after_first == {"organizations": 3, "backup_policies": 3, "audit_log": 9,
+    assert after_first == {"organizations": 3, "backup_policies": 4, "audit_log": 10,
                            "wedding_calendar": 2}
     second = cli("policies", "apply", str(EXAMPLE))
-    assert "0 changed, 3 unchanged" in second.stdout
+    assert "0 changed, 4 unchanged" in second.stdout
     assert counts(catalog_url) == after_first
-    assert "audit log intact: 9 rows" in cli("audit", "verify").stdout
+    assert "audit log intact: 10 rows" in cli("audit", "verify").stdout
     assert "catalog.upgrade" in cli("audit", "list").stdout
 
 
@@ -149,7 +149,7 @@ def test_audit_verify_names_the_tampered_row(cli, cli_env: dict[str, str]) -> No
 
     cli("policies", "apply", str(EXAMPLE))
     intact = cli("audit", "verify")
-    assert intact.stdout.startswith("audit log intact: 9 rows, head ")
+    assert intact.stdout.startswith("audit log intact: 10 rows, head ")
     db = Path(cli_env["VOWVAULT_HOME"]) / "catalog.db"
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE audit_log SET summary = 'policy removed by nobody' WHERE id = 4")

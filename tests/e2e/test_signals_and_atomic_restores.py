@@ -108,9 +108,14 @@ def test_a_cli_in_prefect_mode_takes_its_prefect_server_with_it(cli, cli_env, ph
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     servers: list[int] = []
 
+    def cmdline(pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # a short-lived child gone between the listing and the read
+            return b""
+
     def server_started() -> bool:
-        servers[:] = [c for c in children(proc.pid)
-                      if b"server" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        servers[:] = [c for c in children(proc.pid) if b"server" in cmdline(c)]
         return bool(servers)
 
     wait_for(server_started, 120, "the temporary Prefect server")

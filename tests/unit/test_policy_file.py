@@ -42,7 +42,7 @@ def error_of(text: str) -> str:
 def test_the_example_file_is_valid() -> None:
     parsed = load_policy_file(ROOT / "examples" / "policies.yaml", env={})
     names = {p.name for p in parsed.policies}
-    assert names == {"lumiere-photos", "grand-hall-db", "platform-config"}
+    assert names == {"lumiere-photos", "grand-hall-db", "platform-config", "vowvault-catalog"}
     venue = next(p for p in parsed.policies if p.name == "grand-hall-db")
     assert venue.source.kind == "postgres"
     assert venue.hold_years == 7  # legal_retention: true
