@@ -76,8 +76,9 @@ class LocalKeyFile(MaterialProvider):
         except FileNotFoundError:
             raise KeyUnavailableError(
                 f"key file for organization {ctx.org_slug} version {ctx.version} is missing "
-                f"({path}): restore it from your key backup, or the organization's keys "
-                f"were destroyed") from None
+                f"({path}): put it back with `vowvault keys import BUNDLE` (an escrow "
+                f"bundle) or from your key backup, or the organization's keys were "
+                f"destroyed") from None
         except OSError as exc:
             raise KeyUnavailableError(f"cannot read key file {path}: {exc.strerror}") from None
         return check_length(data, f"key file {path}")
