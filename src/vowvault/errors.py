@@ -124,6 +124,14 @@ class RestoreError(VowvaultError):
     """A restore could not start or did not produce what the backup holds."""
 
 
+class TargetInTheWay(RestoreError):
+    """The restore target holds something and ``--force`` was not given: the user's to
+    decide, so bad input (exit 2), not a failure."""
+
+    exit_code = 2
+    permanent = True
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: work stops, what it wrote is removed, it is recorded."""
 

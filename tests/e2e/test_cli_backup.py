@@ -209,3 +209,16 @@ def test_emergency_recovery_is_for_emergency_roles_confirmed_and_recorded(
         audit = [r[0] for r in db.execute("SELECT action FROM audit_log")]
     assert rows == [("EMERGENCY", 1, "emergency_contact", "COMPLETED")]
     assert audit.count("restore.emergency") == 2  # started, completed
+
+
+def test_user_mistakes_at_restore_and_drill_are_exit_2(cli, setup) -> None:
+    """A non-empty target without --force, a file in the way, an unknown policy: each is
+    the user's to fix (exit 2, one line), not a failure."""
+    full = setup["tmp"] / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    one_line_error(cli("restore", setup["id"], "--to-dir", str(full), check=False), 2,
+                   "is not empty")
+    assert (full / "keep.txt").read_text() == "mine"
+    one_line_error(cli("drill", "no-such-policy", check=False), 2,
+                   "no policy named 'no-such-policy'")

@@ -41,6 +41,9 @@ def pick_backup(ctx: Context, policy: str, backup: str = "latest") -> BackupJob:
     import secrets
 
     with ctx.catalog.read() as s:
+        if s.execute(sa.select(BackupPolicy.id).where(BackupPolicy.name == policy)
+                     ).scalar_one_or_none() is None:
+            raise NotFound(f"no policy named {policy!r}; see `vowvault policies list`")
         if backup != "latest" and not backup.startswith("random:"):
             from vowvault.engine.lookup import find_backup
 

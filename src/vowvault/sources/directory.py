@@ -35,6 +35,7 @@ from vowvault.errors import (
     SourceAccessError,
     SourceError,
     SourceMissingError,
+    TargetInTheWay,
 )
 from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.reader import BackupReader
@@ -538,7 +539,7 @@ class DirectoryDriver(SourceDriver):
         was_empty = not directory.exists() or not any(
             p.name != INCOMPLETE for p in directory.iterdir())
         if not was_empty and not target.force:
-            raise RestoreError(f"{directory} is not empty: restore into an empty directory, "
+            raise TargetInTheWay(f"{directory} is not empty: restore into an empty directory, "
                                f"or add --force to overwrite files in it")
         erased = [p for e in erasures for p in e.paths]
         writer = TreeWriter(directory, replace=target.force,

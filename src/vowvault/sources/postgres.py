@@ -28,6 +28,7 @@ from vowvault.errors import (
     SourceAccessError,
     SourceError,
     SourceMissingError,
+    TargetInTheWay,
 )
 from vowvault.repository.channels import Abort, Aborted, Channel
 from vowvault.repository.layout import DATA
@@ -389,7 +390,7 @@ class PostgresLogicalDriver(SourceDriver):
             created = True
             log.info("created database %s", redact(dsn))
         elif objects and not target.force:
-            raise RestoreError(f"{redact(dsn)} is not empty ({objects} tables, views or "
+            raise TargetInTheWay(f"{redact(dsn)} is not empty ({objects} tables, views or "
                                f"sequences): restore into an empty database, or add --force "
                                f"to replace what is there")
         total = reader.entry(DATA).plaintext_size

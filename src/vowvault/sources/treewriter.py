@@ -26,7 +26,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from vowvault.errors import IntegrityError, RestoreError
+from vowvault.errors import IntegrityError, RestoreError, TargetInTheWay
 from vowvault.repository.tree import Entry
 
 INCOMPLETE = ".vowvault-incomplete"
@@ -106,7 +106,7 @@ class TreeWriter:
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return
         if not self.replace:
-            raise RestoreError(f"{self.root}/{rel} is in the way; add --force to replace it")
+            raise TargetInTheWay(f"{self.root}/{rel} is in the way; add --force to replace it")
         if stat.S_ISDIR(st.st_mode):
             remove_tree(parent_fd, name)
         else:
