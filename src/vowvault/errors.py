@@ -13,6 +13,8 @@ class VowvaultError(Exception):
 
     exit_code = 1
     permanent = False
+    details: list[str] = []
+    """Further lines (more problems, the cause chain) shown with ``-v``."""
     """Another attempt cannot fix it (bad input or configuration, refused credentials, a
     source that is not there): orchestrators do not retry it."""
 

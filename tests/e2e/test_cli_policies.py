@@ -162,3 +162,18 @@ def test_audit_verify_names_the_tampered_row(cli, cli_env: dict[str, str]) -> No
     deleted = cli("audit", "verify", check=False)
     assert deleted.returncode == 3
     assert "audit row 5: chain broken before this row" in deleted.stderr
+
+
+def test_more_problems_are_listed_with_v(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\norganizations: [{slug: a, name: A}]\npolicies:\n"
+                   "  - name: p\n    organization: a\n    source: {kind: directory, path: /x}\n"
+                   "    schedule: {cron: \"0 99 * * *\"}\n    priorty: high\n"
+                   "    storage: [{url: \"file:///tmp/s\", tier: TEPID}]\n")
+    quiet = cli("policies", "validate", str(bad), check=False)
+    assert quiet.returncode == 2 and len(quiet.stderr.strip().splitlines()) == 1
+    assert "(and 2 more problems; -v lists them)" in quiet.stderr
+    loud = cli("-v", "policies", "validate", str(bad), check=False)
+    assert loud.returncode == 2
+    assert f"{bad}:7: policies[0].schedule.cron: invalid cron" in loud.stderr
+    assert f"{bad}:9: policies[0].storage[0].tier: 'TEPID'" in loud.stderr

@@ -382,7 +382,14 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except VowvaultError as exc:
-        _fail(f"vowvault: error: {exc}", exc.exit_code)
+        extra: list[str] = []
+        if logging.getLogger("vowvault").isEnabledFor(logging.INFO):  # -v: everything
+            extra = [f"  {line}" for line in exc.details]
+            cause = exc.__cause__ or exc.__context__
+            while cause is not None:
+                extra.append(f"  caused by {type(cause).__name__}: {cause}")
+                cause = cause.__cause__ or cause.__context__
+        _fail(f"vowvault: error: {exc}", exc.exit_code, extra)
     except (click.exceptions.Abort, KeyboardInterrupt):
         code = 130
     except click.ClickException as exc:
@@ -408,8 +415,10 @@ def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, extra: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     err.print(message, markup=False)
+    for line in extra or ():
+        err.print(line, markup=False)
     sys.exit(code)

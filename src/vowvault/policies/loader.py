@@ -129,7 +129,7 @@ def _policy_error(exc: ValidationError, data: dict[str, Any], lines: dict[Loc, i
     message = _describe(err, loc)
     more = len(exc.errors()) - 1
     if more:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+        message += f" (and {more} more problem{'s' if more > 1 else ''}; -v lists them)"
     policy = None
     field_loc = loc
     if len(loc) >= 2 and loc[0] == "policies" and isinstance(loc[1], int):
@@ -138,8 +138,12 @@ def _policy_error(exc: ValidationError, data: dict[str, Any], lines: dict[Loc, i
             policy = str(policies[loc[1]].get("name") or f"#{loc[1] + 1}")
         field_loc = loc[2:]
     field_loc = tuple(p for p in field_loc if p not in ("postgres", "directory"))
-    return PolicyError(message, file=name, line=_line_of(loc, lines), policy=policy,
-                       field=_dotted(field_loc) or None)
+    error = PolicyError(message, file=name, line=_line_of(loc, lines), policy=policy,
+                        field=_dotted(field_loc) or None)
+    error.details = [f"{name}:{_line_of(tuple(e['loc']), lines) or '?'}: "
+                     f"{_dotted(tuple(e['loc']))}: {_describe(e, tuple(e['loc']))}"
+                     for e in errors[1:]]
+    return error
 
 
 def _describe(err: Any, loc: Loc) -> str:
