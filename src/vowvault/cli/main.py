@@ -83,6 +83,8 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
     """vowvault keeps wedding data safe: see `vowvault COMMAND --help`."""
     if new_catalog:
         os.environ["VOWVAULT_NEW_CATALOG"] = "1"
+    if verbose:
+        _VERBOSE.append(True)
     logger = logging.getLogger("vowvault")
     if verbose:
         handler = logging.StreamHandler()
@@ -383,7 +385,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except VowvaultError as exc:
         extra: list[str] = []
-        if logging.getLogger("vowvault").isEnabledFor(logging.INFO):  # -v: everything
+        if _VERBOSE:  # -v: everything
             extra = [f"  {line}" for line in exc.details]
             cause = exc.__cause__ or exc.__context__
             while cause is not None:
@@ -403,6 +405,8 @@ def main() -> None:
 
 
 _SIGNALLED: list[int] = []
+_VERBOSE: list[bool] = []
+"""Non-empty when ``-v`` was given (a list: set from the Typer callback)."""
 
 
 def _terminated(signum: int, frame: object) -> None:
