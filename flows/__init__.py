@@ -26,6 +26,6 @@ for _name, _value in {
 # Prefect gives the "vowvault" logger its handlers (console and the UI); the level is ours.
 logging.getLogger("vowvault").setLevel(os.environ.get("VOWVAULT_LOG_LEVEL", "INFO"))
 
-from vowvault.orchestrator.prefect_blocks import register as _register_secrets  # noqa: E402 - after the defaults
+from blocks import register as _register_secrets  # noqa: E402 - after the defaults
 
 _register_secrets()

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vowvault.errors import BoundaryError, ConfigError
+from vowvault.errors import BoundaryError, ConfigError, PolicyError
 
 MAX_BYTES = 1 << 20
 _DSN_KEYS = {"host", "hostaddr", "port", "dbname", "user", "sslmode", "application_name",
@@ -224,8 +224,6 @@ class ServiceConfig:
 def check_policy_file(rules: ServiceConfig, file: Any) -> None:
     """A policy file against the rules, before it is applied: the first policy or endpoint
     that points where its organization may not, in one line (``PolicyError``)."""
-    from vowvault.errors import PolicyError
-
     if not rules.enforced:
         return
     for org in file.organizations:

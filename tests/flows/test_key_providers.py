@@ -11,13 +11,13 @@ import pytest
 def test_prefect_secret_keys(prefect_api, vv_home: Path, tmp_path: Path) -> None:
     from policytext import apply_photos_policy
 
+    from blocks import register
     from tasks.common import context
     from vowvault.catalog.db import Catalog
     from vowvault.engine import keyring
     from vowvault.engine.backup import run_backup
     from vowvault.engine.restore import restore_backup
     from vowvault.errors import RestoreError
-    from vowvault.orchestrator.prefect_blocks import register
     from vowvault.settings import load_settings
 
     register()

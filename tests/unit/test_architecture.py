@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"vowvault": ROOT / "src" / "vowvault", "tasks": ROOT / "tasks",
-            "flows": ROOT / "flows", "deployments": ROOT / "deployments"}
+            "flows": ROOT / "flows", "deployments": ROOT / "deployments",
+            "blocks": ROOT / "blocks"}
 
 
 def _modules() -> dict[str, Path]:
@@ -86,7 +87,7 @@ def _within(module: str, *packages: str) -> bool:
 
 
 DATA_PLANE = ("vowvault.repository", "vowvault.codec", "vowvault.storage", "vowvault.sources")
-FACES = ("vowvault.cli", "vowvault.orchestrator", "tasks", "flows", "deployments")
+FACES = ("vowvault.cli", "blocks", "tasks", "flows", "deployments")
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, *DATA_PLANE)))

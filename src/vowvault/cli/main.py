@@ -376,7 +376,7 @@ def main() -> None:
     wrote removed and its end recorded."""
     import click
 
-    from vowvault.orchestrator.prefect_blocks import register
+    from blocks import register
 
     register()  # Prefect Secret blocks as named secrets (Prefect loads only when used)
     signal.signal(signal.SIGTERM, _terminated)
