@@ -39,7 +39,7 @@ lint: install
 
 # schema.sql is generated from the migrations; a test fails when it is stale.
 schema: install
-	$(BIN)/vowvault db schema > schema.sql
+	$(BIN)/vowvault catalog schema > schema.sql
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .hypothesis

@@ -637,7 +637,7 @@ class RestoreRun:
 def vowvault_restore(b: Bench, job_id: str) -> RestoreRun:
     drop_db(b.args.restore_db)
     checkpoint()
-    r = measured([VOWVAULT, "restore", job_id, "--to-database", b.restore_dsn], env=b.env,
+    r = measured([VOWVAULT, "backup", "restore", job_id, "--to-database", b.restore_dsn], env=b.env,
                  check=False)
     run = RestoreRun(r.wall, r.cpu)
     if r.returncode != 0:

@@ -299,6 +299,24 @@ def effective_priority(base: Priority, wedding_day_priority: bool, day: dt.date,
     return list(Priority)[base.rank + 1]
 
 
+def explain_priority(base: Priority, wedding_day_priority: bool, day: dt.date,
+                     wedding_dates: Iterable[dt.date] = ()) -> tuple[Priority, str]:
+    """``effective_priority`` with the reason, in words, for what ``policies list`` shows."""
+    weddings = set(wedding_dates)
+    why = ("a wedding in the organization" if day in weddings else
+           "Saturday" if day.weekday() == SATURDAY else None)
+    effective = effective_priority(base, wedding_day_priority, day, weddings)
+    if why is None:
+        return effective, f"{day}: no wedding; base priority"
+    if not wedding_day_priority:
+        return effective, f"{day}: wedding day ({why}), but the policy has no wedding-day " \
+                          f"priority; base priority"
+    if effective == base:
+        return effective, f"{day}: wedding day ({why}); already {base.value}, the highest " \
+                          f"a wedding day raises to"
+    return effective, f"{day}: wedding day ({why}): raised from {base.value}"
+
+
 def local_date(instant: dt.datetime, tz: str) -> dt.date:
     return _aware(instant).astimezone(zone(tz)).date()
 

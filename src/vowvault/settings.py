@@ -35,8 +35,13 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def default_home() -> Path:
+    """``VOWVAULT_HOME``, or ``~/.vowvault``."""
+    return Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
+
+
 def load_settings() -> Settings:
-    home = Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
+    home = default_home()
     url = os.environ.get("VOWVAULT_DATABASE_URL") or f"sqlite:///{home / 'catalog.db'}"
     actor = os.environ.get("VOWVAULT_ACTOR") or _os_user()
     return Settings(home=home, database_url=normalise_database_url(url), actor=actor,

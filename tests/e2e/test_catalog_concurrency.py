@@ -104,12 +104,12 @@ def test_frozen_restore_verify_and_backup_block_nobody(catalog_env: dict[str, st
 
     frozen = []
     try:
-        restore = start("restore", backup_id, "--to-dir", str(out))
+        restore = start("backup", "restore", backup_id, "--to-dir", str(out))
         frozen.append(restore)
         freeze_when(restore, lambda p: p.startswith(str(out)))
         missed = []
         for _attempt in range(5):  # verify reads fast: catch it with an object open
-            verify = start("verify", backup_id)
+            verify = start("backup", "verify", backup_id)
             try:
                 freeze_when(verify, lambda p: p.startswith(str(storage)) and "/data" in p)
                 frozen.append(verify)
@@ -123,7 +123,7 @@ def test_frozen_restore_verify_and_backup_block_nobody(catalog_env: dict[str, st
         freeze_when(backup, lambda p: p.startswith(str(storage)) and ".tmp-" in p)
 
         # Three processes frozen in the middle of their I/O: everyone else goes on.
-        listed = vv("backups", "list")
+        listed = vv("backup", "list")
         assert listed.returncode == 0, listed.stderr
         assert backup_id in listed.stdout
         assert vv("policies", "list").returncode == 0
@@ -155,9 +155,9 @@ def test_gdpr_purge_of_a_large_tree_on_sqlite(cli, tmp_path: Path) -> None:
     purged = cli("gdpr", "purge", "couple-17").stdout
     assert "1 backups rewritten" in purged
     new_id = purged.split("replaced_by: ")[1].split()[0]
-    cli("verify", new_id)
-    cli("restore", new_id, "--to-dir", str(tmp_path / "out"))
+    cli("backup", "verify", new_id)
+    cli("backup", "restore", new_id, "--to-dir", str(tmp_path / "out"))
     assert not (tmp_path / "out" / "couple-17").exists()
     expected = {k: v for k, v in tree_state(photos).items() if not k.startswith("couple-17")}
     assert tree_state(tmp_path / "out") == expected
-    assert "EXPIRED" in cli("backups", "show", backup_id).stdout
+    assert "EXPIRED" in cli("backup", "show", backup_id).stdout

@@ -39,7 +39,7 @@ def _lose(db: Path, how: str) -> None:
 def test_a_lost_catalog_is_refused_not_recreated(cli, backed_up: Path, how: str) -> None:
     _lose(backed_up, how)
     size = backed_up.stat().st_size if backed_up.exists() else None
-    for args in (("backups", "list"), ("policies", "list"), ("backup", "run", "photos")):
+    for args in (("backup", "list"), ("policies", "list"), ("backup", "run", "photos")):
         proc = cli(*args, check=False)
         assert proc.returncode == 4, (args, proc.stdout, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
@@ -47,6 +47,6 @@ def test_a_lost_catalog_is_refused_not_recreated(cli, backed_up: Path, how: str)
     # nothing was made in its place
     assert (backed_up.stat().st_size if backed_up.exists() else None) == size
     if how != "corrupted":
-        fresh = cli("--new-catalog", "backups", "list")
+        fresh = cli("--new-catalog", "backup", "list")
         assert "no backups" in fresh.stdout.lower()
-        cli("backups", "list")  # from then on it is the catalog
+        cli("backup", "list")  # from then on it is the catalog

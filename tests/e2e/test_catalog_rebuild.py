@@ -60,7 +60,7 @@ def test_a_catalog_rebuilt_from_storage_restores_every_backup(cli, cli_env,
     before = {t: _ids(db, t) for t in ("organizations", "backup_policies")}
     for f in db.parent.glob("catalog.db*"):
         f.unlink()  # the catalog is lost; the key store and the target are not
-    assert cli("backups", "list", check=False).returncode == 4
+    assert cli("backup", "list", check=False).returncode == 4
     out = cli("--new-catalog", "catalog", "rebuild", "--from", f"file://{storage}").stdout
     print(out)
     assert "2 organizations (bloom, lumiere)" in out or "2 organizations (lumiere, bloom)" in out
@@ -68,9 +68,9 @@ def test_a_catalog_rebuilt_from_storage_restores_every_backup(cli, cli_env,
     assert {t: _ids(db, t) for t in before} == before  # same ids, slugs and names
     for job, state in made.items():
         restored = tmp_path / "restored" / job
-        cli("restore", job, "--to-dir", str(restored))
+        cli("backup", "restore", job, "--to-dir", str(restored))
         assert tree_state(restored) == state, job
     cli("policies", "apply", str(policy))
     assert _ids(db, "backup_policies") == before["backup_policies"]
     assert cli("orphans").stdout.strip() == "0 orphaned objects"
-    cli("verify", next(iter(made)))
+    cli("backup", "verify", next(iter(made)))

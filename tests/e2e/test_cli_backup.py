@@ -65,15 +65,15 @@ def one_line_error(proc: subprocess.CompletedProcess[str], code: int, fragment: 
 
 
 def test_backup_list_verify_restore(cli, setup) -> None:
-    listed = cli("backups", "list", "--policy", "photos").stdout
+    listed = cli("backup", "list", "--policy", "photos").stdout
     assert setup["id"] in listed and "FULL" in listed and "COMPLETED" in listed
     assert "HOT" in listed
-    assert "intact on 1 of 1 copies" in cli("verify", setup["id"][:8]).stdout
+    assert "intact on 1 of 1 copies" in cli("backup", "verify", setup["id"][:8]).stdout
     out = setup["tmp"] / "restored"
-    restored = cli("restore", setup["id"], "--to-dir", str(out)).stdout
+    restored = cli("backup", "restore", setup["id"], "--to-dir", str(out)).stdout
     assert "SHA-256 of each checked" in restored
     assert (out / "guests.json").read_bytes() == (setup["src"] / "guests.json").read_bytes()
-    shown = cli("backups", "show", setup["id"]).stdout
+    shown = cli("backup", "show", setup["id"]).stdout
     assert "VERIFIED" in shown and "manifest" in shown
 
 
@@ -95,20 +95,20 @@ def test_tampered_data_is_corrupted_not_restorable(cli, cli_env, setup, how: str
     data = object_path(setup["storage"], "data")
     data.write_bytes(TAMPERINGS[how](data.read_bytes()))
     out = setup["tmp"] / "restored"
-    restore = cli("restore", setup["id"], "--to-dir", str(out), check=False)
+    restore = cli("backup", "restore", setup["id"], "--to-dir", str(out), check=False)
     one_line_error(restore, 3, "data object")
     # Nothing half-restored is left behind, only the marker saying so.
     assert [p.name for p in out.iterdir()] == [".vowvault-incomplete"]
-    verify = cli("verify", setup["id"], check=False)
+    verify = cli("backup", "verify", setup["id"], check=False)
     one_line_error(verify, 3, f"backup {setup['id']} is corrupted")
     assert status_of(cli_env, setup["id"]) == "CORRUPTED"
-    refused = cli("restore", setup["id"], "--to-dir", str(out), check=False)
+    refused = cli("backup", "restore", setup["id"], "--to-dir", str(out), check=False)
     one_line_error(refused, 1, "is CORRUPTED")
 
 
 def test_missing_manifest(cli, cli_env, setup) -> None:
     object_path(setup["storage"], "manifest").unlink()
-    proc = cli("verify", setup["id"], check=False)
+    proc = cli("backup", "verify", setup["id"], check=False)
     one_line_error(proc, 3, "manifest is missing")
     assert status_of(cli_env, setup["id"]) == "CORRUPTED"
 
@@ -116,8 +116,8 @@ def test_missing_manifest(cli, cli_env, setup) -> None:
 def test_wrong_key(cli, cli_env, setup) -> None:
     (key,) = (Path(cli_env["VOWVAULT_HOME"]) / "keys").rglob("kek-v1.key")
     key.write_bytes(os.urandom(32))
-    for args in (("verify", setup["id"]),
-                 ("restore", setup["id"], "--to-dir", str(setup["tmp"] / "r"))):
+    for args in (("backup", "verify", setup["id"]),
+                 ("backup", "restore", setup["id"], "--to-dir", str(setup["tmp"] / "r"))):
         proc = cli(*args, check=False)
         one_line_error(proc, 3, "does not open the data key")
     assert status_of(cli_env, setup["id"]) == "COMPLETED"  # the data is fine; the key is not
@@ -192,7 +192,7 @@ def test_emergency_recovery_is_for_emergency_roles_confirmed_and_recorded(
     target = setup["tmp"] / "production"
     target.mkdir()
     (target / "live.txt").write_text("what production holds now")
-    base = ("restore", setup["id"], "--to-dir", str(target), "--emergency")
+    base = ("backup", "restore", setup["id"], "--to-dir", str(target), "--emergency")
     one_line_error(cli(*base, check=False), 2, "needs --role")
     one_line_error(cli(*base, "--role", "member", "--confirm", setup["id"], check=False), 2,
                    "needs the role admin, owner or emergency_contact, not 'member'")
@@ -217,7 +217,7 @@ def test_user_mistakes_at_restore_and_drill_are_exit_2(cli, setup) -> None:
     full = setup["tmp"] / "full"
     full.mkdir()
     (full / "keep.txt").write_text("mine")
-    one_line_error(cli("restore", setup["id"], "--to-dir", str(full), check=False), 2,
+    one_line_error(cli("backup", "restore", setup["id"], "--to-dir", str(full), check=False), 2,
                    "is not empty")
     assert (full / "keep.txt").read_text() == "mine"
     one_line_error(cli("drill", "no-such-policy", check=False), 2,

@@ -1,4 +1,4 @@
-"""`vowvault policies ...` and `vowvault db ...` as a platform engineer uses them."""
+"""`vowvault policies ...` and `vowvault catalog ...` as a platform engineer uses them."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path, cli_env: dict[st
 
 def test_apply_is_idempotent_and_audited(cli, catalog_url: str) -> None:
     if catalog_url.startswith("postgresql"):
-        assert "migrated from empty" in cli("db", "upgrade").stdout
+        assert "migrated from empty" in cli("catalog", "upgrade").stdout
     first = cli("policies", "apply", str(EXAMPLE))
     assert "create     policy grand-hall-db" in first.stdout
     assert "9 changed, 0 unchanged" in first.stdout
@@ -51,7 +51,7 @@ def test_apply_is_idempotent_and_audited(cli, catalog_url: str) -> None:
 
 def test_removed_policy_is_deactivated_and_changes_are_shown(cli, catalog_url: str,
                                                              tmp_path: Path) -> None:
-    cli("db", "upgrade")
+    cli("catalog", "upgrade")
     cli("policies", "apply", str(EXAMPLE))
     text = EXAMPLE.read_text()
     start = text.index("  # Platform configuration")
@@ -88,7 +88,7 @@ BAD_EDITS = [
 
 def test_bad_files_exit_2_with_one_line_and_leave_the_catalog_alone(
         cli, catalog_url: str, tmp_path: Path) -> None:
-    cli("db", "upgrade")
+    cli("catalog", "upgrade")
     cli("policies", "apply", str(EXAMPLE))
     before = counts(catalog_url)
     text = EXAMPLE.read_text()
@@ -125,7 +125,7 @@ def test_unknown_policy_and_missing_file(cli) -> None:
 
 
 def test_db_schema_prints_the_postgres_ddl(cli) -> None:
-    ddl = cli("db", "schema").stdout
+    ddl = cli("catalog", "schema").stdout
     assert ddl == (ROOT / "schema.sql").read_text()
 
 
@@ -140,7 +140,7 @@ def test_unreachable_postgres_catalog_is_one_line(cli) -> None:
 def test_postgres_catalog_must_be_migrated_explicitly(cli, pg_database) -> None:
     url = pg_database()
     proc = cli("policies", "list", check=False, VOWVAULT_DATABASE_URL=url)
-    assert proc.returncode == 4 and "run `vowvault db upgrade`" in proc.stderr
+    assert proc.returncode == 4 and "run `vowvault catalog upgrade`" in proc.stderr
     assert shutil.which("psql")
 
 

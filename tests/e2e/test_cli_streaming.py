@@ -83,7 +83,7 @@ def test_killed_backup_is_reaped_and_leaves_nothing(cli, cli_env, tmp_path: Path
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT status FROM backup_jobs").fetchall() == [("IN_PROGRESS",)]
     assert any(".tmp-" in p.name for p in storage.rglob("*"))
-    reaped = cli("backups", "reap").stdout
+    reaped = cli("backup", "reap").stdout
     assert "reaped 1 abandoned backups" in reaped
     with sqlite3.connect(db) as conn:
         status, message = conn.execute("SELECT status, error_message FROM backup_jobs").fetchone()

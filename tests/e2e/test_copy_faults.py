@@ -89,11 +89,11 @@ def test_an_unmounted_target_is_unavailable_not_corrupted(cli, cli_env, tmp_path
     nas.rename(tmp_path / "nas-away")
     nas.mkdir()  # the mount point, empty: the NAS is not mounted
 
-    verify = cli("verify", ids[0], check=False)
+    verify = cli("backup", "verify", ids[0], check=False)
     assert verify.returncode == 1, verify.stdout + verify.stderr
     assert "UNREACHABLE" in verify.stdout and "marker is missing" in verify.stdout
     assert all(status(cli_env, i) == "COMPLETED" for i in ids)
-    restore = cli("restore", ids[0], "--to-dir", str(tmp_path / "out"), check=False)
+    restore = cli("backup", "restore", ids[0], "--to-dir", str(tmp_path / "out"), check=False)
     assert restore.returncode == 1 and "unavailable" in restore.stderr
     new = cli("backup", "run", "photos", "--direct", check=False)
     assert new.returncode == 1 and "marker is missing" in new.stderr
@@ -106,8 +106,8 @@ def test_an_unmounted_target_is_unavailable_not_corrupted(cli, cli_env, tmp_path
 
     nas.rmdir()
     (tmp_path / "nas-away").rename(nas)  # mounted again
-    assert "intact on 1 of 1 copies" in cli("verify", ids[0]).stdout
-    cli("restore", ids[0], "--to-dir", str(tmp_path / "out"))
+    assert "intact on 1 of 1 copies" in cli("backup", "verify", ids[0]).stdout
+    cli("backup", "restore", ids[0], "--to-dir", str(tmp_path / "out"))
     assert tree_state(tmp_path / "out") == tree_state(src)
     cli("retention", "--force")
     assert all(status(cli_env, i) == "COMPLETED" for i in ids)  # 365 days: all kept
@@ -121,12 +121,12 @@ def test_a_flipped_byte_in_one_copy(cli, cli_env, tmp_path: Path) -> None:
     flip(data_of(a, ids[0]), 4096)  # the primary's data, inside its first frame
 
     out = tmp_path / "out"
-    restored = cli("restore", ids[0], "--to-dir", str(out))
+    restored = cli("backup", "restore", ids[0], "--to-dir", str(out))
     assert tree_state(out) == tree_state(src)
     assert f"file://{b}" in restored.stdout and "could not serve" in restored.stderr
     assert health(cli_env, ids[0])["a"] == "DAMAGED"  # what the restore found is recorded
 
-    verify = cli("verify", ids[0], check=False)
+    verify = cli("backup", "verify", ids[0], check=False)
     assert verify.returncode == 3
     assert f"file://{a}: DAMAGED" in verify.stdout and f"file://{b}: intact" in verify.stdout
     assert "restorable from the other copies" in verify.stderr and "repair" in verify.stderr
@@ -134,9 +134,9 @@ def test_a_flipped_byte_in_one_copy(cli, cli_env, tmp_path: Path) -> None:
     cli("retention", "--force")
     assert all(status(cli_env, i) == "COMPLETED" for i in ids)
 
-    repaired = cli("repair", ids[0]).stdout
+    repaired = cli("backup", "repair", ids[0]).stdout
     assert f"file://{a}: REPAIRED" in repaired
-    assert "intact on 2 of 2 copies" in cli("verify", ids[0]).stdout
+    assert "intact on 2 of 2 copies" in cli("backup", "verify", ids[0]).stdout
     assert health(cli_env, ids[0]) == {"a": "INTACT", "b": "INTACT"}
 
 

@@ -32,7 +32,7 @@ def test_escrow_round_trip(cli, cli_env, tmp_path: Path) -> None:
     for f in keys.rglob("kek-v*.key"):
         assert f.read_bytes().hex() not in text  # sealed, not copied
         f.unlink()
-    lost = cli("restore", first, "--to-dir", str(tmp_path / "lost"), check=False)
+    lost = cli("backup", "restore", first, "--to-dir", str(tmp_path / "lost"), check=False)
     assert lost.returncode != 0 and "key file" in lost.stderr
     wrong = cli("keys", "import", str(bundle), "--passphrase-env", "ESCROW_PASS",
                 check=False, ESCROW_PASS="not the passphrase at all")
@@ -49,7 +49,7 @@ def test_escrow_round_trip(cli, cli_env, tmp_path: Path) -> None:
     again = cli("keys", "import", str(bundle), "--passphrase-env", "ESCROW_PASS", **env)
     assert "already here" in again.stdout
     for job, want in ((first, "Ada,Grace\n"), (second, "Ada,Grace,Hedy\n")):
-        cli("restore", job, "--to-dir", str(tmp_path / job))
+        cli("backup", "restore", job, "--to-dir", str(tmp_path / job))
         assert (tmp_path / job / "guests.csv").read_text() == want
     actions = cli("audit", "list", "--limit", "50").stdout
     assert "keys.export" in actions and "keys.import" in actions

@@ -68,13 +68,13 @@ def live_backup(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
 def test_a_fast_clock_reaps_nothing_alive(env: dict[str, str], tmp_path: Path) -> None:
     proc = live_backup(env, tmp_path)
     try:
-        reaped = vv(env, "backups", "reap", faked="+10m")
+        reaped = vv(env, "backup", "reap", faked="+10m")
         assert reaped.returncode == 0 and "reaped 0" in reaped.stdout, reaped.stderr
         if "postgresql" in env["VOWVAULT_DATABASE_URL"]:
             # As if it ran on another host: only its lease, kept in the catalog server's
             # clock, can tell, and ten minutes of skew here do not shorten it.
             sql(env, "UPDATE backup_jobs SET worker_host = 'elsewhere'")
-            again = vv(env, "backups", "reap", faked="+10m")
+            again = vv(env, "backup", "reap", faked="+10m")
             assert "reaped 0" in again.stdout, again.stderr
             sql(env, "UPDATE backup_jobs SET worker_host = "
                      f"'{os.uname().nodename}'")
@@ -92,7 +92,7 @@ def test_a_reaped_job_is_never_recorded_as_done(env: dict[str, str], tmp_path: P
     try:  # another host's job whose lease has run out
         sql(env, "UPDATE backup_jobs SET worker_host = 'elsewhere', "
                  "lease_expires_at = now() - interval '1 minute'")
-        reaped = vv(env, "backups", "reap")
+        reaped = vv(env, "backup", "reap")
         assert "reaped 1" in reaped.stdout, reaped.stderr
     finally:
         os.kill(proc.pid, signal.SIGCONT)
@@ -119,7 +119,7 @@ def test_restores_are_reaped_like_jobs(cli, cli_env, tmp_path: Path, pg_url: str
             " worker_host, worker_pid, owner_token, lease_expires_at) SELECT organization_id,"
             " id, 'FULL_RESTORE', 'IN_PROGRESS', %s, %s, 'x', now() + interval '5 minutes'"
             " FROM backup_jobs WHERE id = %s", (os.uname().nodename, dead.pid, backup_id))
-    assert "reaped 1" in vv(env, "backups", "reap").stdout
+    assert "reaped 1" in vv(env, "backup", "reap").stdout
     with psycopg.connect(pg_url) as conn:
         status, message = conn.execute("SELECT status, error_message FROM recovery_jobs"
                                        ).fetchone()

@@ -104,7 +104,7 @@ def test_odd_names_hard_links_and_a_deep_tree_round_trip_exactly(cli, deep: Path
                                               deep / "storage")))
     job = cli("backup", "run", "photos", "--direct").stdout.split()[1]
     out = deep / "out"
-    cli("restore", job, "--to-dir", str(out))
+    cli("backup", "restore", job, "--to-dir", str(out))
     before, after = _state(src), _state(out)
     assert len(before) == len(ODD) + 1 + 5 + DEPTH + 1
     assert set(after) == set(before)
@@ -144,5 +144,5 @@ def test_an_unreadable_file_with_an_odd_name(cli, cli_env, deep: Path, setting: 
         assert proc.returncode == 5, proc.stderr  # completed, with warnings
         assert "secret-\\xe9\\n.txt: Permission denied" in proc.stderr
         out = deep / "out"
-        cli("restore", proc.stdout.split()[1], "--to-dir", str(out))
+        cli("backup", "restore", proc.stdout.split()[1], "--to-dir", str(out))
         assert sorted(os.listdir(out)) == ["ok.txt"]

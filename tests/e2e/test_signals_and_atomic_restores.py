@@ -130,7 +130,7 @@ def test_a_cli_in_prefect_mode_takes_its_prefect_server_with_it(cli, cli_env, ph
                                            ).fetchone()
         assert status == "FAILED" and "terminated" in message
     else:
-        assert "reaped 1" in cli("backups", "reap").stdout  # its pid is gone: at once
+        assert "reaped 1" in cli("backup", "reap").stdout  # its pid is gone: at once
     assert backup_files(photos["storage"]) == []
 
 
@@ -148,7 +148,7 @@ def backed_up(cli, cli_env, tmp_path: Path) -> dict[str, object]:
 def test_a_killed_restore_leaves_no_truncated_file_and_is_reaped(cli, cli_env, tmp_path: Path,
                                                                  backed_up) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen([VOWVAULT, "restore", str(backed_up["id"]), "--to-dir", str(out)],
+    proc = subprocess.Popen([VOWVAULT, "backup", "restore", str(backed_up["id"]), "--to-dir", str(out)],
                             env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def mid_file() -> bool:
@@ -165,13 +165,13 @@ def test_a_killed_restore_leaves_no_truncated_file_and_is_reaped(cli, cli_env, t
             assert p.stat().st_size == src_files[p.name], p.name
     with db(cli_env) as conn:
         assert conn.execute("SELECT status FROM recovery_jobs").fetchone() == ("IN_PROGRESS",)
-    assert "reaped 1" in cli("backups", "reap").stdout
+    assert "reaped 1" in cli("backup", "reap").stdout
     with db(cli_env) as conn:
         status, message = conn.execute("SELECT status, error_message FROM recovery_jobs"
                                        ).fetchone()
     assert status == "FAILED" and "incomplete" in message
     # Done again, over what the killed one left: complete, and the marker gone.
-    cli("restore", str(backed_up["id"]), "--to-dir", str(out), "--force")
+    cli("backup", "restore", str(backed_up["id"]), "--to-dir", str(out), "--force")
     assert tree_state(out) == tree_state(Path(str(backed_up["src"])))
 
 
@@ -181,7 +181,7 @@ def test_a_full_disk_during_a_restore_is_one_line_and_marked(cli, cli_env, tmp_p
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)], check=True)
     try:
-        proc = cli("restore", str(backed_up["id"]), "--to-dir", str(small / "out"),
+        proc = cli("backup", "restore", str(backed_up["id"]), "--to-dir", str(small / "out"),
                    check=False)
         assert proc.returncode == 1, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -207,5 +207,5 @@ def test_a_replacing_restore_replaces_the_target(cli, tmp_path: Path, backed_up,
     backup_id = str(backed_up["id"])
     args = ["--force"] if how == "force" else [
         "--emergency", "--role", "emergency_contact", "--confirm", backup_id]
-    cli("restore", backup_id, "--to-dir", str(out), *args)
+    cli("backup", "restore", backup_id, "--to-dir", str(out), *args)
     assert tree_state(out) == tree_state(Path(str(backed_up["src"])))

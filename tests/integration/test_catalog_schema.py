@@ -26,7 +26,7 @@ def apply_schema_sql(url: str) -> None:
 
 def test_schema_sql_is_what_the_migrations_render() -> None:
     assert SCHEMA_SQL.read_text() == postgres_ddl(), \
-        "schema.sql is stale: regenerate it with `vowvault db schema > schema.sql`"
+        "schema.sql is stale: regenerate it with `vowvault catalog schema > schema.sql`"
 
 
 def test_schema_sql_builds_the_same_catalog_as_the_migrations(pg_url: str, pg_database) -> None:

@@ -196,7 +196,7 @@ class Catalog:
     @classmethod
     def open(cls, settings: Settings | None = None, *, migrate_embedded: bool = True) -> Catalog:
         """Open the configured catalog; the embedded SQLite one is migrated on first use, a
-        PostgreSQL one must be migrated explicitly (``vowvault db upgrade``)."""
+        PostgreSQL one must be migrated explicitly (``vowvault catalog upgrade``)."""
         settings = settings or load_settings()
         if settings.is_embedded and not settings.new_catalog:
             path = sa.engine.make_url(settings.database_url).database or ""
@@ -221,7 +221,7 @@ class Catalog:
             elif migrate_embedded:
                 raise CatalogError(
                     f"catalog at {engine.url.render_as_string()} is at revision {rev or 'none'}, "
-                    f"this vowvault needs {head_revision()}: run `vowvault db upgrade`")
+                    f"this vowvault needs {head_revision()}: run `vowvault catalog upgrade`")
         return catalog
 
     @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""`vowvault backup run`, `backups list|show|reap`, `verify`, `restore`."""
+"""`vowvault backup run|list|show|verify|restore|repair|reap` (the old spellings `backups
+list|show|reap` and top-level `verify`, `restore`, `repair` still work, hidden)."""
 
 from __future__ import annotations
 
@@ -10,27 +11,30 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from vowvault.cli.tables import key_value_table
+from vowvault.cli import helpstyle
+from vowvault.cli.tables import Json, key_value_table, print_json
 from vowvault.engine import queries
 from vowvault.engine.context import Context
 from vowvault.errors import ConfigError
 
-backup_app = typer.Typer(no_args_is_help=True, help="Run backups.")
-backups_app = typer.Typer(no_args_is_help=True, help="Stored backups.")
+backup_app = typer.Typer(no_args_is_help=True,
+                         help="Backups: run one now, list, show, verify, restore, repair, reap.")
 
 
 def register(app: typer.Typer, out: Console, err: Console) -> None:
     global _out, _err
     _out, _err = out, err
-    app.add_typer(backup_app, name="backup")
-    app.add_typer(backups_app, name="backups")
-    app.command("verify")(verify)
-    app.command("repair")(repair)
-    app.command("restore")(restore)
+    app.add_typer(backup_app, name="backup", rich_help_panel=helpstyle.EVERYDAY)
+    app.add_typer(backup_app, name="backups", hidden=True)  # the old spelling, one release
+    for name, command in (("verify", verify), ("restore", restore), ("repair", repair)):
+        backup_app.command(name)(command)
+        app.command(name, hidden=True)(command)  # the old top-level spellings
 
 
 _out = Console()
 _err = Console(stderr=True)
+BackupArg = Annotated[str, typer.Argument(help="Backup id, or a unique prefix of 8+ characters.",
+                                          show_default=False)]
 
 
 class _Bar:
@@ -67,7 +71,13 @@ def backup_run(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --via-deployment.")]
     = 3600,
 ) -> None:
-    """Back up one policy now: snapshot, compress, encrypt, upload, verify, record."""
+    """Back up one policy now: snapshot, compress, encrypt, upload, verify, record.
+
+    Example: `vowvault backup run lumiere-photos` (the Prefect flow; `--direct`: no Prefect)
+    """
+    if direct and via_deployment:
+        raise ConfigError("--direct runs here without Prefect, --via-deployment asks a "
+                          "worker: give one of them")
     if via_deployment:
         from vowvault.cli.orchestration import run_via_deployment
 
@@ -122,17 +132,24 @@ def _print_result(r: dict[str, Any]) -> None:
         raise typer.Exit(5)
 
 
-@backups_app.command("list")
+@backup_app.command("list")
 def backups_list(
     policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None,
     limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50,
+    json_: Json = False,
 ) -> None:
-    """Backups with id, policy, type, status, size, time and tier."""
+    """Backups with id, policy, type, status, size, time and tier.
+
+    Example: `vowvault backup list --policy lumiere-photos --json`
+    """
     ctx = Context.from_settings()
     try:
         rows = queries.list_backups(ctx, policy=policy, limit=limit)
     finally:
         ctx.close()
+    if json_:
+        print_json(rows)
+        return
     if not rows:
         _out.print("no backups yet; run one with `vowvault backup run POLICY`")
         return
@@ -158,14 +175,21 @@ def _human(n: int | None) -> str:
     return f"{size:.1f} TiB"
 
 
-@backups_app.command("show")
-def backups_show(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) -> None:
-    """Everything the catalog holds about one backup."""
+@backup_app.command("show")
+def backups_show(backup: BackupArg, json_: Json = False) -> None:
+    """Everything the catalog holds about one backup, every stored object included.
+
+    Example: `vowvault backup show 3f2a9c1e`
+    """
     ctx = Context.from_settings()
     try:
         d = queries.backup_details(ctx, backup)
     finally:
         ctx.close()
+    if json_:  # a wrapped key or a lease token is no business of a script's
+        job = {k: v for k, v in d.job.items() if k not in ("wrapped_dek", "owner_token")}
+        print_json({"backup": job, "policy": d.policy, "objects": d.objects})
+        return
     job = d.job
 
     def when(value: Any) -> str:
@@ -196,7 +220,7 @@ def backups_show(backup: Annotated[str, typer.Argument(help="Backup id or prefix
     _out.print(key_value_table(rows))
 
 
-@backups_app.command("reap")
+@backup_app.command("reap")
 def backups_reap() -> None:
     """Mark backups whose process died FAILED and remove their partial objects."""
     from vowvault.engine.reaper import reap
@@ -210,7 +234,7 @@ def backups_reap() -> None:
                                                              if reaped else ""))
 
 
-def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) -> None:
+def verify(backup: BackupArg) -> None:
     """Re-read a stored backup from every copy and prove it, whatever earlier checks found;
     exit 0 only if every copy is intact (3: a copy is damaged or missing; 1: one could not
     be reached)."""
@@ -237,7 +261,7 @@ def verify(backup: Annotated[str, typer.Argument(help="Backup id or prefix.")]) 
 
 
 def repair(
-    backup: Annotated[str, typer.Argument(help="Backup id or prefix.")],
+    backup: BackupArg,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and say what would be "
                                                             "rewritten.")] = False,
 ) -> None:
@@ -277,7 +301,7 @@ def served_text(served: dict[str, dict[str, int]]) -> str:
 
 
 def restore(
-    backup: Annotated[str, typer.Argument(help="Backup id or prefix.")],
+    backup: BackupArg,
     to_dir: Annotated[Path | None, typer.Option("--to-dir", help="Restore a file tree here.")]
     = None,
     to_database: Annotated[str | None, typer.Option(
@@ -288,8 +312,8 @@ def restore(
     password_env: Annotated[str | None, typer.Option(
         help="Environment variable holding the target database password.")] = None,
     wait_archive: Annotated[float, typer.Option(
-        "--wait-archive", help="Seconds to wait for archived data to be restored first.")]
-    = 0.0,
+        "--wait-archive", metavar="SECONDS",
+        help="Seconds to wait for archived data to be restored first.")] = 0.0,
     emergency: Annotated[bool, typer.Option(
         "--emergency", help="Emergency recovery into production: replaces the target; needs "
                             "--role and --confirm.")] = False,

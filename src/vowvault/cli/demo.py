@@ -85,8 +85,8 @@ def run_demo(policy_file: Path, console: Console) -> None:
     finally:
         ctx.close()
     console.print(f"6. {db_line}")
-    console.print(f"\ndone in {time.perf_counter() - t0:.0f} s. Next: `vowvault backups list`, "
-                  f"`vowvault backups show {result['job_id'][:8]}`, `vowvault audit verify`, "
+    console.print(f"\ndone in {time.perf_counter() - t0:.0f} s. Next: `vowvault backup list`, "
+                  f"`vowvault backup show {result['job_id'][:8]}`, `vowvault audit verify`, "
                   f"`vowvault policies list`; to watch runs in the Prefect UI run "
                   f"`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
                   f"(see docs/OPERATIONS.md).")

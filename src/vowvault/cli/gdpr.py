@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vowvault.cli import helpstyle
+from vowvault.cli.tables import Json, print_json
 from vowvault.engine.context import Context
 
 gdpr_app = typer.Typer(no_args_is_help=True, help="Erasure requests (GDPR article 17).")
@@ -17,7 +19,7 @@ _out = Console()
 def register(app: typer.Typer, out: Console) -> None:
     global _out
     _out = out
-    app.add_typer(gdpr_app, name="gdpr")
+    app.add_typer(gdpr_app, name="gdpr", rich_help_panel=helpstyle.MAINTENANCE)
 
 
 @gdpr_app.command("request")
@@ -45,8 +47,12 @@ def gdpr_request(
 
 
 @gdpr_app.command("status")
-def gdpr_status(subject: Annotated[str, typer.Argument(help="Subject reference.")]) -> None:
-    """Backups that still hold the subject, and when each will be gone."""
+def gdpr_status(subject: Annotated[str, typer.Argument(help="Subject reference.")],
+                json_: Json = False) -> None:
+    """Backups that still hold the subject, and when each will be gone.
+
+    Example: `vowvault gdpr status client-4711 --json`
+    """
     from vowvault.engine.erasure import status
 
     ctx = Context.from_settings()
@@ -54,6 +60,9 @@ def gdpr_status(subject: Annotated[str, typer.Argument(help="Subject reference."
         rows = status(ctx, subject)
     finally:
         ctx.close()
+    if json_:
+        print_json(rows)
+        return
     if not rows:
         _out.print(f"no backup holds {subject} any more")
         return

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vowvault.cli import helpstyle
+from vowvault.cli.tables import Json, print_json
 from vowvault.engine.context import Context
 from vowvault.errors import ConfigError
 
@@ -19,14 +21,17 @@ _out = Console()
 def register(app: typer.Typer, orgs_app: typer.Typer, out: Console) -> None:
     global _out
     _out = out
-    app.add_typer(keys_app, name="keys")
+    app.add_typer(keys_app, name="keys", rich_help_panel=helpstyle.TRUST)
     orgs_app.command("shred")(shred)
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(json_: Json = False) -> None:
     """Key versions per organization, their age, and whether rotation is due (exit 1 if
-    any active key is older than the 90-day rotation period)."""
+    any active key is older than the 90-day rotation period).
+
+    Example: `vowvault keys list --json`
+    """
     from vowvault.engine.keyring import key_status
 
     ctx = Context.from_settings()
@@ -34,6 +39,11 @@ def keys_list() -> None:
         rows = key_status(ctx)
     finally:
         ctx.close()
+    if json_:
+        print_json(rows)
+        if any(r["rotation_due"] for r in rows):
+            raise typer.Exit(1)
+        return
     table = Table(box=None, pad_edge=False)
     for col in ("ORGANIZATION", "VERSION", "PROVIDER", "STATUS", "AGE (DAYS)", "ROTATION"):
         table.add_column(col)

@@ -20,26 +20,33 @@ from rich.table import Table
 
 from vowvault import __version__
 from vowvault.catalog.db import current_revision, head_revision, make_engine, upgrade
-from vowvault.cli.tables import key_value_table
+from vowvault.cli import helpstyle
+from vowvault.cli.tables import Json, key_value_table, print_json
 from vowvault.engine import queries
 from vowvault.engine.context import Context
-from vowvault.errors import Terminated, VowvaultError
+from vowvault.errors import ConfigError, Terminated, VowvaultError
 from vowvault.scheduling import zone
 from vowvault.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  rich_markup_mode="markdown",
                   help="Policy-driven, encrypted, verified backups, orchestrated by Prefect.")
-db_app = typer.Typer(no_args_is_help=True, help="The catalog database.")
+catalog_app = typer.Typer(no_args_is_help=True,
+                          help="The catalog: its schema, migrations, and rebuilding a lost one.")
 policies_app = typer.Typer(no_args_is_help=True, help="Backup policies declared in YAML.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 orgs_app = typer.Typer(no_args_is_help=True, help="Organizations (tenants).")
-app.add_typer(db_app, name="db")
-catalog_app = typer.Typer(no_args_is_help=True, help="Recovering a lost catalog.")
-app.add_typer(catalog_app, name="catalog")
-app.add_typer(policies_app, name="policies")
-app.add_typer(audit_app, name="audit")
-app.add_typer(orgs_app, name="orgs")
+app.add_typer(catalog_app, name="catalog", rich_help_panel=helpstyle.SETUP)
+app.add_typer(catalog_app, name="db", hidden=True)  # the old spelling, kept one release
+app.add_typer(policies_app, name="policies", rich_help_panel=helpstyle.EVERYDAY)
+app.add_typer(policies_app, name="policy", hidden=True)
+app.add_typer(audit_app, name="audit", rich_help_panel=helpstyle.TRUST)
+app.add_typer(orgs_app, name="orgs", rich_help_panel=helpstyle.TRUST)
 app.add_typer(orgs_app, name="org", hidden=True)
+
+ALIASES = {"backups": "backup", "db": "catalog", "verify": "backup verify",
+           "restore": "backup restore", "repair": "backup repair"}
+"""Old spellings that still work for one release, and what they are now."""
 
 # Wide when piped (tests, logs), the terminal's width otherwise.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -97,9 +104,12 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
         logger.addHandler(logging.NullHandler())
 
 
-@db_app.command("upgrade")
+@catalog_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the catalog to this version's schema."""
+    """Create or migrate the catalog to this version's schema.
+
+    Example: `VOWVAULT_DATABASE_URL=postgresql://vowvault@db/vowvault vowvault catalog upgrade`
+    """
     settings = load_settings()
     engine = make_engine(settings.database_url)
     before = current_revision(engine)
@@ -113,20 +123,23 @@ def db_upgrade() -> None:
         out.print(f"catalog {where} migrated from {before or 'empty'} to {after}")
 
 
-@db_app.command("current")
+@catalog_app.command("current")
 def db_current() -> None:
     """Show the catalog's schema revision and the one this vowvault needs."""
     settings = load_settings()
     engine = make_engine(settings.database_url)
     rev = current_revision(engine)
     engine.dispose()
-    out.print(f"catalog revision: {rev or 'none (run `vowvault db upgrade`)'}; "
+    out.print(f"catalog revision: {rev or 'none (run `vowvault catalog upgrade`)'}; "
               f"needed: {head_revision()}")
 
 
-@db_app.command("schema")
+@catalog_app.command("schema")
 def db_schema() -> None:
-    """Print the PostgreSQL DDL of the catalog (what `db upgrade` builds; see schema.sql)."""
+    """Print the PostgreSQL DDL of the catalog (what `catalog upgrade` builds; = schema.sql).
+
+    Example: `vowvault catalog schema | less`
+    """
     from vowvault.catalog.db import postgres_ddl
 
     sys.stdout.write(postgres_ddl())
@@ -168,16 +181,40 @@ def policies_apply(file: FileArg,
     out.print(f"{file}: {len(changed)} {verb}, {len(changes) - len(changed)} unchanged")
 
 
+AtOpt = Annotated[str | None, typer.Option(
+    "--at", metavar="DATE", help="Look from this day (2027-06-12) or instant "
+                                 "(2027-06-12T14:00+01:00) instead of now.")]
+
+
+def _parse_at(value: str | None) -> dt.date | dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value) if len(value) == 10 else \
+            dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--at {value!r}: give a day (2027-06-12) or an instant "
+                          f"(2027-06-12T14:00+01:00)") from None
+
+
 @policies_app.command("list")
 def policies_list(all_: Annotated[bool, typer.Option("--all", help="Include inactive.")]
-                  = False) -> None:
-    """Policies with their schedule and next run."""
+                  = False, at: AtOpt = None, json_: Json = False) -> None:
+    """Policies with their schedule, next run and that run's priority, with the reason
+    (a wedding day raises it).
+
+    Example: `vowvault policies list --at 2027-06-12`
+    """
     now = dt.datetime.now(dt.UTC)
+    when_at = _parse_at(at)
     ctx = Context.from_settings()
     try:
-        policies = queries.list_policies(ctx, include_inactive=all_, now=now)
+        policies = queries.list_policies(ctx, include_inactive=all_, now=now, at=when_at)
     finally:
         ctx.close()
+    if json_:
+        print_json(policies)
+        return
     if not policies:
         out.print("no policies; apply a file with `vowvault policies apply FILE`")
         return
@@ -187,8 +224,8 @@ def policies_list(all_: Annotated[bool, typer.Option("--all", help="Include inac
         table.add_column(col)
     for p in policies:
         if p.next_run:
-            when = f"{p.next_run.astimezone(zone(p.timezone)):%Y-%m-%d %H:%M %Z} " \
-                   f"(in {_ago(p.next_run - now)})"
+            when = f"{p.next_run.astimezone(zone(p.timezone)):%Y-%m-%d %H:%M %Z}" + \
+                   (f" (in {_ago(p.next_run - now)})" if p.next_run > now else "")
             prio = p.priority.value if p.priority == p.base_priority else \
                 f"{p.priority.value} (wedding day; base {p.base_priority.value})"
         else:
@@ -201,19 +238,29 @@ def policies_list(all_: Annotated[bool, typer.Option("--all", help="Include inac
 
 
 @policies_app.command("show")
-def policies_show(name: str) -> None:
-    """Everything the catalog holds about one policy."""
+def policies_show(name: Annotated[str, typer.Argument(help="Policy name.", metavar="POLICY")],
+                  at: AtOpt = None, json_: Json = False) -> None:
+    """Everything the catalog holds about one policy, with its next run's priority and why.
+
+    Example: `vowvault policies show grand-hall-db --at 2027-06-12`
+    """
+    when_at = _parse_at(at)
     ctx = Context.from_settings()
     try:
-        d = queries.policy_details(ctx, name)
+        d = queries.policy_details(ctx, name, at=when_at)
     finally:
         ctx.close()
+    if json_:
+        print_json({**d.values, "wedding_dates": d.wedding_dates, "next_run": d.next_run,
+                    "effective_priority": d.priority, "priority_reason": d.priority_reason})
+        return
     p, nxt = d.values, d.next_run
     rows = [
         ("name", p["name"]), ("organization", p["organization"]),
         ("description", p["description"] or ""), ("active", str(p["is_active"])),
         ("source", f"{p['source_kind'].value} {_source_text(p['source_config'])}"),
-        ("backup type", p["backup_type"].value), ("priority", p["priority"].value),
+        ("backup type", p["backup_type"].value), ("base priority", p["priority"].value),
+        ("next run's priority", f"{d.priority.value} ({d.priority_reason})"),
         ("wedding-day priority", str(p["wedding_day_priority"])),
         ("vendor type", p["vendor_type"].value if p["vendor_type"] else "-"),
         ("schedule", f"{p['schedule_cron']} ({p['timezone']})"),
@@ -239,13 +286,19 @@ def policies_show(name: str) -> None:
 
 
 @orgs_app.command("list")
-def orgs_list() -> None:
-    """Organizations in the catalog."""
+def orgs_list(json_: Json = False) -> None:
+    """Organizations in the catalog.
+
+    Example: `vowvault orgs list --json`
+    """
     ctx = Context.from_settings()
     try:
         orgs = queries.list_organizations(ctx)
     finally:
         ctx.close()
+    if json_:
+        print_json(orgs)
+        return
     table = Table(box=None, pad_edge=False)
     for col in ("SLUG", "NAME", "VENDOR TYPE", "ACTIVE", "ID"):
         table.add_column(col)
@@ -255,13 +308,20 @@ def orgs_list() -> None:
 
 
 @audit_app.command("list")
-def audit_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20) -> None:
-    """The newest audit entries."""
+def audit_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+               json_: Json = False) -> None:
+    """The newest audit entries.
+
+    Example: `vowvault audit list --limit 100 --json`
+    """
     ctx = Context.from_settings()
     try:
         rows = queries.audit_entries(ctx, limit)
     finally:
         ctx.close()
+    if json_:
+        print_json(rows)
+        return
     table = Table(box=None, pad_edge=False)
     for col in ("ID", "TIME (UTC)", "ACTOR", "ACTION", "SUMMARY"):
         table.add_column(col)
@@ -321,10 +381,10 @@ def catalog_rebuild(
     for line in report.skipped:
         out.print(f"  not recorded: {line}", markup=False)
     out.print("policies are inactive and keep everything until `vowvault policies apply` "
-              "gives them their rules back; `vowvault verify ID` proves each backup again")
+              "gives them their rules back; `vowvault backup verify ID` proves each backup again")
 
 
-@app.command("doctor")
+@app.command("doctor", rich_help_panel=helpstyle.TRUST)
 def doctor() -> None:
     """Check the deployment's trust boundary: who holds the tenant role, whether tenants'
     policies are held to service rules, where the audit key comes from. Exit 1 if a
@@ -342,7 +402,7 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-@app.command("demo")
+@app.command("demo", rich_help_panel=helpstyle.EVERYDAY)
 def demo(policies: Annotated[Path, typer.Option(help="Policy file to apply.")]
          = Path("examples/policies.yaml")) -> None:
     """Run the main job on the embedded default (SQLite catalog, local storage)."""
@@ -379,6 +439,7 @@ def main() -> None:
     from blocks import register
 
     register()  # Prefect Secret blocks as named secrets (Prefect loads only when used)
+    _note_old_spelling(sys.argv[1:])
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, _interrupted)
     try:
@@ -402,6 +463,17 @@ def main() -> None:
             _fail("vowvault: terminated (SIGTERM): the work in progress was stopped", 143)
         _fail("vowvault: interrupted (Ctrl-C): the work in progress was stopped", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _note_old_spelling(args: list[str]) -> None:
+    """One line on stderr when a command is spelled the old way (it still works)."""
+    words = [a for a in args if not a.startswith("-")]
+    if words and words[0] in ALIASES and "--help" not in args:
+        new = ALIASES[words[0]]
+        rest = " ".join(words[1:2]) if new in ("backup", "catalog") else ""
+        err.print(f"vowvault: note: `vowvault {' '.join([words[0], rest]).strip()}` is now "
+                  f"`vowvault {' '.join([new, rest]).strip()}`; the old spelling goes in "
+                  f"the next release", markup=False)
 
 
 _SIGNALLED: list[int] = []

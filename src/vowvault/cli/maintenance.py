@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vowvault.cli import helpstyle
+from vowvault.cli.tables import Json, print_json
 from vowvault.engine.context import Context
 
 _out = Console()
@@ -22,14 +24,15 @@ ShowAll = Annotated[bool, typer.Option("--all", help="List what stays as it is t
 def register(app: typer.Typer, out: Console) -> None:
     global _out
     _out = out
-    app.command("lifecycle")(lifecycle)
-    app.command("retention")(retention)
-    app.command("orphans")(orphans)
-    app.command("scrub")(scrub)
-    app.add_typer(targets_app, name="targets")
-    app.command("report")(report)
-    app.command("analytics")(analytics_cmd)
-    app.add_typer(webhooks_app, name="webhooks")
+    m = helpstyle.MAINTENANCE
+    app.command("lifecycle", rich_help_panel=m)(lifecycle)
+    app.command("retention", rich_help_panel=m)(retention)
+    app.command("scrub", rich_help_panel=m)(scrub)
+    app.command("orphans", rich_help_panel=m)(orphans)
+    app.command("analytics", rich_help_panel=m)(analytics_cmd)
+    app.command("report", rich_help_panel=helpstyle.EVERYDAY)(report)
+    app.add_typer(webhooks_app, name="webhooks", rich_help_panel=m)
+    app.add_typer(targets_app, name="targets", rich_help_panel=helpstyle.TRUST)
 
 
 def _gate(ctx: Context, force: bool, dry_run: bool) -> None:
@@ -108,8 +111,11 @@ targets_app = typer.Typer(no_args_is_help=True, help="Storage targets and their 
 
 @targets_app.command("list")
 def targets_list(check: Annotated[bool, typer.Option(
-        "--check", help="Read each target's marker now.")] = False) -> None:
-    """Targets the catalog records, their repository marker and whether they are in sight."""
+        "--check", help="Read each target's marker now.")] = False, json_: Json = False) -> None:
+    """Targets the catalog records, their repository marker and whether they are in sight.
+
+    Example: `vowvault targets list --check`
+    """
     from vowvault.engine import targets as engine
 
     ctx = Context.from_settings()
@@ -120,6 +126,9 @@ def targets_list(check: Annotated[bool, typer.Option(
         rows = engine.targets(ctx)
     finally:
         ctx.close()
+    if json_:
+        print_json(rows)
+        return
     table = Table(box=None, pad_edge=False)
     for col in ("TARGET", "MARKER", "STATE", "CHECKED (UTC)"):
         table.add_column(col)
@@ -220,7 +229,7 @@ webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook deliveries.")
 
 @webhooks_app.command("deliver")
 def webhooks_deliver() -> None:
-    """Retry the deliveries that are due (the webhook-delivery flow does it every minute)."""
+    """Retry the deliveries that are due now (with Prefect, runs scheduled for each retry)."""
     from vowvault.engine.webhooks import deliver_pending
 
     ctx = Context.from_settings()
@@ -232,8 +241,12 @@ def webhooks_deliver() -> None:
 
 
 @webhooks_app.command("log")
-def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.")] = 20) -> None:
-    """Deliveries with every attempt."""
+def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.")] = 20,
+                 json_: Json = False) -> None:
+    """Deliveries with every attempt.
+
+    Example: `vowvault webhooks log --limit 50 --json`
+    """
     from vowvault.engine import queries
 
     ctx = Context.from_settings()
@@ -241,6 +254,9 @@ def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.")] = 20)
         rows = queries.webhook_log(ctx, limit)
     finally:
         ctx.close()
+    if json_:
+        print_json(rows)
+        return
     table = Table(box=None, pad_edge=False)
     for col in ("TIME (UTC)", "EVENT", "ENDPOINT", "STATUS", "ATTEMPTS", "LAST"):
         table.add_column(col)

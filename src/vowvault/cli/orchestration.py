@@ -14,9 +14,11 @@ _err = Console(stderr=True)
 def register(app: typer.Typer, out: Console, err: Console) -> None:
     global _out, _err
     _out, _err = out, err
-    app.command("deploy")(deploy)
-    app.command("serve")(serve)
-    app.command("drill")(drill)
+    from vowvault.cli import helpstyle
+
+    app.command("drill", rich_help_panel=helpstyle.EVERYDAY)(drill)
+    app.command("deploy", rich_help_panel=helpstyle.SETUP)(deploy)
+    app.command("serve", rich_help_panel=helpstyle.SETUP)(serve)
 
 
 def _prefect() -> None:
@@ -82,10 +84,25 @@ def serve() -> None:
 
 def run_via_deployment(policy: str, timeout: float) -> dict[str, Any]:
     """Trigger the policy's deployment and wait for its run; the result as recorded."""
-    _prefect()
-    from prefect.deployments import run_deployment
+    import flows  # noqa: F401 - offline defaults before Prefect loads
+    from vowvault.cli.prefect_server import quiet_expected_errors, use_running_server
+    from vowvault.errors import ConfigError, NotFound
 
-    run = run_deployment(f"backup/{policy}", parameters={"policy": policy}, timeout=timeout)
+    api = use_running_server()
+    if api is None:
+        raise ConfigError("--via-deployment needs a Prefect server that has the policy's "
+                          "deployment: run `vowvault serve` (or `vowvault deploy` against "
+                          "PREFECT_API_URL), or drop --via-deployment")
+    quiet_expected_errors()
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(f"backup/{policy}", parameters={"policy": policy},
+                             timeout=timeout)
+    except ObjectNotFound:
+        raise NotFound(f"no deployment backup/{policy} on {api}: run `vowvault deploy` "
+                       f"there first (or check the policy name)") from None
     from vowvault.engine import queries
     from vowvault.engine.context import Context
 
@@ -99,21 +116,30 @@ def run_via_deployment(policy: str, timeout: float) -> dict[str, Any]:
 
 def drill(
     policy: Annotated[str, typer.Argument(help="Policy whose backup to restore.")],
-    backup: Annotated[str, typer.Option(help='A backup id, or "latest".')] = "latest",
+    backup: Annotated[str, typer.Option(
+        help='Which backup: "latest" verified, "random:N" (a random verified one of the '
+             'last N days), or a backup id.')] = "latest",
     drill_server: Annotated[str | None, typer.Option(
         help="PostgreSQL server for the throw-away database (default: the source's).")]
     = None,
-    archive_wait: Annotated[float, typer.Option(
-        "--archive-wait", help="Seconds to wait for archived data to be restored.")] = 0.0,
+    wait_archive: Annotated[float, typer.Option(
+        "--wait-archive", metavar="SECONDS",
+        help="Seconds to wait for archived data to be restored first.")] = 0.0,
+    archive_wait: Annotated[float | None, typer.Option("--archive-wait", hidden=True)] = None,
 ) -> None:
-    """Restore a backup (latest, random:N days, or an id) into a scratch target, validate
-    it, time it, clean up."""
+    """Restore a backup into a scratch target, validate it, time it against the policy's
+    RTO target, clean up. Exit 1 if it missed.
+
+    Example: `vowvault drill grand-hall-db --backup random:30`
+    """
     from vowvault.engine.context import Context
     from vowvault.engine.drill import run_drill
 
+    if archive_wait is not None:  # the old spelling, one release
+        wait_archive = archive_wait
     ctx = Context.from_settings()
     try:
-        r = run_drill(ctx, policy, backup, drill_server, archive_wait)
+        r = run_drill(ctx, policy, backup, drill_server, wait_archive)
     finally:
         ctx.close()
     _out.print(f"drill of {policy}: backup {r.backup_id} restored and validated in "

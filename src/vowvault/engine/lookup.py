@@ -22,14 +22,14 @@ def find_backup(session: Session, ref: str) -> BackupJob:
     else:
         if len(ref) < 8 or not all(c in "0123456789abcdef-" for c in ref):
             raise ConfigError(f"{ref!r} is not a backup id (give the id, or at least its first "
-                              f"8 characters, as `vowvault backups list` shows)")
+                              f"8 characters, as `vowvault backup list` shows)")
         matches = _by_prefix(session, ref)
         if len(matches) > 1:
             raise ConfigError(f"backup id prefix {ref!r} is ambiguous: "
                               + ", ".join(str(m.id) for m in matches[:5]))
         job = matches[0] if matches else None
     if job is None:
-        raise NotFound(f"no backup {ref}; see `vowvault backups list`")
+        raise NotFound(f"no backup {ref}; see `vowvault backup list`")
     return job
 
 

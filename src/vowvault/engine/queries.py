@@ -30,7 +30,7 @@ from vowvault.engine.context import Context
 from vowvault.engine.lookup import find_backup
 from vowvault.errors import NotFound, VowvaultError
 from vowvault.plan import DeploymentPlan, backup_deployments
-from vowvault.scheduling import effective_priority, local_date, next_run
+from vowvault.scheduling import explain_priority, local_date, next_run, zone
 
 
 def _weddings(session: Session) -> dict[uuid.UUID, set[dt.date]]:
@@ -65,10 +65,35 @@ class PolicyRow:
     base_priority: Priority
     targets: int
     active: bool
+    priority_reason: str
+
+
+At = dt.datetime | dt.date | None
+"""When to look from: an instant, a day (from its first second in each policy's timezone),
+or None for now."""
+
+
+def _after(at: At, tz: str, now: dt.datetime) -> dt.datetime:
+    if at is None:
+        return now
+    if isinstance(at, dt.datetime):
+        return at if at.tzinfo else at.replace(tzinfo=zone(tz))
+    return dt.datetime.combine(at, dt.time(0), zone(tz)) - dt.timedelta(seconds=1)
+
+
+def _next_and_priority(p: BackupPolicy, weddings: set[dt.date], after: dt.datetime
+                       ) -> tuple[dt.datetime | None, Priority, str]:
+    nxt = next_run(p.effective_schedules, p.timezone, after) if p.is_active else None
+    if nxt is None:
+        why = "inactive: no run planned" if not p.is_active else "no run planned"
+        return None, p.priority, why
+    prio, why = explain_priority(p.priority, p.wedding_day_priority,
+                                 local_date(nxt, p.timezone), weddings)
+    return nxt, prio, f"next run on {why}"
 
 
 def list_policies(ctx: Context, *, include_inactive: bool = False,
-                  now: dt.datetime | None = None) -> list[PolicyRow]:
+                  now: dt.datetime | None = None, at: At = None) -> list[PolicyRow]:
     now = now or ctx.clock()
     out = []
     with ctx.catalog.read() as s:
@@ -77,16 +102,12 @@ def list_policies(ctx: Context, *, include_inactive: bool = False,
             query = query.where(BackupPolicy.is_active.is_(True))
         weddings = _weddings(s)
         for p in s.execute(query).scalars():
-            nxt = next_run(p.effective_schedules, p.timezone, now) if p.is_active else None
-            prio = p.priority
-            if nxt:
-                prio = effective_priority(p.priority, p.wedding_day_priority,
-                                          local_date(nxt, p.timezone),
-                                          weddings.get(p.organization_id, set()))
+            nxt, prio, why = _next_and_priority(p, weddings.get(p.organization_id, set()),
+                                                _after(at, p.timezone, now))
             out.append(PolicyRow(p.name, p.organization.slug, p.source_kind.value.lower(),
                                  p.backup_type.value, p.schedule_cron, p.timezone,
                                  len(p.effective_schedules) - 1, nxt, prio, p.priority,
-                                 len(p.storage_targets), p.is_active))
+                                 len(p.storage_targets), p.is_active, why))
     return out
 
 
@@ -95,16 +116,20 @@ class PolicyDetails:
     values: dict[str, Any]
     wedding_dates: list[dt.date]
     next_run: dt.datetime | None
+    priority: Priority
+    priority_reason: str
 
 
-def policy_details(ctx: Context, name: str, now: dt.datetime | None = None) -> PolicyDetails:
+def policy_details(ctx: Context, name: str, now: dt.datetime | None = None,
+                   at: At = None) -> PolicyDetails:
     now = now or ctx.clock()
     with ctx.catalog.read() as s:
         p = _policy(s, name)
         weddings = sorted(_weddings(s).get(p.organization_id, set()))
         values = {c.key: getattr(p, c.key) for c in sa.inspect(BackupPolicy).column_attrs}
         values["organization"] = p.organization.slug
-        return PolicyDetails(values, weddings, next_run(p.effective_schedules, p.timezone, now))
+        nxt, prio, why = _next_and_priority(p, set(weddings), _after(at, p.timezone, now))
+        return PolicyDetails(values, weddings, nxt, prio, why)
 
 
 def policy_retries(ctx: Context, name: str) -> int:

@@ -8,7 +8,7 @@ references, and since 2026-12 the organization's slug and name and the policy's 
 organizations, key versions (references only, as always), policies (by id and name,
 inactive, keeping everything until a ``policies apply`` gives them their rules back; apply
 matches them by organization and name and keeps their ids), backups COMPLETED and unverified
-(``vowvault verify`` proves them again), their copies on this target, the target's marker.
+(``vowvault backup verify`` proves them again), their copies on this target, the target's marker.
 A backup whose key object or manifest does not open is named in the report, never recorded.
 """
 

@@ -1,4 +1,4 @@
-"""``vowvault repair``: make every copy of a backup whole again from what the others hold.
+"""``vowvault backup repair``: make every copy of a backup whole again from what the others hold.
 
 A fresh check of every copy comes first (``verify``). Each DAMAGED or MISSING copy is then
 rewritten from the stored records the copies hold intact between them (frame by frame:

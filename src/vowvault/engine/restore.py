@@ -84,7 +84,7 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         if job.status != BackupStatus.COMPLETED:
             raise RestoreError(f"backup {job.id} is {job.status.value}"
                                + (f" ({job.error_message})" if job.error_message else "")
-                               + ": only COMPLETED backups can be restored (`vowvault verify "
+                               + ": only COMPLETED backups can be restored (`vowvault backup verify "
                                f"{job.id}` checks every copy again)")
         recovery = RecoveryJob(id=uuid.uuid4(), organization_id=job.organization_id,
                                backup_job_id=job.id, recovery_type=recovery_type,
@@ -164,7 +164,7 @@ def record_problems(ctx: Context, readers: dict[uuid.UUID, BackupReader]) -> Non
                 BackupStorage.backup_job_id == job_id, BackupStorage.storage_url == p.url,
                 BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))
                 .values(health=p.health, checked_at=now, problem=p.message[:1000]))
-    log.warning("restore found %d problems on copies; recorded (see `vowvault backups show`)",
+    log.warning("restore found %d problems on copies; recorded (see `vowvault backup show`)",
                 len(found))
 
 

@@ -7,7 +7,7 @@ re-read, so a verify can bring a backup back. The backup's status follows from i
 and from the backups it takes files from:
 
 - restorable (COMPLETED, verified now) when a copy is intact, or when the copies together
-  hold every frame intact (a restore fails over frame by frame; ``vowvault repair`` makes
+  hold every frame intact (a restore fails over frame by frame; ``vowvault backup repair`` makes
   each copy whole again), and every byte it refers to in earlier backups reads back;
 - CORRUPTED when what was checked cannot give it back; the backups that take files from it
   are marked too (and come back with it);
@@ -168,7 +168,7 @@ def _check_references(ctx: Context, stored: objects.StoredBackup, copies: list[A
 
 def verify_backup(ctx: Context, backup_ref: str, *, raise_on_problem: bool = True,
                   only: list[str] | None = None) -> VerifyReport:
-    """``vowvault verify BACKUP``: re-verify a stored backup now, whatever its earlier
+    """``vowvault backup verify BACKUP``: re-verify a stored backup now, whatever its earlier
     verdict, and record what was found."""
     from vowvault.engine.lookup import find_backup
 
@@ -216,7 +216,7 @@ def record(ctx: Context, report: VerifyReport, job_id: uuid.UUID) -> None:
             if report.corrupted:
                 bad = report.corrupted[0]
                 job.error_message = (f"copy {bad.url} {bad.health.value.lower()}: {bad.problem}"
-                                     f"; restorable from the other copies (`vowvault repair "
+                                     f"; restorable from the other copies (`vowvault backup repair "
                                      f"{job.id}`)")
             elif was == BackupStatus.CORRUPTED:
                 job.error_message = None
@@ -273,7 +273,7 @@ def _raise_on_problem(report: VerifyReport, job_id: Any) -> VerifyReport:
         bad = report.corrupted[0]
         raise VerifyFailed(f"backup {job_id}: copy {bad.url} is {bad.health.value.lower()}: "
                            f"{bad.problem}; the backup is restorable from the other copies: "
-                           f"run `vowvault repair {job_id}`", report)
+                           f"run `vowvault backup repair {job_id}`", report)
     if report.restorable is None:
         raise VerifyIncomplete(f"no copy of backup {job_id} could be read: "
                                + "; ".join(f"{c.url}: {c.problem}" for c in report.copies),

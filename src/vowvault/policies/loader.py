@@ -19,9 +19,13 @@ from pydantic import BaseModel, ValidationError
 
 from vowvault.errors import PolicyError
 from vowvault.policies.spec import PolicyFile, RefError
+from vowvault.settings import default_home
 
 Loc = tuple[str | int, ...]
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_VAR = re.compile(r"\$\{(" + _NAME + r")(?::-((?:[^{}]|\$\{" + _NAME + r"\})*))?\}")
+"""``${NAME}`` or ``${NAME:-default}``; a default may itself hold ``${OTHER}`` (one level),
+as in ``${LUMIERE_PHOTOS:-${VOWVAULT_HOME}/demo/lumiere-photos}``."""
 
 MAX_BYTES = 16 << 20
 """A policy file larger than this is refused (thousands of policies fit in far less)."""
@@ -49,6 +53,8 @@ def load_policy_file(path: str | Path, env: Mapping[str, str] | None = None) -> 
 def parse_policy_text(text: str, name: str = "<policies>",
                       env: Mapping[str, str] | None = None) -> PolicyFile:
     env = os.environ if env is None else env
+    if "VOWVAULT_HOME" not in env:  # always defined: the examples' paths live under it
+        env = {**env, "VOWVAULT_HOME": str(default_home())}
     if len(text) > MAX_BYTES:
         raise PolicyError(f"is larger than {MAX_BYTES >> 20} MiB; split it", file=name)
     try:
@@ -110,7 +116,7 @@ def _expand(value: str, env: Mapping[str, str], name: str, line: int, loc: Loc) 
         if var in env:
             return env[var]
         if default is not None:
-            return default
+            return _VAR.sub(sub, default)
         raise PolicyError(f"environment variable {var} is not set (or give a default: "
                           f"${{{var}:-value}})", file=name, line=line, field=_dotted(loc))
 
