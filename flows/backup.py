@@ -22,6 +22,7 @@ from tasks.backup import (
     upload,
     verify,
 )
+from tasks.webhooks import schedule_webhook_delivery
 from vowvault.errors import is_permanent
 
 
@@ -50,6 +51,8 @@ def backup(policy: str, scheduled_at: str | None = None) -> dict[str, Any]:
         if is_permanent(exc):
             no_more_retries()
         raise
+    finally:  # what it emitted (completed, failed, not restorable) may need a retry
+        schedule_webhook_delivery()
 
 
 def no_more_retries() -> None:

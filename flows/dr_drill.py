@@ -9,6 +9,7 @@ from typing import Any
 from prefect import flow
 
 from tasks.drill import drill
+from tasks.webhooks import schedule_webhook_delivery
 
 
 @flow(name="dr-drill", flow_run_name="drill-{policy}")
@@ -18,4 +19,7 @@ def dr_drill(policy: str, backup: str = "latest", drill_server: str | None = Non
     backup of the last N days) or a backup id. ``drill_server``: a PostgreSQL server for the
     throw-away database (default: the source's). ``archive_wait``: seconds to wait for an
     archived backup's restore (otherwise the drill fails saying it was started)."""
-    return drill(policy, backup, drill_server, archive_wait)
+    try:
+        return drill(policy, backup, drill_server, archive_wait)
+    finally:  # drill_completed or drill_failed: a failed delivery's retry
+        schedule_webhook_delivery()

@@ -19,6 +19,7 @@ from tasks.maintenance import (
     retention_plan,
     scrub,
 )
+from tasks.webhooks import schedule_webhook_delivery
 
 
 @flow(name="lifecycle")
@@ -46,31 +47,47 @@ def retention(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
 def scrub_flow(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
     """Re-read a share of all stored data, so every copy is read back within its policy's
     scrub cycle; repair from intact copies; report coverage."""
-    allowed, why = gate(force)
-    if not allowed:
-        return {"skipped": why}
-    return scrub(dry_run)
+    try:
+        allowed, why = gate(force)
+        if not allowed:
+            return {"skipped": why}
+        return scrub(dry_run)
+    finally:  # a copy found not restorable is a verification_failed webhook
+        schedule_webhook_delivery()
 
 
 @flow(name="gdpr-erasure")
 def gdpr_erasure(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
     """Honour erasure requests in backups: file-tree backups are rewritten without the
     subjects (database backups are beyond use: every restore replays the erasure)."""
-    allowed, why = gate(force)
-    if not allowed:
-        return {"skipped": why}
-    return {"done": erasure_purge(dry_run)}
+    try:
+        allowed, why = gate(force)
+        if not allowed:
+            return {"skipped": why}
+        return {"done": erasure_purge(dry_run)}
+    finally:  # each rewritten backup is a backup_completed webhook
+        schedule_webhook_delivery()
 
 
 @flow(name="analytics")
 def analytics(day: str | None = None) -> dict[str, Any]:
     """Daily numbers per policy, and keys due for rotation (light: runs every day,
-    Saturdays included)."""
-    return {"analytics": daily_analytics(day), "keys_due": key_check()}
+    Saturdays included). Also the safety net of webhook retries: whatever is pending gets
+    its webhook-delivery run, even if the process that emitted it died before scheduling
+    one."""
+    try:
+        return {"analytics": daily_analytics(day), "keys_due": key_check()}
+    finally:
+        schedule_webhook_delivery()
 
 
 @flow(name="webhook-delivery")
 def webhook_delivery() -> dict[str, int]:
-    """Retry webhook deliveries that are due (every minute: wedding-day escalations reach
-    their endpoints within two minutes)."""
-    return deliver_webhooks()
+    """Retry the webhook deliveries that are due, then schedule the run for the next
+    attempt, if any. No schedule of its own: a flow that emits an event schedules this
+    run for the retry's time (wedding-day escalations, every 15 s, reach their endpoints
+    within two minutes)."""
+    try:
+        return deliver_webhooks()
+    finally:
+        schedule_webhook_delivery()

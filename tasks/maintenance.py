@@ -138,9 +138,15 @@ def key_check() -> list[dict[str, Any]]:
 
 @task(name="deliver webhooks", cache_policy=NONE)
 def deliver_webhooks() -> dict[str, int]:
+    """What is due by the run's scheduled time: the run scheduled for a retry makes it even
+    if it starts a moment before that time by this machine's clock."""
+    from prefect.runtime import flow_run
+
     from vowvault.engine.webhooks import deliver_pending
 
-    return deliver_pending(context())
+    scheduled = flow_run.scheduled_start_time
+    due_by = dt.datetime.fromisoformat(scheduled.isoformat()) if scheduled else None
+    return deliver_pending(context(), due_by=due_by)
 
 
 @task(name="scrub", cache_policy=NONE)

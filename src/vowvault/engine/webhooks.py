@@ -7,12 +7,16 @@ endpoint (``webhook_deliveries``), signed per the Standard Webhooks scheme::
     webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>
 
 where the key is the endpoint's secret (``whsec_<base64>``, named by ``secret_ref`` and
-resolved through ``vowvault.secrets``: it is never stored). A delivery is tried at once;
-failures are retried with backoff (5 s, 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) by
-``deliver_pending`` (the webhook-delivery flow runs it every minute), and every attempt is
-kept in the delivery's ``attempt_log``. A failed wedding-day backup is an *escalation*: it
-is retried every 15 seconds, so it reaches its endpoints within two minutes of the failure
-unless they are down throughout. Sending never fails the work that emitted the event.
+resolved through ``vowvault.secrets``: it is never stored). A delivery is tried at once,
+by the work that emitted the event; a failure is tried again at its ``next_attempt_at``,
+with backoff (5 s, 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), by ``deliver_pending``.
+Nothing here polls: ``next_due`` tells a scheduler when the earliest retry is due, and the
+Prefect face (``tasks/webhooks.py``) starts one webhook-delivery run at that time after
+every flow that may emit and after each delivery run (``vowvault webhooks deliver``
+retries what is due by hand). Every attempt is kept in the delivery's ``attempt_log``. A
+failed wedding-day backup is an *escalation*: it is retried every 15 seconds, so it reaches
+its endpoints within two minutes of the failure unless they are down throughout. Sending
+never fails the work that emitted the event.
 """
 
 from __future__ import annotations
@@ -208,9 +212,20 @@ def _post(url: str, address: tuple[str, int], body: bytes, headers: dict[str, st
         conn.close()
 
 
-def deliver_pending(ctx: Context) -> dict[str, int]:
-    """Retry every delivery whose next attempt is due."""
-    now = ctx.clock()
+def next_due(ctx: Context) -> dt.datetime | None:
+    """When the earliest pending delivery is to be tried next (None: nothing pending, so
+    no delivery run is needed). It may lie in the past: that retry is overdue."""
+    with ctx.catalog.read() as s:
+        return s.execute(sa.select(sa.func.min(WebhookDelivery.next_attempt_at)).where(
+            WebhookDelivery.status == DeliveryStatus.PENDING)).scalar_one()
+
+
+def deliver_pending(ctx: Context, *, due_by: dt.datetime | None = None) -> dict[str, int]:
+    """Retry every delivery whose next attempt is due: by now, or by ``due_by`` when that
+    is later. A run scheduled for a delivery's time passes that time, so it tries the
+    delivery even if it starts a moment early by this machine's clock (Prefect starts a
+    scheduled run up to half a second early, by the API server's clock)."""
+    now = ctx.clock() if due_by is None else max(ctx.clock(), due_by)
     with ctx.catalog.read() as s:
         due = list(s.execute(sa.select(WebhookDelivery.id).where(
             WebhookDelivery.status == DeliveryStatus.PENDING,
