@@ -22,7 +22,7 @@ from tasks.backup import (
     upload,
     verify,
 )
-from tasks.webhooks import schedule_webhook_delivery
+from tasks.common import schedule_webhook_delivery
 from vowvault.errors import is_permanent
 
 

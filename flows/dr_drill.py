@@ -8,8 +8,8 @@ from typing import Any
 
 from prefect import flow
 
+from tasks.common import schedule_webhook_delivery
 from tasks.drill import drill
-from tasks.webhooks import schedule_webhook_delivery
 
 
 @flow(name="dr-drill", flow_run_name="drill-{policy}")

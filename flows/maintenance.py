@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow
 
+from tasks.common import schedule_webhook_delivery
 from tasks.maintenance import (
     daily_analytics,
     deliver_webhooks,
@@ -19,7 +20,6 @@ from tasks.maintenance import (
     retention_plan,
     scrub,
 )
-from tasks.webhooks import schedule_webhook_delivery
 
 
 @flow(name="lifecycle")

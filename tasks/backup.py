@@ -109,7 +109,7 @@ def summary_markdown(r: dict[str, Any]) -> str:
                                                      r["stage_seconds"].items())]
     if r.get("warnings"):
         lines += ["", "**Warnings**", *[f"- {w}" for w in r["warnings"]]]
-    lines += ["", f"Restore with `vowvault restore {r['job_id']} --to-dir PATH` or "
+    lines += ["", f"Restore with `vowvault backup restore {r['job_id']} --to-dir PATH` or "
                   f"`--to-database DSN`."]
     return "\n".join(lines)
 

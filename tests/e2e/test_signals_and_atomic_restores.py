@@ -148,7 +148,8 @@ def backed_up(cli, cli_env, tmp_path: Path) -> dict[str, object]:
 def test_a_killed_restore_leaves_no_truncated_file_and_is_reaped(cli, cli_env, tmp_path: Path,
                                                                  backed_up) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen([VOWVAULT, "backup", "restore", str(backed_up["id"]), "--to-dir", str(out)],
+    proc = subprocess.Popen([VOWVAULT, "backup", "restore", str(backed_up["id"]), "--to-dir",
+                             str(out)],
                             env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def mid_file() -> bool:

@@ -148,7 +148,7 @@ def run_when_due(run: Any) -> Any:
 def test_a_failed_delivery_leaves_one_run_scheduled_at_its_retry_time(
         hooked: Path, endpoint: Endpoint, delivery_deployment: Any) -> None:
     from flows.backup import backup
-    from tasks.webhooks import schedule_webhook_delivery
+    from tasks.common import schedule_webhook_delivery
     from vowvault.domain import DeliveryStatus
 
     state = backup(policy="photos", return_state=True)
@@ -171,7 +171,7 @@ def test_nothing_pending_schedules_nothing(hooked: Path, endpoint: Endpoint,
     from flows.backup import backup
     from flows.dr_drill import dr_drill
     from flows.maintenance import webhook_delivery
-    from tasks.webhooks import schedule_webhook_delivery
+    from tasks.common import schedule_webhook_delivery
     from vowvault.domain import DeliveryStatus
 
     endpoint.status = 204
@@ -233,7 +233,7 @@ def test_a_run_that_ended_without_delivering_gets_one_successor(
 
     from flows.backup import backup
     from flows.maintenance import analytics
-    from tasks.webhooks import schedule_webhook_delivery
+    from tasks.common import schedule_webhook_delivery
 
     backup(policy="photos")
     (crashed,) = asyncio.run(runs_of(delivery_deployment))

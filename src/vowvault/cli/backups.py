@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.filesize import pick_unit_and_suffix
+from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from vowvault.cli import helpstyle
 from vowvault.cli.tables import Json, key_value_table, print_json
@@ -37,16 +39,27 @@ BackupArg = Annotated[str, typer.Argument(help="Backup id, or a unique prefix of
                                           show_default=False)]
 
 
-class _Bar:
-    """A Rich progress bar fed by the engine's progress callback (direct mode)."""
+class _Speed(ProgressColumn):
+    """Transfer speed in IEC units (MiB/s), as every other size vowvault prints."""
+
+    def render(self, task: Task) -> Text:
+        if not task.speed:
+            return Text("", style="progress.data.speed")
+        unit, suffix = pick_unit_and_suffix(int(task.speed), ["B", "KiB", "MiB", "GiB", "TiB"],
+                                            1024)
+        return Text(f"{task.speed / unit:.1f} {suffix}/s", style="progress.data.speed")
+
+
+class ProgressBar:
+    """A Rich progress bar fed by the engine's progress callback; it ends at 100 %."""
 
     def __init__(self, enabled: bool) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 DownloadColumn(), TransferSpeedColumn(), console=_err,
-                                 transient=True, disable=not enabled)
+                                 DownloadColumn(binary_units=True), _Speed(), console=_err,
+                                 disable=not enabled)
         self.tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> _Bar:
+    def __enter__(self) -> ProgressBar:
         self.progress.__enter__()
         return self
 
@@ -88,7 +101,7 @@ def backup_run(
 
         ctx = Context.from_settings()
         try:
-            with _Bar(_err.is_terminal) as bar:
+            with ProgressBar(_err.is_terminal) as bar:
                 ctx.progress = bar
                 result = run_backup(ctx, policy).as_dict()
         finally:
@@ -109,10 +122,11 @@ def _run_flow(policy: str) -> dict[str, Any]:
         retries = queries.policy_retries(ctx, policy)
     finally:
         ctx.close()
-    with prefect_server.prefect_api():
-        prefect_server.quiet_expected_errors()
-        from flows.backup import backup
+    prefect_server.run_logs_off_console()
+    from flows.backup import backup
+    from tasks.common import local_progress
 
+    with prefect_server.prefect_api(), ProgressBar(_err.is_terminal) as bar, local_progress(bar):
         return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
 
 
@@ -340,7 +354,7 @@ def restore(
     password = os.environ.get(password_env) if password_env else None
     ctx = Context.from_settings()
     try:
-        with _Bar(_err.is_terminal) as bar:
+        with ProgressBar(_err.is_terminal) as bar:
             ctx.progress = bar
             result = restore_backup(ctx, backup, to_dir=to_dir, to_database=to_database,
                                     force=force, password=password, archive_wait=wait_archive,
@@ -363,6 +377,22 @@ def restore(
                f"{result.bytes_restored / 1048576:.1f} MiB in {result.duration_seconds:.1f} s "
                f"from {served_text(result.served) if result.served else result.copy_used}; "
                f"{checked}", markup=False)
+    for line in erasure_lines(result.erasures_applied):
+        _out.print(f"  {line}", markup=False)
+
+
+def erasure_lines(applied: list[dict[str, Any]]) -> list[str]:
+    """What each replayed erasure request kept out of the restored data."""
+    lines = []
+    for a in applied:
+        if "rows_deleted" in a:
+            what = f"{a['rows_deleted']} rows deleted from {a['table']}"
+        else:
+            what = f"{a.get('files_withheld', 0)} files" + (
+                f" and {a['folders_withheld']} folders" if a.get("folders_withheld") else "") + \
+                " withheld"
+        lines.append(f"erasure {str(a['request'])[:8]} ({a['subject']}) applied: {what}")
+    return lines
 
 
 

@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import random
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from vowvault.engine.context import Context
+from vowvault.errors import ConfigError
 from vowvault.policies.apply import apply_policy_file
 from vowvault.policies.loader import load_policy_file
 from vowvault.settings import load_settings
@@ -26,8 +27,14 @@ GUESTS = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken
           "Tim", "Margaret", "Niklaus", "Leslie", "Shafi", "John", "Katherine"]
 
 
+MIB = 1024 * 1024
+
+
 def run_demo(policy_file: Path, console: Console) -> None:
     t0 = time.perf_counter()
+    if not policy_file.is_file():  # before anything is created
+        raise ConfigError(f"{policy_file}: no such file; run `vowvault demo` in the vowvault "
+                          f"checkout, or give --policies FILE")
     settings = load_settings()
     home = settings.home
     defaults = {
@@ -38,10 +45,11 @@ def run_demo(policy_file: Path, console: Console) -> None:
     for name, path in defaults.items():
         os.environ.setdefault(name, str(path))
     photos = Path(os.environ["LUMIERE_PHOTOS"])
-    console.print(f"[bold]vowvault demo[/bold]: state in {home}")
+    console.print(f"[bold]vowvault demo[/bold]: the main job on the embedded default, state "
+                  f"in {home} (catalog.db, keys/, storage/, demo/; `rm -rf {home}` removes it)")
     made = make_sample_tree(photos)
     make_config_tree(Path(os.environ["PLATFORM_CONFIG"]))
-    console.print(f"1. sample photo store {photos}: {made[0]} files, {made[1] / 1e6:.1f} MB "
+    console.print(f"1. sample photo store {photos}: {made[0]} files, {made[1] / MIB:.1f} MiB "
                   f"(JPEG-like photos and JSON guest lists)")
 
     parsed = load_policy_file(policy_file)
@@ -54,46 +62,76 @@ def run_demo(policy_file: Path, console: Console) -> None:
 
     import flows  # noqa: F401 - Prefect's offline defaults, before Prefect loads
     from flows.backup import backup
-    from vowvault.cli.prefect_server import prefect_api
+    from tasks.common import local_progress
+    from vowvault.cli.backups import ProgressBar
+    from vowvault.cli.prefect_server import prefect_api, run_logs_off_console
 
-    console.print("3. running the Prefect backup flow for lumiere-photos "
-                  "(a temporary Prefect server starts first: ~10 s)")
+    run_logs_off_console()  # the run's log lines go to the run, where the UI shows them
+
+    def run(policy: str) -> dict[str, object]:
+        with ProgressBar(console.is_terminal) as bar, local_progress(bar):
+            return backup(policy=policy)  # type: ignore[no-any-return]
+
+    console.print("3. backing up lumiere-photos through the Prefect backup flow (a temporary "
+                  "Prefect server starts first: ~10 s)")
     with prefect_api():
-        result = backup(policy="lumiere-photos")
-    console.print(f"   backup {result['job_id']}: {result['status']} ({result['backup_type']}, "
-                  f"{result['files']} files, {result['source_bytes'] / 1e6:.1f} MB read, "
-                  f"{result['stored_bytes'] / 1e6:.1f} MB stored), verified on "
-                  f"{', '.join(result['targets'])}")
+        result = run("lumiere-photos")
+        console.print(f"   {_summary(result)}")
 
-    from vowvault.engine.restore import restore_backup
-    from vowvault.engine.verify import verify_backup
+        from vowvault.engine.restore import restore_backup
+        from vowvault.engine.verify import verify_backup
 
-    ctx = Context.from_settings()
-    try:
-        report = verify_backup(ctx, result["job_id"])
-        console.print(f"4. re-verified from storage: intact on {len(report.copies)} copy")
-        with tempfile.TemporaryDirectory(prefix="vowvault-demo-") as tmp:
-            target = Path(tmp) / "restored"
-            restored = restore_backup(ctx, result["job_id"], to_dir=target)
+        ctx = Context.from_settings()
+        try:
+            report = verify_backup(ctx, str(result["job_id"]))
+            intact = sum(c.ok for c in report.copies)
+            console.print(f"4. re-verified from storage: intact on {intact} of "
+                          f"{len(report.copies)} {_plural(len(report.copies), 'copy')}")
+            target = home / "demo" / "restored"
+            if target.exists():  # the demo's own earlier restore
+                shutil.rmtree(target)
+            restored = restore_backup(ctx, str(result["job_id"]), to_dir=target)
             same = tree_digest(photos) == tree_digest(target)
-            console.print(f"5. restored into {target}: {restored.bytes_restored / 1e6:.1f} MB in "
-                          f"{restored.duration_seconds:.2f} s; identical to the source: "
+            console.print(f"5. restored into {target}: {restored.bytes_restored / MIB:.1f} MiB "
+                          f"in {restored.duration_seconds:.2f} s; identical to the source: "
                           f"{'yes' if same else 'NO'}")
             if not same:
                 raise SystemExit("demo: the restored tree differs from the source")
-        db_line = demo_database(ctx, backup, console)
-    finally:
-        ctx.close()
-    console.print(f"6. {db_line}")
-    console.print(f"\ndone in {time.perf_counter() - t0:.0f} s. Next: `vowvault backup list`, "
-                  f"`vowvault backup show {result['job_id'][:8]}`, `vowvault audit verify`, "
-                  f"`vowvault policies list`; to watch runs in the Prefect UI run "
-                  f"`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
-                  f"(see docs/OPERATIONS.md).")
+            db_result = demo_database(ctx, run, console)
+        finally:
+            ctx.close()
+    ui = "http://127.0.0.1:4200"
+    console.print(f"\n[bold]done in {time.perf_counter() - t0:.0f} s.[/bold] Where to look next:")
+    for command, why in (
+            ("vowvault backup list", "what was recorded"),
+            (f"vowvault backup show {str(result['job_id'])[:8]}",
+             "one backup, every stored object"),
+            ("vowvault policies list", "next runs, and their wedding-day priority"),
+            ("vowvault serve", f"run every schedule here, with the Prefect UI at {ui}"),
+            ("docs/OPERATOR-GUIDE.md", "deployments, priorities, the UI, maintenance flows"),
+            ("docs/PRODUCTION.md", "a PostgreSQL catalog, S3, workers on other machines")):
+        console.print(f"  {command:<34} {why}", markup=False)
+    if db_result:
+        console.print(f"  {'dropdb -h 127.0.0.1 -U postgres ' + db_result:<34} removes the "
+                      f"venue's sample database (kept for the tour)", markup=False)
     console.print(f"\nThe keys that open these backups live in {home / 'keys'} (one file per "
                   f"organization and version; the audit key in {home / 'audit.key'}). Without "
                   f"them nothing restores: escrow them with `vowvault keys export ORG --out "
                   f"FILE` and keep that file apart from the backups (docs/SECURITY.md).")
+
+
+def _plural(n: int, word: str) -> str:
+    return word if n == 1 else ("copies" if word == "copy" else word + "s")
+
+
+def _summary(r: dict[str, object]) -> str:
+    what = f"{r['files']} files" if r.get("files") is not None else f"{r.get('tables')} tables"
+    targets = list(r["targets"])  # type: ignore[call-overload]
+    return (f"backup {str(r['job_id'])[:8]}: {r['status']} ({str(r['backup_type']).lower()}, "
+            f"{what}, {int(r['source_bytes']) / MIB:.1f} MiB read, "  # type: ignore[call-overload]
+            f"{int(r['stored_bytes']) / MIB:.1f} MiB stored, "  # type: ignore[call-overload]
+            f"{float(r['duration_seconds']):.1f} s), verified on {len(targets)} "  # type: ignore[arg-type]
+            f"{_plural(len(targets), 'copy')}: {', '.join(targets)}")
 
 
 def make_sample_tree(root: Path, photos: int = 24, seed: int = 7) -> tuple[int, int]:
@@ -136,15 +174,18 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def demo_database(ctx: object, backup: object, console: Console) -> str:
-    """Back up and restore a venue's small bookings database if PostgreSQL answers."""
+def demo_database(ctx: object, run: object, console: Console) -> str | None:
+    """Back up and restore a venue's small bookings database if PostgreSQL answers; the
+    database's name if the demo made it or found it, None if PostgreSQL is not there."""
     dsn = os.environ.get("GRAND_HALL_DSN", "postgresql://postgres@127.0.0.1:5432/grand_hall")
     try:
         import psycopg
         from psycopg import sql
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        dbname = str(conninfo_to_dict(dsn).get("dbname"))
+        info = conninfo_to_dict(dsn)
+        dbname = str(info.get("dbname"))
+        where = f"{info.get('host', 'local')}:{info.get('port', 5432)}"
         admin = make_conninfo(dsn, dbname="postgres")
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
@@ -168,11 +209,16 @@ def demo_database(ctx: object, backup: object, console: Console) -> str:
                     "(ARRAY['fish','veg','beef'])[1 + g % 3], g % 12 FROM generate_series(0, "
                     "19999) g;")
     except Exception as exc:  # no server here: the demo is complete without it
-        return f"PostgreSQL not reachable ({str(exc).splitlines()[0]}): database part skipped"
+        console.print(f"6. PostgreSQL not reachable ({str(exc).splitlines()[0]}): the venue "
+                      f"database part is skipped", markup=False)
+        return None
     from vowvault.engine.restore import restore_backup
 
-    console.print("6. PostgreSQL answers: backing up the venue database grand-hall-db")
-    result = backup(policy="grand-hall-db")  # type: ignore[operator]
+    made = "created it with" if not exists else "it holds" if not empty else "filled it with"
+    console.print(f"6. PostgreSQL answers on {where}: the venue database {dbname} ({made} "
+                  f"200 sample bookings and 20,000 guests); backing up grand-hall-db")
+    result = run("grand-hall-db")  # type: ignore[operator]
+    console.print(f"   {_summary(result)}")
     scratch = f"{dbname}_demo_restore"
     target = make_conninfo(dsn, dbname=scratch)
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
@@ -184,6 +230,7 @@ def demo_database(ctx: object, backup: object, console: Console) -> str:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(drop)
     v = restored.validation
-    return (f"database backup {result['job_id'][:8]} ({result['tables']} tables) restored into "
-            f"a scratch database and validated: {v.get('tables')} tables, {v.get('rows')} rows, "
-            f"row counts and checksums equal")
+    console.print(f"7. restored into a scratch database {scratch}, validated ({v.get('tables')} "
+                  f"tables, {v.get('rows'):,} rows: row counts and checksums equal), and "
+                  f"dropped it again", markup=False)
+    return dbname

@@ -67,6 +67,9 @@ _maintenance.register(app, out)
 from vowvault.cli import gdpr as _gdpr  # noqa: E402
 
 _gdpr.register(app, out)
+from vowvault.cli import templates as _templates  # noqa: E402
+
+_templates.register(policies_app, out, err)
 
 FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).", show_default=False)]
 
@@ -92,6 +95,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version,
         os.environ["VOWVAULT_NEW_CATALOG"] = "1"
     if verbose:
         _VERBOSE.append(True)
+        os.environ["VOWVAULT_VERBOSE"] = "1"  # Prefect's run logs on the console too
     logger = logging.getLogger("vowvault")
     if verbose:
         handler = logging.StreamHandler()

@@ -163,5 +163,8 @@ def deployment_env(environ: Any, home: Any) -> dict[str, str]:
         raise typer.BadParameter("VOWVAULT_DATABASE_URL carries a password, which would be "
                                  "shown in every deployment: use ~/.pgpass or PGPASSFILE on "
                                  "the workers instead")
-    env.setdefault("VOWVAULT_HOME", str(home))
+    if not url:
+        # The embedded catalog is a file in this VOWVAULT_HOME: runs must use this one. With
+        # PostgreSQL, workers on other machines keep their own unless the shell named one.
+        env.setdefault("VOWVAULT_HOME", str(home))
     return env

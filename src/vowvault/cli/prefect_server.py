@@ -161,3 +161,18 @@ def quiet_expected_errors() -> None:
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
             handler.addFilter(flt)
+
+
+def run_logs_off_console() -> None:
+    """Prefect's and vowvault's INFO lines go to the run (the Prefect UI shows them), not
+    to this console, where the command prints its own summary; warnings and errors still
+    show, and ``-v`` shows everything."""
+    quiet_expected_errors()
+    if os.environ.get("VOWVAULT_VERBOSE") == "1":
+        return
+    from prefect.logging.handlers import APILogHandler
+
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "vowvault"):
+        for handler in logging.getLogger(name).handlers:  # the console handler is the root's
+            if not isinstance(handler, APILogHandler):
+                handler.setLevel(logging.WARNING)

@@ -602,8 +602,9 @@ def _record_success(run: BackupRun) -> Result:
                      after={"source_bytes": source_bytes, "stored_bytes": stored,
                             "targets": live})
     auditkey.anchor(ctx, [o.copy.backend for o in result.copies if o.failed is None])
-    log.info("backup %s completed: %s bytes read, %s stored, verified on %d copies in %.1fs",
-             prepared.job_id, source_bytes, stored, len(live), wall)
+    log.info("backup %s completed: %s bytes read, %s stored, verified on %d %s in %.1f s",
+             prepared.job_id, source_bytes, stored, len(live),
+             "copy" if len(live) == 1 else "copies", wall)
     _notify(ctx, prepared.job_id, "backup_completed")
     return Result(str(prepared.job_id), prepared.policy.name, BackupStatus.COMPLETED.value,
                   prepared.backup_type.value, source_bytes, stored, round(wall, 3), stages,

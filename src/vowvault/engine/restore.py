@@ -84,8 +84,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         if job.status != BackupStatus.COMPLETED:
             raise RestoreError(f"backup {job.id} is {job.status.value}"
                                + (f" ({job.error_message})" if job.error_message else "")
-                               + ": only COMPLETED backups can be restored (`vowvault backup verify "
-                               f"{job.id}` checks every copy again)")
+                               + ": only COMPLETED backups can be restored (`vowvault backup "
+                                 f"verify {job.id}` checks every copy again)")
         recovery = RecoveryJob(id=uuid.uuid4(), organization_id=job.organization_id,
                                backup_job_id=job.id, recovery_type=recovery_type,
                                is_emergency_recovery=emergency_role is not None,

@@ -501,7 +501,7 @@ class TreeRewrite(Snapshot):
 
         for entry, chunks in self.tree.walk(withhold=withhold):
             if withhold(entry):
-                counts["withheld"] += 1
+                counts["withheld"] += entry.type != "dir"  # files; folders go with them
                 continue
             if entry.type == "file":
                 assert chunks is not None
@@ -545,19 +545,17 @@ class DirectoryDriver(SourceDriver):
         writer = TreeWriter(directory, replace=target.force,
                             preserve_owners=target.preserve_owners,
                             note=f"restore of backup {reader.backup_id} in progress")
+        held_back: list[Entry] = []
         try:
             restored, validation = write_tree(TreeReader(reader, references), writer, erased,
-                                              progress)
+                                              progress, held_back.append)
         except BaseException as exc:
             writer.fail(exc, clear=was_empty)  # nothing there looks like a finished restore
             if isinstance(exc, OSError):
                 raise RestoreError(f"cannot write under {directory}: "
                                    f"{exc.strerror or exc}") from None
             raise
-        applied = [{"request": e.request, "subject": e.subject,
-                    "files_withheld": validation.get("withheld", 0)}
-                   for e in erasures if e.paths]
-        return RestoreOutcome(restored, validation, applied)
+        return RestoreOutcome(restored, validation, _attribute(erasures, held_back))
 
     @contextlib.contextmanager
     def scratch(self, config: dict[str, Any],
@@ -569,13 +567,32 @@ class DirectoryDriver(SourceDriver):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _attribute(erasures: list[ErasureSpec], held_back: list[Entry]) -> list[dict[str, Any]]:
+    """What each erasure request withheld: files (other names of a file included) and
+    folders counted apart."""
+    applied = []
+    for e in erasures:
+        if not e.paths:
+            continue
+        mine = {h.path for h in held_back if h.type != "hardlink" and
+                path_matches(h.path, list(e.paths))}
+        mine |= {h.path for h in held_back if h.type == "hardlink" and h.target in mine}
+        kinds = [h.type for h in held_back if h.path in mine]
+        applied.append({"request": e.request, "subject": e.subject,
+                        "files_withheld": sum(k != "dir" for k in kinds),
+                        "folders_withheld": kinds.count("dir")})
+    return applied
+
+
 def write_tree(tree: TreeReader, writer: TreeWriter, erased: list[str],
-               progress: Progress = no_progress) -> tuple[int, dict[str, Any]]:
-    """Write a stored tree through ``writer``; files matching ``erased`` are withheld."""
+               progress: Progress = no_progress,
+               held_back: Callable[[Entry], None] | None = None) -> tuple[int, dict[str, Any]]:
+    """Write a stored tree through ``writer``; entries matching ``erased`` are withheld
+    (and passed to ``held_back``); ``withheld`` counts files, ``withheld_folders`` folders."""
     manifest = tree.reader.manifest
     total = manifest.objects[DATA].plaintext_size + \
         int(manifest.source.get("bytes_referenced") or 0)
-    done = files = withheld = dirs = 0
+    done = files = withheld = withheld_dirs = dirs = 0
 
     gone: set[str] = set()
 
@@ -596,12 +613,18 @@ def write_tree(tree: TreeReader, writer: TreeWriter, erased: list[str],
             yield chunk
 
     for entry, chunks in tree.walk(withhold=withhold):
-        if withhold(entry):
-            withheld += 1  # erased after this backup was taken: never handed over
+        if withhold(entry):  # erased after this backup was taken: never handed over
+            if entry.type == "dir":
+                withheld_dirs += 1
+            else:
+                withheld += 1
+            if held_back is not None:
+                held_back(entry)
             continue
         writer.add(entry, counted(chunks) if chunks is not None else None)
         files += entry.type == "file"
         dirs += entry.type == "dir" and entry.path != ""
     writer.finish()
     return done, {"files": files, "directories": dirs, "checked": True,
-                  "sha256_per_file": True, "withheld": withheld}
+                  "sha256_per_file": True, "withheld": withheld,
+                  "withheld_folders": withheld_dirs}
