@@ -236,7 +236,10 @@ def backups_show(backup: BackupArg, json_: Json = False) -> None:
 
 @backup_app.command("reap")
 def backups_reap() -> None:
-    """Mark backups whose process died FAILED and remove their partial objects."""
+    """Mark backups whose process died FAILED and remove their partial objects.
+
+    Example: `vowvault backup reap`
+    """
     from vowvault.engine.reaper import reap
 
     ctx = Context.from_settings()
@@ -251,7 +254,10 @@ def backups_reap() -> None:
 def verify(backup: BackupArg) -> None:
     """Re-read a stored backup from every copy and prove it, whatever earlier checks found;
     exit 0 only if every copy is intact (3: a copy is damaged or missing; 1: one could not
-    be reached)."""
+    be reached).
+
+    Example: `vowvault backup verify 3f2a9c1e`
+    """
     from vowvault.engine.verify import VerifyFailed, VerifyIncomplete, verify_backup
 
     ctx = Context.from_settings()
@@ -279,7 +285,10 @@ def repair(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and say what would be "
                                                             "rewritten.")] = False,
 ) -> None:
-    """Rewrite damaged or missing copies of a backup from what the intact ones hold."""
+    """Rewrite damaged or missing copies of a backup from what the intact ones hold.
+
+    Example: `vowvault backup repair 3f2a9c1e --dry-run`
+    """
     from vowvault.engine.repair import repair_backup
 
     ctx = Context.from_settings()
@@ -340,7 +349,10 @@ def restore(
         "--preserve-owners", help="As root: restore files' owners and set-user/group-id "
                                   "bits (off by default).")] = False,
 ) -> None:
-    """Stream a backup back, verifying as it goes, and validate the result."""
+    """Stream a backup back, verifying as it goes, and validate the result.
+
+    Example: `vowvault backup restore 3f2a9c1e --to-dir /tmp/restored`
+    """
     import os
 
     from vowvault.engine.restore import restore_backup

@@ -34,7 +34,10 @@ def gdpr_request(
     row: Annotated[list[str] | None, typer.Option(
         "--row", help="Rows of the subject: schema.table:column=value (repeat).")] = None,
 ) -> None:
-    """Record an erasure request; every restore replays it from now on."""
+    """Record an erasure request; every restore replays it from now on.
+
+    Example: `vowvault gdpr request lumiere-photo client-4711 --path "wedding-2027-06-12/*"`
+    """
     from vowvault.engine.erasure import request
 
     ctx = Context.from_settings()
@@ -80,7 +83,10 @@ def gdpr_purge(
     subject: Annotated[str, typer.Argument(help="Subject reference.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
 ) -> None:
-    """Rewrite file-tree backups without the subject's paths, verify, delete the originals."""
+    """Rewrite file-tree backups without the subject's paths, verify, delete the originals.
+
+    Example: `vowvault gdpr purge client-4711`
+    """
     from vowvault.engine.erasure import purge
 
     ctx = Context.from_settings()

@@ -62,7 +62,10 @@ def keys_rotate(
     provider: Annotated[str | None, typer.Option(help="Move to this key provider.")] = None,
 ) -> None:
     """New key version; every data key re-wrapped under it; old versions retired.
-    Safe to interrupt: run it again to finish."""
+    Safe to interrupt: run it again to finish.
+
+    Example: `vowvault keys rotate lumiere-photo`
+    """
     from vowvault.engine.keyring import rotate
 
     ctx = Context.from_settings()
@@ -98,7 +101,10 @@ def keys_export(org: Annotated[str, typer.Argument(help="Organization slug.")],
                                                                 "not exist).")],
                 passphrase_env: PassphraseEnv = None) -> None:
     """Write an escrow bundle of the organization's key versions, sealed with a
-    passphrase (scrypt + AES-256-GCM). Keep it apart from the backups and the catalog."""
+    passphrase (scrypt + AES-256-GCM). Keep it apart from the backups and the catalog.
+
+    Example: `vowvault keys export lumiere-photo --out lumiere.escrow`
+    """
     import os
 
     from vowvault.engine.keyring import export_keys
@@ -124,7 +130,10 @@ def keys_export(org: Annotated[str, typer.Argument(help="Organization slug.")],
 @keys_app.command("import")
 def keys_import(bundle: Annotated[Path, typer.Argument(help="An escrow bundle.")],
                 passphrase_env: PassphraseEnv = None) -> None:
-    """Put an escrow bundle's key versions back into the local key store."""
+    """Put an escrow bundle's key versions back into the local key store.
+
+    Example: `vowvault keys import lumiere.escrow`
+    """
     from vowvault.engine.keyring import import_keys
 
     try:
@@ -144,7 +153,10 @@ def keys_import(bundle: Annotated[Path, typer.Argument(help="An escrow bundle.")
 @keys_app.command("destroy-retired")
 def keys_destroy_retired(org: Annotated[str, typer.Argument(help="Organization slug.")]
                          ) -> None:
-    """Destroy retired key versions that no backup uses any more."""
+    """Destroy retired key versions that no backup uses any more.
+
+    Example: `vowvault keys destroy-retired lumiere-photo`
+    """
     from vowvault.engine.keyring import retire_unused
 
     ctx = Context.from_settings()
@@ -161,7 +173,10 @@ def shred(
     confirm: Annotated[str, typer.Option(help="The slug again: this cannot be undone.")] = "",
 ) -> None:
     """Crypto-shred an organization: destroy all its keys, so every copy of every backup of
-    it becomes unreadable at once."""
+    it becomes unreadable at once.
+
+    Example: `vowvault orgs shred lumiere-photo --confirm lumiere-photo`
+    """
     from vowvault.engine.keyring import shred as do_shred
 
     ctx = Context.from_settings()

@@ -129,7 +129,10 @@ def db_upgrade() -> None:
 
 @catalog_app.command("current")
 def db_current() -> None:
-    """Show the catalog's schema revision and the one this vowvault needs."""
+    """Show the catalog's schema revision and the one this vowvault needs.
+
+    Example: `vowvault catalog current`
+    """
     settings = load_settings()
     engine = make_engine(settings.database_url)
     rev = current_revision(engine)
@@ -151,7 +154,10 @@ def db_schema() -> None:
 
 @policies_app.command("validate")
 def policies_validate(file: FileArg) -> None:
-    """Check a policy file without touching the catalog."""
+    """Check a policy file without touching the catalog.
+
+    Example: `vowvault policies validate examples/policies.yaml`
+    """
     from vowvault.policies.loader import load_policy_file
 
     parsed = load_policy_file(file)
@@ -164,7 +170,10 @@ def policies_apply(file: FileArg,
                    dry_run: Annotated[bool, typer.Option("--dry-run",
                                                          help="Show the plan only.")] = False,
                    ) -> None:
-    """Make the catalog match the file (idempotent); removed policies are deactivated."""
+    """Make the catalog match the file (idempotent); removed policies are deactivated.
+
+    Example: `vowvault policies apply examples/policies.yaml --dry-run`
+    """
     from vowvault.policies.apply import apply_policy_file
     from vowvault.policies.loader import load_policy_file
     from vowvault.service import check_policy_file
@@ -340,7 +349,10 @@ def audit_verify(expect_head: Annotated[str | None, typer.Option(
         "--expect-head", help="A head printed by an earlier verify: it must still be in the "
                               "chain.")] = None) -> None:
     """Check the audit chain with the audit key, against the heads kept on the storage
-    targets and (``--expect-head``) one you kept; exit 3 naming what was tampered with."""
+    targets and (``--expect-head``) one you kept; exit 3 naming what was tampered with.
+
+    Example: `vowvault audit verify --expect-head HEAD`
+    """
     from vowvault.engine import auditkey
 
     ctx = Context.from_settings()
@@ -369,7 +381,10 @@ def catalog_rebuild(
         credentials_secret: Annotated[str | None, typer.Option(
             help="The secret naming the target's credentials.")] = None) -> None:
     """Recreate organizations, policies, backups and copies from a target's key objects
-    and manifests (the organizations' keys must be in the key store: `keys import`)."""
+    and manifests (the organizations' keys must be in the key store: `keys import`).
+
+    Example: `vowvault catalog rebuild --from file:///mnt/nas/vowvault`
+    """
     from vowvault.engine.rebuild import rebuild
 
     ctx = Context.from_settings()
@@ -392,7 +407,10 @@ def catalog_rebuild(
 def doctor() -> None:
     """Check the deployment's trust boundary: who holds the tenant role, whether tenants'
     policies are held to service rules, where the audit key comes from. Exit 1 if a
-    check fails."""
+    check fails.
+
+    Example: `vowvault doctor`
+    """
     from vowvault.engine import doctor as checks
 
     ctx = Context.from_settings()
@@ -409,7 +427,10 @@ def doctor() -> None:
 @app.command("demo", rich_help_panel=helpstyle.EVERYDAY)
 def demo(policies: Annotated[Path, typer.Option(help="Policy file to apply.")]
          = Path("examples/policies.yaml")) -> None:
-    """Run the main job on the embedded default (SQLite catalog, local storage)."""
+    """Run the main job on the embedded default (SQLite catalog, local storage).
+
+    Example: `vowvault demo`
+    """
     from vowvault.cli.demo import run_demo
 
     run_demo(policies, out)

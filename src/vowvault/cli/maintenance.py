@@ -47,7 +47,10 @@ def _gate(ctx: Context, force: bool, dry_run: bool) -> None:
 
 def lifecycle(dry_run: DryRun = False, force: Force = False, show_all: ShowAll = False
               ) -> None:
-    """Move backups' data to colder tiers as their policies' rules say."""
+    """Move backups' data to colder tiers as their policies' rules say.
+
+    Example: `vowvault lifecycle --dry-run --all`
+    """
     from vowvault.engine import lifecycle as engine
 
     ctx = Context.from_settings()
@@ -80,7 +83,10 @@ def lifecycle(dry_run: DryRun = False, force: Force = False, show_all: ShowAll =
 def scrub(dry_run: DryRun = False, force: Force = False,
           policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None) -> None:
     """Read back today's share of stored data (every copy within its policy's scrub cycle),
-    repair what is found wanting, and show coverage."""
+    repair what is found wanting, and show coverage.
+
+    Example: `vowvault scrub --dry-run`
+    """
     from vowvault.engine import scrub as engine
 
     ctx = Context.from_settings()
@@ -143,7 +149,10 @@ def targets_list(check: Annotated[bool, typer.Option(
 def retention(dry_run: DryRun = False, force: Force = False, show_all: ShowAll = False,
               policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None
               ) -> None:
-    """Delete backups no rule keeps any more (every copy), saying why for each backup."""
+    """Delete backups no rule keeps any more (every copy), saying why for each backup.
+
+    Example: `vowvault retention --dry-run --policy lumiere-photos`
+    """
     from vowvault.engine import retention as engine
 
     ctx = Context.from_settings()
@@ -177,7 +186,10 @@ def retention(dry_run: DryRun = False, force: Force = False, show_all: ShowAll =
 
 def orphans(remove: Annotated[bool, typer.Option("--remove", help="Delete them.")] = False
             ) -> None:
-    """Objects on the targets that no catalog row accounts for."""
+    """Objects on the targets that no catalog row accounts for.
+
+    Example: `vowvault orphans`
+    """
     from vowvault.engine.retention import sweep_orphans
 
     ctx = Context.from_settings()
@@ -192,7 +204,10 @@ def orphans(remove: Annotated[bool, typer.Option("--remove", help="Delete them."
 
 def report(html_file: Annotated[str, typer.Option("--html", help="Write the page here.")],
            days: Annotated[int, typer.Option(help="Days of history.")] = 30) -> None:
-    """A self-contained HTML report: success, storage per tier with forecast, drills."""
+    """A self-contained HTML report: success, storage per tier with forecast, drills.
+
+    Example: `vowvault report --html report.html`
+    """
     from pathlib import Path
 
     from vowvault.report import build
@@ -208,7 +223,10 @@ def report(html_file: Annotated[str, typer.Option("--html", help="Write the page
 
 def analytics_cmd(day: Annotated[str | None, typer.Option(
         help="UTC date (default: yesterday).")] = None) -> None:
-    """Compute and store one day's analytics (what the daily flow does)."""
+    """Compute and store one day's analytics (what the daily flow does).
+
+    Example: `vowvault analytics --day 2027-06-12`
+    """
     import datetime as dt
 
     from vowvault.engine import analytics
@@ -229,7 +247,10 @@ webhooks_app = typer.Typer(no_args_is_help=True, help="Webhook deliveries.")
 
 @webhooks_app.command("deliver")
 def webhooks_deliver() -> None:
-    """Retry the deliveries that are due now (with Prefect, runs scheduled for each retry)."""
+    """Retry the deliveries that are due now (with Prefect, runs scheduled for each retry).
+
+    Example: `vowvault webhooks deliver`
+    """
     from vowvault.engine.webhooks import deliver_pending
 
     ctx = Context.from_settings()

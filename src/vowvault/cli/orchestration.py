@@ -34,7 +34,10 @@ def deploy(
         help="Deploy into this process work pool (created with its priority queues); "
              "without it, deployments are for `vowvault serve`.")] = None,
 ) -> None:
-    """Make every policy (and the maintenance flows of prefect.yaml) a Prefect deployment."""
+    """Make every policy (and the maintenance flows of prefect.yaml) a Prefect deployment.
+
+    Example: `vowvault deploy --work-pool vowvault`
+    """
     _prefect()
     import os
 
@@ -58,7 +61,10 @@ def deploy(
 
 def serve() -> None:
     """Run every deployment's schedule in this process (single machine); Ctrl-C stops.
-    Without PREFECT_API_URL, a local Prefect server (with its UI) is started too."""
+    Without PREFECT_API_URL, a local Prefect server (with its UI) is started too.
+
+    Example: `vowvault serve`
+    """
     import os
 
     import flows  # noqa: F401
