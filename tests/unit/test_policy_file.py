@@ -69,6 +69,18 @@ def test_environment_variables_are_expanded() -> None:
         parse(BASE.replace("/srv/photos", "'${PHOTOS2}'"))
 
 
+def test_a_default_may_use_another_variable_and_vowvault_home_is_always_set(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    text = BASE.replace("/srv/photos", "'${PHOTOS:-${VOWVAULT_HOME}/demo/photos}'")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("VOWVAULT_HOME", raising=False)
+    assert parse(text).policies[0].source.path == f"{tmp_path}/.vowvault/demo/photos"
+    assert parse(text, VOWVAULT_HOME="/v").policies[0].source.path == "/v/demo/photos"
+    assert parse(text, PHOTOS="/data/p").policies[0].source.path == "/data/p"
+    with pytest.raises(PolicyError, match="NOPE is not set"):
+        parse(BASE.replace("/srv/photos", "'${PHOTOS:-${NOPE}/x}'"))
+
+
 @pytest.mark.parametrize(("old", "new", "expected"), [
     ('cron: "0 2 * * *"', 'cron: "61 2 * * *"',
      "p.yaml:8: policy 'photos': field schedule.cron: invalid cron '61 2 * * *'"),

@@ -13,6 +13,7 @@ from vowvault.scheduling import (
     effective_priority,
     effective_schedules,
     expected_runs,
+    explain_priority,
     fires_between,
     is_wedding_day,
     next_fire,
@@ -165,6 +166,23 @@ def test_wedding_days_raise_priority_one_level_up_to_critical() -> None:
     assert effective_priority(Priority.EMERGENCY, True, saturday) == Priority.EMERGENCY
     assert effective_priority(Priority.LOW, False, saturday) == Priority.LOW
     assert effective_priority(Priority.LOW, True, friday) == Priority.LOW
+
+
+@pytest.mark.parametrize("base, wdp, day, weddings, expected, reason", [
+    (Priority.HIGH, True, dt.date(2026, 6, 13), (), Priority.CRITICAL,
+     "wedding day (Saturday): raised from HIGH"),
+    (Priority.NORMAL, True, dt.date(2026, 6, 12), (dt.date(2026, 6, 12),), Priority.HIGH,
+     "wedding day (a wedding in the organization): raised from NORMAL"),
+    (Priority.CRITICAL, True, dt.date(2026, 6, 13), (), Priority.CRITICAL, "already CRITICAL"),
+    (Priority.LOW, False, dt.date(2026, 6, 13), (), Priority.LOW, "no wedding-day priority"),
+    (Priority.LOW, True, dt.date(2026, 6, 11), (), Priority.LOW, "no wedding; base priority"),
+])
+def test_the_priority_comes_with_its_reason(base: Priority, wdp: bool, day: dt.date,
+                                            weddings: tuple[dt.date, ...],
+                                            expected: Priority, reason: str) -> None:
+    effective, why = explain_priority(base, wdp, day, weddings)
+    assert effective == expected == effective_priority(base, wdp, day, weddings)
+    assert reason in why and str(day) in why
 
 
 def fires_between_all(schedules: list[str], tz: str, start: dt.datetime,
