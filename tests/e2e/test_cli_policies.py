@@ -60,6 +60,15 @@ def test_removed_policy_is_deactivated_and_changes_are_shown(cli, catalog_url: s
     plan = cli("policies", "apply", "--dry-run", str(edited)).stdout
     assert "would deactivate policy platform-config" in plan
     assert "would update     policy grand-hall-db" in plan and "schedule_cron" in plan
+    # A change inside a nested value is shown by its key, old and new in full.
+    moved = tmp_path / "moved.yaml"
+    far = "/srv/a/long/path/that/goes/on/and/on/for/a/while/until/it/reaches/the/photos"
+    moved.write_text(text.replace("${LUMIERE_PHOTOS:-${VOWVAULT_HOME}/demo/lumiere-photos}",
+                                  far))
+    change = next(ln for ln in cli("policies", "apply", "--dry-run", str(moved)).stdout
+                  .splitlines() if "lumiere-photos" in ln)
+    assert "source_config.path: " in change and f" -> {far})" in change, change
+    assert "..." not in change and "storage_targets" not in change, change
     assert "yes" in cli("policies", "list").stdout.split("platform-config")[1].splitlines()[0]
     cli("policies", "apply", str(edited))
     listed = cli("policies", "list").stdout

@@ -11,11 +11,12 @@ resolved through ``vowvault.secrets``: it is never stored). A delivery is tried 
 by the work that emitted the event; a failure is tried again at its ``next_attempt_at``,
 with backoff (5 s, 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), by ``deliver_pending``.
 Nothing here polls: ``next_due`` tells a scheduler when the earliest retry is due, and the
-Prefect face (``tasks.common.schedule_webhook_delivery``) starts one webhook-delivery run at that time after
-every flow that may emit and after each delivery run (``vowvault webhooks deliver``
-retries what is due by hand). Every attempt is kept in the delivery's ``attempt_log``. A
-failed wedding-day backup is an *escalation*: it is retried every 15 seconds, so it reaches
-its endpoints within two minutes of the failure unless they are down throughout. Sending
+Prefect face (``tasks.common.schedule_webhook_delivery``) starts one webhook-delivery run
+at that time after every flow that may emit and after each delivery run (``vowvault
+webhooks deliver`` retries what is due by hand). Every attempt is kept in the delivery's
+``attempt_log``. A failed wedding-day backup is an *escalation*: it is retried every 15
+seconds, so it reaches its endpoints within two minutes of the failure unless they are down
+throughout. Sending
 never fails the work that emitted the event.
 """
 

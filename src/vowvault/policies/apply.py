@@ -36,13 +36,28 @@ class Change:
     def describe(self) -> str:
         if not self.fields or self.action in ("create", "unchanged"):
             return f"{self.action:<10} {self.kind} {self.name}"
-        diffs = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in self.fields.items())
+        diffs = "; ".join(f"{k}: {_text(a)} -> {_text(b)}"
+                          for field, (old, new) in self.fields.items()
+                          for k, a, b in _leaves(field, old, new))
         return f"{self.action:<10} {self.kind} {self.name} ({diffs})"
 
 
-def _short(value: Any) -> str:
+def _leaves(key: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """Only what differs, by its dotted key (``source_config.path``), whole: a change
+    that is cut short cannot be read."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [leaf for k in sorted(old.keys() | new.keys(), key=str)
+                for leaf in _leaves(f"{key}.{k}", old.get(k), new.get(k))
+                if old.get(k) != new.get(k)]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [leaf for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b
+                for leaf in _leaves(f"{key}[{i}]", a, b)]
+    return [(key, old, new)]
+
+
+def _text(value: Any) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def policy_values(spec: PolicySpec) -> dict[str, Any]:
