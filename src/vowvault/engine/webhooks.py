@@ -16,8 +16,7 @@ at that time after every flow that may emit and after each delivery run (``vowva
 webhooks deliver`` retries what is due by hand). Every attempt is kept in the delivery's
 ``attempt_log``. A failed wedding-day backup is an *escalation*: it is retried every 15
 seconds, so it reaches its endpoints within two minutes of the failure unless they are down
-throughout. Sending
-never fails the work that emitted the event.
+throughout. Sending never fails the work that emitted the event.
 """
 
 from __future__ import annotations
