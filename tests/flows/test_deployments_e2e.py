@@ -5,63 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prefectproc import BIN, OFFLINE, free_port, start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-OFFLINE = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:  # noqa: S310
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env={**env, **OFFLINE, "PREFECT_HOME":
-                                                        str(home)},
-                            stdout=open(home / "log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not healthy(url):
-        assert proc.poll() is None and time.monotonic() < deadline, \
-            (home / "log").read_text()[-2000:]
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    proc = start_server(home, port, env)
+    yield f"http://127.0.0.1:{port}/api"
+    stop(proc)
 
 
 def policy_file(path: Path, src: Path, bulk_cron: str = "0 2 * * *") -> Path:
@@ -143,20 +108,6 @@ async def _runs(url: str, ids: list[Any]) -> list[Any]:
     with temporary_settings({PREFECT_API_URL: url}):
         async with get_client() as client:
             return [await client.read_flow_run(i) for i in ids]
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Workers and `serve` want a second SIGINT when idle (NOTES.md)."""
-    for _ in range(2):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                continue
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.mark.slow
