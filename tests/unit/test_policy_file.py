@@ -97,10 +97,9 @@ def test_a_default_may_use_another_variable_and_vowvault_home_is_always_set(
     ("file:///backups", "s3://key:secret@bucket/x", "contains credentials"),
     ("kind: directory, path: /srv/photos",
      "kind: postgres, dsn: 'postgresql://u:hunter2@db/x'", "contains a password"),
-    ("kind: directory, path: /srv/photos",
-     "kind: postgres, dsn: 'postgresql://db/x', mode: physical",
-     "field source.mode: physical backups (base backup + WAL, point-in-time recovery) are "
-     "not available in this version; use mode: logical"),
+    ("kind: directory, path: /srv/photos}",
+     "kind: postgres, dsn: 'postgresql://db/x', mode: physical}\n    backup_type: incremental",
+     "backup_type INCREMENTAL is not possible for a postgres_physical source"),
     ("organization: lumiere", "organization: nobody",
      "field organization: organization 'nobody' is not declared"),
     ("name: photos", "name: Photos!", "field name: 'Photos!' must be lower-case"),

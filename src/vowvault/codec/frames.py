@@ -47,7 +47,7 @@ ZSTD_LEVEL = 3
 RAW, ZSTD = 0, 1
 
 # Object kinds: one byte in the header, nonce and AAD.
-KINDS = {"data": 1, "index": 2, "manifest": 3}
+KINDS = {"data": 1, "index": 2, "manifest": 3, "wal": 4}
 
 
 def object_kind(name: str) -> int:

@@ -98,7 +98,10 @@ class WeddingSpec(Strict):
 
 
 class PostgresSource(Strict):
-    """A PostgreSQL database. ``dsn`` is a libpq URL or key=value string without a password;
+    """A PostgreSQL database (``mode: logical``, pg_dump) or the whole cluster it lives in
+    (``mode: physical``: base backups over the replication protocol, plus continuous WAL
+    archiving for point-in-time recovery). ``dsn`` is a libpq URL or key=value string
+    without a password;
     the password comes from ``password_env``, ``password_secret`` (a Prefect Secret block),
     or libpq's own PGPASSWORD / .pgpass."""
 
@@ -107,14 +110,6 @@ class PostgresSource(Strict):
     mode: Literal["logical", "physical"] = "logical"
     password_env: str | None = None
     password_secret: str | None = None
-
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, value: str) -> str:
-        if value == "physical":
-            raise ValueError("physical backups (base backup + WAL, point-in-time recovery) "
-                             "are not available in this version; use mode: logical")
-        return value
 
     @field_validator("dsn")
     @classmethod

@@ -1,5 +1,5 @@
 """Things vowvault backs up, each a ``SourceDriver`` (``base``): directory trees and
-PostgreSQL databases (logical dumps)."""
+PostgreSQL databases (logical dumps) and clusters (physical base backups)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from vowvault.sources.base import SourceDriver
 _DRIVERS: dict[SourceKind, tuple[str, str]] = {
     SourceKind.DIRECTORY: ("vowvault.sources.directory", "DirectoryDriver"),
     SourceKind.POSTGRES_LOGICAL: ("vowvault.sources.postgres", "PostgresLogicalDriver"),
+    SourceKind.POSTGRES_PHYSICAL: ("vowvault.sources.physical", "PostgresPhysicalDriver"),
 }
-_BY_NAME = {"directory": SourceKind.DIRECTORY, "postgres": SourceKind.POSTGRES_LOGICAL}
+_BY_NAME = {"directory": SourceKind.DIRECTORY, "postgres": SourceKind.POSTGRES_LOGICAL,
+            "postgres-physical": SourceKind.POSTGRES_PHYSICAL}
 
 
 def driver(kind: SourceKind | str) -> SourceDriver:

@@ -50,7 +50,7 @@ log = logging.getLogger("vowvault")
 READ_CHUNK = 1 << 20
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise ConfigError(f"{name} is not installed or not on PATH (install the PostgreSQL "
@@ -58,7 +58,7 @@ def _tool(name: str) -> str:
     return path
 
 
-def _first_error(stderr: str) -> str:
+def first_error(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for ln in lines:
         if "error" in ln.lower() or "fatal" in ln.lower():
@@ -95,7 +95,7 @@ class PostgresSource:
                 assert row is not None
                 settings = session_settings(conn)
         except psycopg.OperationalError as exc:
-            message = f"cannot connect to {redact(self.dsn)}: {_pg_message(exc)}"
+            message = f"cannot connect to {redact(self.dsn)}: {pg_message(exc)}"
             text = str(exc).lower()
             if "does not exist" in text:
                 raise SourceMissingError(message) from None
@@ -112,11 +112,11 @@ class PostgresSource:
     def dump(self) -> Iterator[Iterator[bytes]]:
         """The archive as a stream of chunks. The stream raises ``SourceError`` at its end
         if pg_dump failed, so a dump cut short is never taken for a complete one."""
-        cmd = [_tool("pg_dump"), "--format=custom", "--compress=0", "--no-password",
+        cmd = [tool("pg_dump"), "--format=custom", "--compress=0", "--no-password",
                f"--dbname={self.dsn}"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.env())
-        stderr = _Drain(proc.stderr)
+        stderr = Drain(proc.stderr)
         try:
             yield self._stream(proc, stderr)
         finally:
@@ -125,7 +125,7 @@ class PostgresSource:
             proc.wait()
             stderr.join()
 
-    def _stream(self, proc: subprocess.Popen[bytes], stderr: _Drain) -> Iterator[bytes]:
+    def _stream(self, proc: subprocess.Popen[bytes], stderr: Drain) -> Iterator[bytes]:
         assert proc.stdout is not None
         out = proc.stdout
         while True:
@@ -137,10 +137,10 @@ class PostgresSource:
         stderr.join()
         if rc != 0:
             raise SourceError(f"pg_dump of {redact(self.dsn)} failed (exit {rc}): "
-                              f"{_first_error(stderr.text)}")
+                              f"{first_error(stderr.text)}")
 
 
-class _Drain(threading.Thread):
+class Drain(threading.Thread):
     """Reads a pipe to its end in the background (a full stderr pipe would stall the
     child), keeping the last 64 KiB for error messages."""
 
@@ -163,7 +163,7 @@ class _Drain(threading.Thread):
         return self._buf.decode("utf-8", "replace")
 
 
-def _pg_message(exc: BaseException) -> str:
+def pg_message(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     for line in text:
         if "FATAL" in line or "error" in line.lower():
@@ -174,7 +174,7 @@ def _pg_message(exc: BaseException) -> str:
 def check_archive(chunks: Iterable[bytes]) -> None:
     """Feed a whole archive to ``pg_restore -f /dev/null``: proves PostgreSQL's own tool
     reads every entry of it."""
-    error = _pg_restore([_tool("pg_restore"), "--file=/dev/null"], chunks, None)
+    error = _pg_restore([tool("pg_restore"), "--file=/dev/null"], chunks, None)
     if error is not None:
         raise IntegrityError(f"pg_restore rejects the archive: {error}")
 
@@ -184,11 +184,11 @@ def _pg_restore(cmd: list[str], chunks: Iterable[bytes], env: dict[str, str] | N
     """Stream the archive into a pg_restore command; its first error, or None."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env)
-    stderr = _Drain(proc.stderr)
+    stderr = Drain(proc.stderr)
     _feed(proc, chunks, "pg_restore")
     rc = proc.wait()
     stderr.join()
-    return _first_error(stderr.text) if rc != 0 else None
+    return first_error(stderr.text) if rc != 0 else None
 
 
 def _feed(proc: subprocess.Popen[bytes], chunks: Iterable[bytes], tool: str) -> None:
@@ -220,7 +220,7 @@ def target_state(dsn: str, password: str | None = None) -> tuple[bool, int]:
     except psycopg.OperationalError as exc:
         if "does not exist" in str(exc):
             return False, 0
-        raise RestoreError(f"cannot connect to {redact(dsn)}: {_pg_message(exc)}") from None
+        raise RestoreError(f"cannot connect to {redact(dsn)}: {pg_message(exc)}") from None
 
 
 def create_database(dsn: str, password: str | None = None) -> None:
@@ -236,7 +236,7 @@ def create_database(dsn: str, password: str | None = None) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
     except psycopg.Error as exc:
         raise RestoreError(f"cannot create database {name} on {redact(dsn)}: "
-                           f"{_pg_message(exc)}") from None
+                           f"{pg_message(exc)}") from None
 
 
 def restore(dsn: str, chunks: Iterable[bytes], *, password: str | None = None,
@@ -247,7 +247,7 @@ def restore(dsn: str, chunks: Iterable[bytes], *, password: str | None = None,
     # checksums depend on (measured on the 1 GiB benchmark: without it, tables of varying
     # row widths came back in another order and failed validation). A failed restore also
     # leaves nothing half-loaded.
-    cmd = [_tool("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
+    cmd = [tool("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
            f"--dbname={dsn}"]
     if clean:
         cmd += ["--clean", "--if-exists"]

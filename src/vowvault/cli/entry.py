@@ -1,0 +1,22 @@
+"""The ``vowvault`` console entry point.
+
+``vowvault wal push`` and ``vowvault wal fetch`` are run by PostgreSQL once per WAL
+segment (``archive_command``, ``restore_command``): they are answered here with the
+standard library alone (``vowvault.walspool``), in milliseconds, before Typer, SQLAlchemy
+or anything else is imported. Every other command goes to ``vowvault.cli.main``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:2] in (["wal", "push"], ["wal", "fetch"]) and "--help" not in args:
+        from vowvault import walspool
+
+        sys.exit(walspool.main(args[1:]))
+    from vowvault.cli.main import main as full
+
+    full()

@@ -1,0 +1,252 @@
+"""Point-in-time recovery of a physical policy: the newest base backup before the target,
+restored into an empty data directory, the WAL it needs fetched ahead of recovery, the
+recovery settings written, and (``start``) the cluster started and watched until the
+target is reached.
+
+The postgres user never holds a key: every archived WAL file the recovery may ask for is
+opened by this process into a directory beside the data directory first, and
+``restore_command`` only copies from there (``vowvault.walspool``, run with the system's
+``python3`` from a copy placed in that directory).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vowvault import walspool
+from vowvault.catalog import audit
+from vowvault.engine import wal
+from vowvault.engine.context import Context
+from vowvault.engine.restore import restore_backup
+from vowvault.errors import ConfigError, NotFound, RestoreError
+from vowvault.sources.physical import lsn_int
+
+
+@dataclass
+class Target:
+    time: dt.datetime | None = None
+    lsn: str | None = None
+    xid: str | None = None
+    latest: bool = False
+
+    def describe(self) -> str:
+        if self.time:
+            return f"time {self.time.isoformat()}"
+        if self.lsn:
+            return f"LSN {self.lsn}"
+        if self.xid:
+            return f"transaction {self.xid}"
+        return "the newest archived WAL"
+
+    def settings(self) -> dict[str, str]:
+        if self.time:
+            return {"recovery_target_time": self.time.isoformat()}
+        if self.lsn:
+            return {"recovery_target_lsn": self.lsn}
+        if self.xid:
+            return {"recovery_target_xid": self.xid}
+        return {}
+
+
+@dataclass
+class PitrResult:
+    policy: str
+    base_backup: str
+    datadir: Path
+    target: str
+    wal_fetched: int
+    duration_seconds: float
+    started: bool = False
+    port: int | None = None
+    reached: str | None = None
+    """What the server said when it stopped recovery (the log line), when started."""
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
+               start: bool = False, port: int | None = None,
+               validation_query: str | None = None, timeout: float = 300.0) -> PitrResult:
+    started = time.perf_counter()
+    w = wal.window(ctx, policy)
+    base = _choose(w, target)
+    if datadir.exists() and any(datadir.iterdir()):
+        raise ConfigError(f"{datadir} is not empty: a point-in-time restore goes into an empty "
+                          f"or new directory")
+    prefetch = datadir.parent / f"{datadir.name}.wal"
+    if prefetch.exists():
+        shutil.rmtree(prefetch)
+    restore_backup(ctx, base["id"], to_dir=datadir)
+    start_segment = wal.segno(base.get("start_wal") or "0" * 24)
+    names = [n for n in wal.archived_names(ctx, policy)
+             if n.endswith(".history") or len(n) != 24 or wal.segno(n) >= start_segment]
+    fetched = wal.fetch_all(ctx, policy, names, prefetch)
+    _hand_over(prefetch, datadir)
+    _recovery_settings(datadir, prefetch, policy, target)
+    result = PitrResult(policy, base["id"], datadir, target.describe(), fetched, 0.0)
+    if start:
+        result.started, result.port = True, port or _free_port()
+        result.reached = _start_and_wait(datadir, result.port, timeout)
+        if validation_query:
+            result.validation = {"query": validation_query,
+                                 "rows": _query(result.port, validation_query)}
+    result.duration_seconds = round(time.perf_counter() - started, 3)
+    with ctx.catalog.session() as s:
+        audit.record(s, actor=ctx.settings.actor, action="restore.pitr", target_type="backup",
+                     target_id=base["id"], organization_id=None,
+                     summary=f"point-in-time restore of {policy} to {target.describe()} from "
+                             f"base backup {base['id']} into {datadir}: {fetched} WAL files "
+                             f"fetched" + (f"; {result.reached}" if result.reached else ""))
+    return result
+
+
+def _choose(w: wal.Window, target: Target) -> dict[str, Any]:
+    if not w.bases:
+        raise NotFound(f"policy {w.policy} has no completed base backup: run `vowvault backup "
+                       f"run {w.policy}` first")
+    span = (f"the recoverable window of {w.policy} is {_t(w.earliest)} .. {_t(w.latest)}")
+    if target.time is not None:
+        when = target.time if target.time.tzinfo else target.time.replace(tzinfo=dt.UTC)
+        target.time = when
+        if w.earliest and when < w.earliest:
+            raise ConfigError(f"--to-time {when.isoformat()} is before the oldest base "
+                              f"backup's end: {span}")
+        if w.latest and when > w.latest:
+            raise ConfigError(f"--to-time {when.isoformat()} is after the newest archived "
+                              f"WAL: {span}")
+        candidates = [b for b in w.bases if b["completed_at"] <= when <= b["restorable_until"]]
+        if not candidates:
+            raise ConfigError(f"--to-time {when.isoformat()} falls in a gap of the archived "
+                              f"WAL ({'; '.join(w.gaps) or 'no base backup covers it'}): {span}")
+        return candidates[-1]
+    if target.lsn is not None:
+        if not re.match(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", target.lsn):
+            raise ConfigError(f"--to-lsn {target.lsn!r} is not an LSN (such as 0/3000060)")
+        wanted = lsn_int(target.lsn.upper())
+        candidates = [b for b in w.bases if b.get("stop_lsn") and
+                      lsn_int(b["stop_lsn"]) <= wanted]
+        if not candidates:
+            raise ConfigError(f"--to-lsn {target.lsn} is before the oldest base backup's end "
+                              f"({w.bases[0].get('stop_lsn')}): {span}")
+        return candidates[-1]
+    return w.bases[-1]
+
+
+def _t(value: dt.datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "?"
+
+
+def _owner() -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _hand_over(prefetch: Path, datadir: Path) -> None:
+    """The fetch command beside the WAL, both readable by the server's user."""
+    prefetch.mkdir(parents=True, exist_ok=True)
+    command = prefetch / "vowvault-wal"
+    shutil.copyfile(walspool.__file__, command)
+    command.chmod(0o755)
+    owner = _owner()
+    if owner:
+        for path in [prefetch, *prefetch.iterdir()]:
+            os.chown(path, *owner)
+
+
+def _recovery_settings(datadir: Path, prefetch: Path, policy: str, target: Target) -> None:
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin:/bin") or "python3"
+    settings = {
+        "restore_command": f"{python} {prefetch}/vowvault-wal fetch --policy {policy} "
+                           f"--from {prefetch} %f %p",
+        "recovery_target_timeline": "latest",
+        **target.settings(),
+    }
+    if target.settings():
+        settings["recovery_target_action"] = "promote"
+    lines = ["", "# written by vowvault: point-in-time restore"]
+    lines += [f"{k} = '{v}'" for k, v in settings.items()]
+    with open(datadir / "postgresql.auto.conf", "a") as f:
+        f.write("\n".join(lines) + "\n")
+    (datadir / "recovery.signal").touch()
+    owner = _owner()
+    if owner:
+        os.chown(datadir / "recovery.signal", *owner)
+        os.chown(datadir / "postgresql.auto.conf", *owner)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if _owner() else cmd
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in ("17", "16", "15", "14", "13"):
+        path = f"/usr/lib/postgresql/{version}/bin/{name}"
+        if os.path.exists(path):
+            return path
+    raise ConfigError(f"{name} is not installed (the PostgreSQL server package)")
+
+
+def _start_and_wait(datadir: Path, port: int, timeout: float) -> str:
+    log_file = datadir / "vowvault-recovery.log"
+    socket_dir = datadir
+    cmd = _as_postgres([_pg_bin("pg_ctl"), "-D", str(datadir), "-l", str(log_file), "-w",
+                        "-t", str(int(timeout)), "-o",
+                        f"-p {port} -c listen_addresses=127.0.0.1 "
+                        f"-c unix_socket_directories={socket_dir}", "start"])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    if proc.returncode != 0:
+        fatal = [ln for ln in text.splitlines() if "FATAL" in ln or "PANIC" in ln]
+        raise RestoreError(f"the restored cluster did not start: "
+                           f"{(fatal or [proc.stderr.strip() or 'no message'])[-1]}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = _query(port, "SELECT pg_is_in_recovery()")
+        if rows and rows[0][0] is False:
+            break
+        time.sleep(0.2)
+    else:
+        raise RestoreError(f"the restored cluster is still recovering after {timeout:.0f} s")
+    text = log_file.read_text(errors="replace")
+    reached = [ln.split("LOG:", 1)[-1].strip() for ln in text.splitlines()
+               if "recovery stopping" in ln or "archive recovery complete" in ln
+               or "redo done at" in ln]
+    return reached[0] if reached else "recovery complete"
+
+
+def _query(port: int, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                         connect_timeout=5, autocommit=True) as conn:
+        return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+
+
+def stop(datadir: Path) -> None:
+    subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(datadir), "-m", "fast", "-w",
+                                 "stop"]), capture_output=True)

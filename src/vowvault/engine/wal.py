@@ -1,0 +1,337 @@
+"""Continuous WAL archiving (the TRANSACTION_LOG type) and the recoverable window.
+
+``archive`` is the archiver: it takes what ``vowvault wal push`` left in a physical
+policy's spool, seals each file under a data key of its own wrapped by the organization's
+KEK (``repository.wal``), writes it to every copy (several at once), checks what a copy
+already holds under that name (the same bytes: fine; other bytes: an alert, the spooled
+file kept, nothing overwritten), records the files it archived as one TRANSACTION_LOG job
+(ranges of file names, never a row per segment), and only then leaves the receipt and
+removes the file from the spool. Killed at any point, it loses nothing: a file leaves the
+spool only after its job is recorded, and a file found already archived with the same
+bytes is recorded once.
+
+``window`` says what can be recovered: from the end of the oldest verified base backup to
+the newest archived WAL, with gaps.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import fcntl
+import hashlib
+import itertools
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from vowvault import walspool
+from vowvault.catalog import audit
+from vowvault.catalog.models import BackupJob, BackupPolicy
+from vowvault.domain import BackupStatus, BackupType, SourceKind
+from vowvault.engine import kek
+from vowvault.engine.backup import PolicyView, Target
+from vowvault.engine.context import Context
+from vowvault.errors import ConfigError, IntegrityError, NotFound, ObjectNotFound, StorageError
+from vowvault.keys import new_dek
+from vowvault.repository import wal as walobj
+from vowvault.storage.base import StorageBackend
+
+log = logging.getLogger("vowvault")
+
+
+@dataclass
+class ArchiveReport:
+    archived: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+    stored: int = 0
+    job_id: str | None = None
+
+
+def physical_policy(ctx: Context, name: str) -> PolicyView:
+    with ctx.catalog.read() as s:
+        policy = s.execute(sa.select(BackupPolicy).where(BackupPolicy.name == name)
+                           ).scalar_one_or_none()
+        if policy is None:
+            raise NotFound(f"no policy named {name!r}; see `vowvault policies list`")
+        view = PolicyView.of(policy)
+    if view.source_kind != SourceKind.POSTGRES_PHYSICAL:
+        raise ConfigError(f"policy {name} is not a physical PostgreSQL policy (source mode: "
+                          f"physical): it has no WAL")
+    return view
+
+
+def archive(ctx: Context, policy_name: str, spool: str | None = None, *,
+            workers: int = 4) -> ArchiveReport:
+    """Archive everything the policy's spool holds now (one pass)."""
+    view = physical_policy(ctx, policy_name)
+    directory = walspool.policy_spool(policy_name, spool)
+    directory.mkdir(parents=True, exist_ok=True)
+    report = ArchiveReport()
+    with _exclusive(directory):
+        files = list(walspool.spooled(policy_name, spool))
+        if not files:
+            return report
+        recorded = _recorded_names(ctx, view.id)
+        targets = [(t, ctx.backend(t.url, t.credentials_secret, org=view.org_slug))
+                   for t in Target.of_policy(view.targets)]
+        key = kek.ensure_active_key(ctx, view.organization_id, view.key_provider)
+        done: dict[str, tuple[str, int, int]] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(_archive_one, ctx, view, key, targets, path): path
+                       for path in files}
+            for future in concurrent.futures.as_completed(futures):
+                path = futures[future]
+                try:
+                    outcome, sha, size, stored = future.result()
+                except _Conflict as exc:
+                    report.conflicts.append(f"{path.name}: {exc}")
+                    continue
+                except (StorageError, OSError) as exc:
+                    report.failed[path.name] = str(exc)
+                    continue
+                done[path.name] = (sha, size, stored)
+                (report.already if outcome == "already" else report.archived).append(path.name)
+        new = sorted(n for n in done if n not in recorded)
+        if new:
+            report.job_id = str(_record(ctx, view, new, done, [t.url for t, _ in targets]))
+        for name in sorted(done):
+            walspool.receipt_written(directory, name, done[name][0])
+        report.bytes = sum(v[1] for v in done.values())
+        report.stored = sum(v[2] for v in done.values())
+    if report.conflicts:
+        with ctx.catalog.session() as s:
+            audit.record(s, actor=ctx.settings.actor, action="wal.conflict",
+                         target_type="policy", target_id=view.id,
+                         organization_id=view.organization_id,
+                         summary=f"WAL of {view.name} pushed again with other contents, "
+                                 f"kept in the spool: {'; '.join(report.conflicts)[:500]}")
+    return report
+
+
+class _Conflict(IntegrityError):
+    pass
+
+
+def _archive_one(ctx: Context, view: PolicyView, key: kek.KeyRecord,
+                 targets: list[tuple[Target, StorageBackend]], path: Path
+                 ) -> tuple[str, str, int, int]:
+    data = path.read_bytes()
+    wid = walobj.wal_id(view.id, path.name)
+    dek = new_dek()
+    sealed = walobj.seal(data, dek, key.key_object(wid, kek.wrap(ctx, key, dek, wid)))
+    name = walobj.object_name(view.organization_id, view.id, path.name)
+    outcome = "archived"
+    for target, backend in targets:
+        try:
+            existing: bytes | None = backend.load(name)
+        except ObjectNotFound:
+            existing = None
+        if existing is not None:
+            held = walobj.open_(existing, wid, lambda k: _unwrap(ctx, view, k))
+            if hashlib.sha256(held).hexdigest() != sealed.sha256:
+                raise _Conflict(f"{target.url} already holds {path.name} with other contents")
+            outcome = "already"
+            continue
+        backend.save(name, [sealed.blob], tier=target.tier)
+    return outcome, sealed.sha256, sealed.size, len(sealed.blob)
+
+
+def _unwrap(ctx: Context, view: PolicyView, key_object: Any) -> bytes:
+    with ctx.catalog.read() as s:
+        versions = kek.org_keys(s, view.organization_id)
+    record = versions.get(key_object.version)
+    if record is None:
+        raise IntegrityError(f"WAL object names key version {key_object.version}, which "
+                             f"{view.org_slug} does not have")
+    return kek.unwrap(ctx, record, key_object.wrapped_dek, key_object.backup_id)
+
+
+def _recorded_names(ctx: Context, policy_id: uuid.UUID) -> set[str]:
+    names: set[str] = set()
+    for job in _wal_jobs(ctx, policy_id):
+        for first, last in job["ranges"]:
+            names.update(_expand(first, last))
+        names.update(job.get("history", []))
+    return names
+
+
+def _wal_jobs(ctx: Context, policy_id: uuid.UUID) -> list[dict[str, Any]]:
+    with ctx.catalog.read() as s:
+        rows = s.execute(sa.select(BackupJob.source_info, BackupJob.completed_at).where(
+            BackupJob.policy_id == policy_id,
+            BackupJob.backup_type == BackupType.TRANSACTION_LOG,
+            BackupJob.status == BackupStatus.COMPLETED).order_by(BackupJob.completed_at)).all()
+    return [{**(info or {}), "completed_at": at} for info, at in rows]
+
+
+SEGMENTS_PER_ID = 0x100
+"""16 MiB segments: the last eight hex digits run 00..FF, then the log id goes up."""
+
+
+def segno(name: str) -> int:
+    return int(name[8:16], 16) * SEGMENTS_PER_ID + int(name[16:24], 16)
+
+
+def segment_name(timeline: str, number: int) -> str:
+    return f"{timeline}{number // SEGMENTS_PER_ID:08X}{number % SEGMENTS_PER_ID:08X}"
+
+
+def _expand(first: str, last: str) -> list[str]:
+    return [segment_name(first[:8], n) for n in range(segno(first), segno(last) + 1)]
+
+
+def ranges(names: list[str]) -> list[list[str]]:
+    """Contiguous runs of segment names, ``[[first, last], ...]`` (per timeline)."""
+    out: list[list[str]] = []
+    for name in sorted(n for n in names if len(n) == 24):
+        if out and out[-1][1][:8] == name[:8] and segno(name) == segno(out[-1][1]) + 1:
+            out[-1][1] = name
+        else:
+            out.append([name, name])
+    return out
+
+
+def _record(ctx: Context, view: PolicyView, names: list[str],
+            done: dict[str, tuple[str, int, int]], urls: list[str]) -> uuid.UUID:
+    now = ctx.clock()
+    job_id = uuid.uuid4()
+    source = sum(done[n][1] for n in names)
+    stored = sum(done[n][2] for n in names)
+    with ctx.catalog.session() as s:
+        s.add(BackupJob(
+            id=job_id, policy_id=view.id, organization_id=view.organization_id,
+            job_name=f"{view.name}-wal-{now:%Y%m%dT%H%M%S%fZ}",
+            backup_type=BackupType.TRANSACTION_LOG, status=BackupStatus.COMPLETED,
+            priority=view.priority, scheduled_at=now, started_at=now, completed_at=now,
+            source_bytes=source, stored_bytes=stored, file_count=len(names),
+            source_info={"kind": "wal", "ranges": ranges(names),
+                         "history": [n for n in names if n.endswith(".history")],
+                         "other": [n for n in names if len(n) != 24
+                                   and not n.endswith(".history")],
+                         "targets": urls},
+            created_at=now))
+    log.info("archived %d WAL files of %s (%s)", len(names), view.name,
+             ", ".join(f"{a}..{b[8:]}" for a, b in ranges(names)) or "history only")
+    return job_id
+
+
+class _exclusive:
+    """One archiver per spool at a time (a second waits for the first's pass)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".archiver.lock"
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+# -- what can be recovered -------------------------------------------------------------------
+
+@dataclass
+class Window:
+    policy: str
+    earliest: dt.datetime | None
+    latest: dt.datetime | None
+    bases: list[dict[str, Any]]
+    timelines: dict[str, list[list[str]]]
+    gaps: list[str]
+    lag_seconds: float | None
+    spooled: int
+
+
+def window(ctx: Context, policy_name: str, spool: str | None = None) -> Window:
+    """Each base backup restores to any instant from its end to the last WAL archived
+    without a gap after it (segments of later timelines count: a restore follows them);
+    the window is the union of those spans."""
+    view = physical_policy(ctx, policy_name)
+    with ctx.catalog.read() as s:
+        bases = [{"id": str(j.id), "completed_at": j.completed_at, **(j.source_info or {})}
+                 for j in s.execute(sa.select(BackupJob).where(
+                     BackupJob.policy_id == view.id, BackupJob.backup_type == BackupType.FULL,
+                     BackupJob.status == BackupStatus.COMPLETED,
+                     BackupJob.deletion_date.is_(None)).order_by(BackupJob.completed_at)
+                 ).scalars()]
+    jobs = _wal_jobs(ctx, view.id)
+    archived_at: dict[int, dt.datetime] = {}
+    names: set[str] = set()
+    for job in jobs:
+        for first, last in job["ranges"]:
+            for name in _expand(first, last):
+                names.add(name)
+                archived_at.setdefault(segno(name), job["completed_at"])
+    for base in bases:
+        covered = _stop_segno(base)
+        while covered + 1 in archived_at:
+            covered += 1
+        base["restorable_until"] = archived_at.get(covered, base["completed_at"])
+        if base["restorable_until"] < base["completed_at"]:
+            base["restorable_until"] = base["completed_at"]
+    timelines: dict[str, list[list[str]]] = {}
+    for first, last in ranges(sorted(names)):
+        timelines.setdefault(first[:8], []).append([first, last])
+    gaps = [f"timeline {tli}: WAL after {a[1]} missing up to {b[0]}"
+            for tli, runs in timelines.items() for a, b in itertools.pairwise(runs)]
+    spans = sorted((b["completed_at"], b["restorable_until"]) for b in bases)
+    for (_, end), (begin, _) in itertools.pairwise(spans):
+        if begin > end:
+            gaps.append(f"nothing restorable between {end.isoformat(timespec='seconds')} and "
+                        f"{begin.isoformat(timespec='seconds')}")
+    latest_wal = jobs[-1]["completed_at"] if jobs else None
+    lag = (ctx.clock() - latest_wal).total_seconds() if latest_wal else None
+    return Window(policy_name, spans[0][0] if spans else None,
+                  max((e for _, e in spans), default=None), bases, timelines, gaps, lag,
+                  len(list(walspool.spooled(policy_name, spool))))
+
+
+def _stop_segno(base: dict[str, Any]) -> int:
+    from vowvault.sources.physical import wal_segment_of
+
+    stop, tli = base.get("stop_lsn"), int(base.get("timeline") or 1)
+    return segno(wal_segment_of(stop, tli)) if stop else -1
+
+
+def fetch_all(ctx: Context, policy_name: str, names: list[str], into: Path) -> int:
+    """Prefetch: open each archived WAL file (from the first copy that has it) into
+    ``into``; the number fetched."""
+    view = physical_policy(ctx, policy_name)
+    targets = [(t, ctx.backend(t.url, t.credentials_secret, org=view.org_slug))
+               for t in Target.of_policy(view.targets)]
+    into.mkdir(parents=True, exist_ok=True)
+
+    def one(name: str) -> bool:
+        wid = walobj.wal_id(view.id, name)
+        problems = []
+        for target, backend in targets:
+            try:
+                blob = backend.load(walobj.object_name(view.organization_id, view.id, name))
+                data = walobj.open_(blob, wid, lambda k: _unwrap(ctx, view, k))
+            except (StorageError, IntegrityError) as exc:
+                problems.append(f"{target.url}: {exc}")
+                continue
+            tmp = into / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, into / name)
+            return True
+        raise StorageError(f"no copy could give WAL {name}: {'; '.join(problems)}")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        return sum(pool.map(one, names))
+
+
+def archived_names(ctx: Context, policy_name: str) -> list[str]:
+    view = physical_policy(ctx, policy_name)
+    return sorted(_recorded_names(ctx, view.id))
