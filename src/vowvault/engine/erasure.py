@@ -134,6 +134,7 @@ def status(ctx: Context, subject_ref: str) -> list[dict[str, Any]]:
             jobs = s.execute(sa.select(BackupJob, BackupPolicy).join(BackupPolicy).where(
                 BackupJob.organization_id == req.organization_id,
                 BackupJob.status == BackupStatus.COMPLETED,
+                BackupJob.backup_type != BackupType.TRANSACTION_LOG,
                 BackupJob.created_at < req.requested_at)).all()
             for job, policy in jobs:
                 row: dict[str, Any] = {

@@ -45,7 +45,7 @@ from vowvault.catalog.models import (
     Organization,
     RecoveryJob,
 )
-from vowvault.domain import BackupStatus, CopyStatus, RecoveryStatus
+from vowvault.domain import BackupStatus, BackupType, CopyStatus, RecoveryStatus
 from vowvault.engine import objects
 from vowvault.engine.context import Context, log
 from vowvault.errors import VowvaultError
@@ -187,8 +187,11 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
             rules = Rules(p.retention_days, p.keep_last, p.keep_daily, p.keep_weekly,
                           p.keep_monthly, p.keep_yearly, p.min_verified_backups,
                           p.legal_hold_years, p.timezone, p.verify_max_age_days)
+            # Archived WAL (TRANSACTION_LOG jobs) is kept whole until WAL retention
+            # follows the base backups that need it: never planned away here.
             jobs = list(s.execute(sa.select(BackupJob).where(
                 BackupJob.policy_id == p.id, BackupJob.deletion_date.is_(None),
+                BackupJob.backup_type != BackupType.TRANSACTION_LOG,
                 BackupJob.status != BackupStatus.IN_PROGRESS,
                 BackupJob.status != BackupStatus.SCHEDULED)).scalars())
             candidates = [Candidate(
