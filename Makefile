@@ -40,7 +40,8 @@ $(STAMP): pyproject.toml constraints.txt
 	    $(PIP) install --quiet --no-compile -c constraints.txt -e '.[test]' 2>&1 \
 	        | { grep -v '^WARNING: Location' || true; } || exit 1; \
 	fi; \
-	$(BIN)/python -c "import vowvault, prefect" || exit 1; \
+	PREFECT_HOME=$(VENV)/.prefect-check $(BIN)/python -c "import vowvault, prefect" || exit 1; \
+	rm -rf $(VENV)/.prefect-check; \
 	touch $(STAMP); echo "done in $$SECONDS s ($$how)"
 
 install: $(STAMP)
