@@ -281,11 +281,18 @@ def load_service_config(home: Path, path: Path | None = None) -> ServiceConfig:
     except FileNotFoundError:
         raise ConfigError(f"service configuration {path} does not exist (unset "
                           f"VOWVAULT_SERVICE_CONFIG or create it)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the service configuration {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"service configuration {path} is not a UTF-8 text file (byte "
+                          f"{exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the service configuration {path}: "
+                          f"{exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"service configuration {path} is not valid YAML: "
-                          f"{str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"service configuration {path}"
+                          + (f":{mark.line + 1}" if mark else "")
+                          + f" is not valid YAML: {problem}") from None
     try:
         parsed = _File.model_validate(data or {})
     except ValidationError as exc:

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vowvault.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -42,6 +44,9 @@ def default_home() -> Path:
 
 def load_settings() -> Settings:
     home = default_home()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"VOWVAULT_HOME {home} is not a directory: point it at the "
+                          f"directory that holds (or is to hold) the catalog and the keys")
     url = os.environ.get("VOWVAULT_DATABASE_URL") or f"sqlite:///{home / 'catalog.db'}"
     actor = os.environ.get("VOWVAULT_ACTOR") or _os_user()
     return Settings(home=home, database_url=normalise_database_url(url), actor=actor,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from vowvault.errors import CatalogError
+from vowvault.errors import CatalogError, ConfigError
 from vowvault.settings import Settings, load_settings, normalise_database_url
 
 if TYPE_CHECKING:
@@ -25,17 +25,42 @@ HEAD = "0005"
 Alembic; a test checks it is the migrations' head."""
 
 
+_USE = ("set VOWVAULT_DATABASE_URL to postgresql://user@host/dbname, or unset it for the "
+        "embedded catalog in VOWVAULT_HOME")
+
+
 def make_engine(url: str) -> sa.Engine:
+    """An engine for a PostgreSQL or SQLite catalog URL; ``ConfigError`` for any other URL
+    (never repeating one that does not parse: it may hold a password)."""
     url = normalise_database_url(url)
-    if url.startswith("sqlite"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        sa.event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise ConfigError(f"the catalog URL is not a database URL: {_USE}") from None
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(f"the catalog URL {parsed.render_as_string()} is neither "
+                          f"PostgreSQL nor SQLite: {_USE}")
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                _make_parent(Path(parsed.database))
+            engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "begin", _sqlite_begin)
+            return engine
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.NoSuchModuleError, ImportError, sa.exc.ArgumentError) as exc:
+        raise ConfigError(f"the catalog URL {parsed.render_as_string()} cannot be used "
+                          f"({exc}): {_USE}") from exc
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CatalogError(f"cannot create {path.parent} for the catalog {path}: "
+                           f"{exc.strerror or exc}: set VOWVAULT_HOME to a directory you can "
+                           f"write") from exc
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -100,10 +125,24 @@ def _refuse_lost_catalog(settings: Settings, path: str) -> None:
 
 
 def current_revision(engine: sa.Engine) -> str | None:
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    """The catalog's schema revision (None: an empty database); ``CatalogError`` when the
+    catalog cannot be reached or is not a database."""
+    where = engine.url.render_as_string()  # without the password
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.OperationalError as exc:
+        hint = ""
+        if engine.dialect.name == "sqlite" and "unable to open" in str(exc):
+            hint = (" (is it a database file, in a directory you may write? see "
+                    "VOWVAULT_HOME)")
+        raise CatalogError(f"cannot reach the catalog at {where}: {_first_line(exc)}{hint}"
+                           ) from exc
+    except sa.exc.DatabaseError as exc:  # not a database at all: a damaged file
+        raise CatalogError(f"the catalog at {where} is damaged ({_first_line(exc)}): "
+                           f"restore it from its backup") from exc
 
 
 def upgrade(engine: sa.Engine, revision: str = "head", *, actor: str | None = None) -> None:
@@ -198,20 +237,13 @@ class Catalog:
         """Open the configured catalog; the embedded SQLite one is migrated on first use, a
         PostgreSQL one must be migrated explicitly (``vowvault catalog upgrade``)."""
         settings = settings or load_settings()
+        engine = make_engine(settings.database_url)
         if settings.is_embedded and not settings.new_catalog:
-            path = sa.engine.make_url(settings.database_url).database or ""
+            path = engine.url.database or ""
             if path and (not os.path.exists(path) or os.path.getsize(path) == 0):
                 _refuse_lost_catalog(settings, path)  # before connecting makes a file
-        engine = make_engine(settings.database_url)
         catalog = cls(engine)
-        try:
-            rev = current_revision(engine)
-        except sa.exc.OperationalError as exc:
-            raise CatalogError(f"cannot reach the catalog at {engine.url.render_as_string()}: "
-                               f"{_first_line(exc)}") from exc
-        except sa.exc.DatabaseError as exc:  # not a database at all: a damaged file
-            raise CatalogError(f"the catalog at {engine.url.render_as_string()} is damaged "
-                               f"({_first_line(exc)}): restore it from its backup") from None
+        rev = current_revision(engine)
         if rev is None and settings.is_embedded and not settings.new_catalog:
             engine.dispose()
             _refuse_lost_catalog(settings, str(engine.url.database))

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from vowvault.cli import helpstyle
+from vowvault.cli import helpstyle, params
 from vowvault.cli.tables import Json, key_value_table, print_json
 from vowvault.engine import queries
 from vowvault.engine.context import Context
@@ -81,8 +81,8 @@ def backup_run(
     via_deployment: Annotated[bool, typer.Option(
         "--via-deployment", help="Trigger the policy's deployment (run by `vowvault serve` "
                                  "or a worker) and wait for it.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait with --via-deployment.")]
-    = 3600,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --via-deployment.",
+                                           callback=params.positive_seconds)] = 3600,
 ) -> None:
     """Back up one policy now: snapshot, compress, encrypt, upload, verify, record.
 
@@ -149,7 +149,8 @@ def _print_result(r: dict[str, Any]) -> None:
 @backup_app.command("list")
 def backups_list(
     policy: Annotated[str | None, typer.Option(help="Only this policy.")] = None,
-    limit: Annotated[int, typer.Option(help="Newest first, at most this many.")] = 50,
+    limit: Annotated[int, typer.Option(help="Newest first, at most this many.",
+                                       callback=params.count)] = 50,
     json_: Json = False,
 ) -> None:
     """Backups with id, policy, type, status, size, time and tier.
@@ -336,7 +337,8 @@ def restore(
         help="Environment variable holding the target database password.")] = None,
     wait_archive: Annotated[float, typer.Option(
         "--wait-archive", metavar="SECONDS",
-        help="Seconds to wait for archived data to be restored first.")] = 0.0,
+        help="Seconds to wait for archived data to be restored first.",
+        callback=params.seconds)] = 0.0,
     emergency: Annotated[bool, typer.Option(
         "--emergency", help="Emergency recovery into production: replaces the target; needs "
                             "--role and --confirm.")] = False,
@@ -364,6 +366,9 @@ def restore(
             raise ConfigError(f"an emergency recovery replaces what the target holds: "
                               f"confirm with --confirm {backup}")
     password = os.environ.get(password_env) if password_env else None
+    if password_env and not password:
+        raise ConfigError(f"environment variable {password_env} (the target database's "
+                          f"password, --password-env) is not set")
     ctx = Context.from_settings()
     try:
         with ProgressBar(_err.is_terminal) as bar:

@@ -86,8 +86,29 @@ def _passphrase(env: str | None, *, confirm: bool) -> str:
         if not value:
             raise ConfigError(f"environment variable {env} (the escrow passphrase) is not set")
         return value
-    return str(typer.prompt("escrow passphrase", hide_input=True,
-                            confirmation_prompt=confirm))
+    missing = ConfigError("no escrow passphrase: there is no terminal to ask for it on; give "
+                          "--passphrase-env VARIABLE")
+    if not _terminal():
+        raise missing
+    try:
+        return str(typer.prompt("escrow passphrase", hide_input=True,
+                                confirmation_prompt=confirm))
+    except typer.Abort as exc:
+        if isinstance(exc.__context__, EOFError):  # Ctrl-D
+            raise missing from None
+        raise  # Ctrl-C
+
+
+def _terminal() -> bool:
+    """Whether a hidden prompt can be given (what ``getpass`` reads from)."""
+    import os
+    import sys
+
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+        return True
+    except OSError:
+        return sys.stdin.isatty()
 
 
 PassphraseEnv = Annotated[str | None, typer.Option(

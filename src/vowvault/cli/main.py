@@ -20,7 +20,7 @@ from rich.table import Table
 
 from vowvault import __version__
 from vowvault.catalog.db import current_revision, head_revision, make_engine, upgrade
-from vowvault.cli import helpstyle
+from vowvault.cli import helpstyle, params
 from vowvault.cli.tables import Json, key_value_table, print_json
 from vowvault.engine import queries
 from vowvault.engine.context import Context
@@ -321,7 +321,8 @@ def orgs_list(json_: Json = False) -> None:
 
 
 @audit_app.command("list")
-def audit_list(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+def audit_list(limit: Annotated[int, typer.Option(help="How many, newest first.",
+                                                  callback=params.count)] = 20,
                json_: Json = False) -> None:
     """The newest audit entries.
 
@@ -459,8 +460,6 @@ def main() -> None:
     """Console entry point: VowvaultError becomes one line on stderr and an exit code; so do
     Ctrl-C (130) and SIGTERM (143), handled alike: the work in progress is stopped, what it
     wrote removed and its end recorded."""
-    import click
-
     from blocks import register
 
     register()  # Prefect Secret blocks as named secrets (Prefect loads only when used)
@@ -475,19 +474,34 @@ def main() -> None:
             extra = [f"  {line}" for line in exc.details]
             cause = exc.__cause__ or exc.__context__
             while cause is not None:
-                extra.append(f"  caused by {type(cause).__name__}: {cause}")
+                text = "\n    ".join(ln.strip() for ln in str(cause).splitlines()
+                                     if ln.strip())
+                extra.append(f"  caused by {type(cause).__name__}: {text}")
                 cause = cause.__cause__ or cause.__context__
         _fail(f"vowvault: error: {exc}", exc.exit_code, extra)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         code = 130
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # Typer's own Click: usage errors (exit 2)
+        _usage_error(exc)
     if _SIGNALLED:  # Typer turns an interrupt into exit code 130, whichever signal it was
         if _SIGNALLED[0] == signal.SIGTERM:
             _fail("vowvault: terminated (SIGTERM): the work in progress was stopped", 143)
         _fail("vowvault: interrupted (Ctrl-C): the work in progress was stopped", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: typer.TyperException) -> None:
+    """A command line that does not parse: one line naming the mistake and where the help
+    is (``-v`` adds the command's usage); with no arguments at all, the help itself."""
+    ctx = getattr(exc, "ctx", None)
+    # `vowvault`, `vowvault backup`: the help (Typer's Click keeps that class private)
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        sys.stdout.write(exc.format_message() + "\n")
+        sys.exit(0)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    message = " ".join(exc.format_message().split()).removesuffix(".")
+    extra = [f"  {ctx.get_usage()}"] if ctx is not None and _VERBOSE else []
+    _fail(f"vowvault: error: {message}{where}", getattr(exc, "exit_code", 2), extra)
 
 
 def _note_old_spelling(args: list[str]) -> None:

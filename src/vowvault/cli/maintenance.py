@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vowvault.cli import helpstyle
+from vowvault.cli import helpstyle, params
 from vowvault.cli.tables import Json, print_json
 from vowvault.engine.context import Context
+from vowvault.errors import ConfigError
 
 _out = Console()
 
@@ -127,8 +128,7 @@ def targets_list(check: Annotated[bool, typer.Option(
     ctx = Context.from_settings()
     try:
         if check:
-            for t in engine.targets(ctx):
-                engine.check(ctx, str(t["url"]))
+            engine.check_recorded(ctx)
         rows = engine.targets(ctx)
     finally:
         ctx.close()
@@ -203,7 +203,8 @@ def orphans(remove: Annotated[bool, typer.Option("--remove", help="Delete them."
 
 
 def report(html_file: Annotated[str, typer.Option("--html", help="Write the page here.")],
-           days: Annotated[int, typer.Option(help="Days of history.")] = 30) -> None:
+           days: Annotated[int, typer.Option(help="Days of history.",
+                                             callback=params.days)] = 30) -> None:
     """A self-contained HTML report: success, storage per tier with forecast, drills.
 
     Example: `vowvault report --html report.html`
@@ -217,7 +218,11 @@ def report(html_file: Annotated[str, typer.Option("--html", help="Write the page
         page = build(ctx, days)
     finally:
         ctx.close()
-    Path(html_file).write_text(page, encoding="utf-8")
+    try:
+        Path(html_file).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {html_file}: {exc.strerror or exc}: give --html a "
+                          f"file in a directory you can write") from None
     _out.print(f"wrote {html_file} ({len(page) // 1024} KiB, self-contained)")
 
 
@@ -231,9 +236,13 @@ def analytics_cmd(day: Annotated[str | None, typer.Option(
 
     from vowvault.engine import analytics
 
+    try:
+        given = dt.date.fromisoformat(day) if day is not None else None
+    except ValueError:
+        raise ConfigError(f"--day {day!r}: give a date (2027-06-12)") from None
     ctx = Context.from_settings()
     try:
-        when = dt.date.fromisoformat(day) if day else ctx.clock().date() - dt.timedelta(days=1)
+        when = given or ctx.clock().date() - dt.timedelta(days=1)
         result = analytics.run_daily(ctx, when)
     finally:
         ctx.close()
@@ -262,7 +271,8 @@ def webhooks_deliver() -> None:
 
 
 @webhooks_app.command("log")
-def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.")] = 20,
+def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.",
+                                                    callback=params.count)] = 20,
                  json_: Json = False) -> None:
     """Deliveries with every attempt.
 

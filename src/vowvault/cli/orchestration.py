@@ -7,6 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from vowvault.cli import params
+
 _out = Console()
 _err = Console(stderr=True)
 
@@ -130,8 +132,10 @@ def drill(
     = None,
     wait_archive: Annotated[float, typer.Option(
         "--wait-archive", metavar="SECONDS",
-        help="Seconds to wait for archived data to be restored first.")] = 0.0,
-    archive_wait: Annotated[float | None, typer.Option("--archive-wait", hidden=True)] = None,
+        help="Seconds to wait for archived data to be restored first.",
+        callback=params.seconds)] = 0.0,
+    archive_wait: Annotated[float | None, typer.Option("--archive-wait", hidden=True,
+                                                       callback=params.seconds)] = None,
 ) -> None:
     """Restore a backup into a scratch target, validate it, time it against the policy's
     RTO target, clean up. Exit 1 if it missed.

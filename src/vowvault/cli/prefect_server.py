@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +37,36 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def answers(api_url: str, timeout: float = 5.0) -> str | None:
+    """None if something answers at ``api_url`` (any HTTP status: an API that wants
+    credentials answers too), else why not."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):  # noqa: S310
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as exc:
+        return str(exc.reason)
+    except OSError as exc:  # a timeout, a connection reset
+        return str(exc) or type(exc).__name__
+
+
 def use_running_server() -> str | None:
-    """Point this process at the API: PREFECT_API_URL if set, else the server `vowvault
-    serve` started, if it answers. None means Prefect's ephemeral mode."""
+    """Point this process at the API: PREFECT_API_URL if set (``VowvaultError`` if nothing
+    answers there), else the server `vowvault serve` started, if it answers. None means
+    Prefect's ephemeral mode."""
     if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
+        url = os.environ["PREFECT_API_URL"]
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or "://" not in url:
+            raise ConfigError(f"PREFECT_API_URL {_without_userinfo(url)!r} is not an http(s) "
+                              f"URL: give the API's address (http://127.0.0.1:4200/api), or "
+                              f"unset it")
+        why = answers(url)
+        if why is not None:
+            raise VowvaultError(f"the Prefect API at {_without_userinfo(url)} does not answer "
+                                f"({why}): start it, or fix PREFECT_API_URL (unset, vowvault "
+                                f"starts a local server of its own)")
+        return url
     marker = _marker()
     if marker.exists():
         url = marker.read_text().strip()
@@ -47,6 +74,13 @@ def use_running_server() -> str | None:
             os.environ["PREFECT_API_URL"] = url
             return url
     return None
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _port(preferred: int = 4200) -> int:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from vowvault.catalog import audit
 from vowvault.catalog.models import AuditEntry, BackupPolicy, Organization, StorageTarget
 from vowvault.engine.context import Context, log
-from vowvault.errors import VowvaultError
+from vowvault.errors import ConfigError, VowvaultError
 from vowvault.repository.anchor import Anchor, read_anchor, write_anchor
 from vowvault.storage import StorageBackend
 
@@ -65,6 +65,11 @@ class AuditCheck:
 
 
 def verify(ctx: Context, expect_head: str | None = None) -> AuditCheck:
+    if expect_head is not None:
+        expect_head = expect_head.strip().lower()
+        if len(expect_head) != 64 or any(c not in "0123456789abcdef" for c in expect_head):
+            raise ConfigError(f"--expect-head {expect_head!r} is not an audit head: give the 64 "
+                              f"hex digits an earlier `vowvault audit verify` printed")
     key = ctx.catalog.audit_key
     with ctx.catalog.read() as s:
         rows = audit.all_rows(s)

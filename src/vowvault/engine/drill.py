@@ -56,8 +56,10 @@ def pick_backup(ctx: Context, policy: str, backup: str = "latest") -> BackupJob:
             try:
                 days = int(backup.split(":", 1)[1])
             except ValueError:
-                raise ConfigError(f"{backup!r}: write random:N with N a number of days"
-                                  ) from None
+                days = 0
+            if not 1 <= days <= 36600:
+                raise ConfigError(f"{backup!r}: write random:N with N a number of days (1 or "
+                                  f"more)")
             query = query.where(BackupJob.completed_at >= ctx.clock() - timedelta(days=days))
             jobs = list(s.execute(query).scalars())
             if not jobs:

@@ -70,12 +70,28 @@ class RowSpec:
         return cls(table, column, value)
 
 
+def _check_path(path: str) -> None:
+    """A pattern restores can match: relative to the policy's directory (a leading / is
+    its root), no empty name, '.' or '..' (a pattern that matches nothing would be an
+    erasure that never happens)."""
+    segments = path.strip("/").split("/")
+    if not path.strip("/") or any(seg in ("", ".", "..") for seg in segments) \
+            or any(ord(c) < 32 for c in path):
+        raise ConfigError(f"--path {path!r}: give a glob or directory relative to the "
+                          f"policy's directory (wedding-2027-06-12/*), without empty, '.' or "
+                          f"'..' parts")
+
+
 def request(ctx: Context, org_slug: str, subject_type: str, subject_ref: str, *,
             paths: list[str], rows: list[str], requested_by: str | None = None) -> str:
     """Record an erasure request (the erasure log); returns its id."""
+    if not subject_ref.strip():
+        raise ConfigError("an erasure request needs the subject's reference (not empty)")
     if not paths and not rows:
         raise ConfigError("an erasure request needs --path or --row (what belongs to the "
                           "subject)")
+    for path in paths:
+        _check_path(path)
     specs = [RowSpec.parse(r) for r in rows]
     try:
         kind = ErasureSubject(subject_type.upper())

@@ -1,4 +1,5 @@
-"""Finding backups by the ids people type (a full id or a unique prefix of 8+ characters)."""
+"""Finding what people name: backups by the ids they type (a full id or a unique prefix of
+8+ characters), policies by name."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from vowvault.catalog.models import BackupJob
+from vowvault.catalog.models import BackupJob, BackupPolicy
 from vowvault.errors import ConfigError, NotFound
 
 
@@ -40,3 +41,10 @@ def _by_prefix(session: Session, ref: str) -> list[BackupJob]:
     column = sa.func.replace(sa.cast(BackupJob.id, sa.String), "-", "")
     return list(session.execute(sa.select(BackupJob).where(column.like(bare + "%")).limit(6))
                 .scalars())
+
+
+def check_policy(session: Session, name: str | None) -> None:
+    """``NotFound`` unless ``name`` (when given) is a policy's, active or not."""
+    if name is not None and session.execute(
+            sa.select(BackupPolicy.id).where(BackupPolicy.name == name)).first() is None:
+        raise NotFound(f"no policy named {name!r}; see `vowvault policies list --all`")

@@ -133,12 +133,10 @@ def policy_details(ctx: Context, name: str, now: dt.datetime | None = None,
 
 
 def policy_retries(ctx: Context, name: str) -> int:
-    """How often the orchestrator retries a backup of this policy (0: unknown policy, which
-    the backup itself then reports)."""
+    """How often the orchestrator retries a backup of this policy; ``NotFound`` for a name
+    that is none (said before an orchestrator is started for it)."""
     with ctx.catalog.read() as s:
-        p = s.execute(sa.select(BackupPolicy.max_retries).where(BackupPolicy.name == name)
-                      ).scalar_one_or_none()
-    return int(p or 0)
+        return int(_policy(s, name).max_retries or 0)
 
 
 def deployment_plans(ctx: Context, today: dt.date | None = None) -> list[DeploymentPlan]:

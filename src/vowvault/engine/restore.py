@@ -81,6 +81,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
     started = time.perf_counter()
     with ctx.catalog.session() as s:
         job = find_backup(s, backup_ref)
+        if to_dir is not None and recovery_type != RecoveryType.DR_DRILL:
+            _refuse_inside_source(to_dir, (job.source_info or {}).get("path"))
         if job.status != BackupStatus.COMPLETED:
             raise RestoreError(f"backup {job.id} is {job.status.value}"
                                + (f" ({job.error_message})" if job.error_message else "")
@@ -166,6 +168,19 @@ def record_problems(ctx: Context, readers: dict[uuid.UUID, BackupReader]) -> Non
                 .values(health=p.health, checked_at=now, problem=p.message[:1000]))
     log.warning("restore found %d problems on copies; recorded (see `vowvault backup show`)",
                 len(found))
+
+
+def _refuse_inside_source(directory: Path, source: object) -> None:
+    """A restore into the tree the backup was taken of (not the tree itself, which is how
+    one puts it back) would be backed up with it from then on: refused, before anything is
+    recorded."""
+    if not isinstance(source, str) or not source:
+        return
+    root, there = Path(source).resolve(), directory.resolve()
+    if there != root and there.is_relative_to(root):
+        raise ConfigError(f"{directory} is inside {source}, the directory this backup was "
+                          f"taken of: its next backups would hold the restored copy too; "
+                          f"restore outside it (or into {source} itself to put it back)")
 
 
 EMERGENCY_ROLES = ("admin", "owner", "emergency_contact")

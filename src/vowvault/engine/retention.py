@@ -48,6 +48,7 @@ from vowvault.catalog.models import (
 from vowvault.domain import BackupStatus, BackupType, CopyStatus, RecoveryStatus
 from vowvault.engine import objects
 from vowvault.engine.context import Context, log
+from vowvault.engine.lookup import check_policy
 from vowvault.errors import VowvaultError
 
 
@@ -177,6 +178,7 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
     out = []
     where: dict[str, tuple[str, dict[str, str | None]]] = {}
     with ctx.catalog.read() as s:
+        check_policy(s, policy)
         in_use = set(s.execute(sa.select(RecoveryJob.backup_job_id).where(
             RecoveryJob.status.in_([RecoveryStatus.PENDING, RecoveryStatus.IN_PROGRESS,
                                     RecoveryStatus.VALIDATING]))).scalars())

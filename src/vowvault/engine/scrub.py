@@ -26,6 +26,7 @@ from vowvault.domain import BackupStatus, CopyStatus, ObjectKind, Tier
 from vowvault.engine import objects
 from vowvault.engine.context import Context, log
 from vowvault.engine.kek import org_keys
+from vowvault.engine.lookup import check_policy
 from vowvault.engine.repair import repair_backup
 from vowvault.engine.verify import record, verify_stored
 
@@ -100,6 +101,7 @@ def plan(ctx: Context, policy: str | None = None) -> list[ScrubPlan]:
     now = ctx.clock()
     out = []
     with ctx.catalog.read() as s:
+        check_policy(s, policy)
         for p in s.execute(sa.select(BackupPolicy).order_by(BackupPolicy.name)).scalars():
             if policy and p.name != policy:
                 continue

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from vowvault.catalog.models import BackupStorage, StorageTarget
+from vowvault.catalog.models import BackupPolicy, BackupStorage, Organization, StorageTarget
 from vowvault.domain import CopyStatus, ObjectKind
 from vowvault.engine.context import Context, log
 from vowvault.errors import StorageError, TargetUnavailableError
@@ -140,6 +140,25 @@ def _record(ctx: Context, url: str, marker: uuid.UUID | None, available: bool,
             s.execute(sa.update(StorageTarget).where(StorageTarget.url == url).values(
                 available=available, problem=problem, checked_at=ctx.clock()))
     return TargetState(url, available, marker, problem)
+
+
+def check_recorded(ctx: Context) -> None:
+    """Check every target the catalog records now, each on behalf of an organization whose
+    policy names it, with that policy's credentials (a target no policy names any more: as
+    the operator's own request)."""
+    with ctx.catalog.read() as s:
+        urls = list(s.execute(sa.select(StorageTarget.url).order_by(StorageTarget.url))
+                    .scalars())
+        named: dict[str, tuple[str, str | None]] = {}
+        for storage, slug in s.execute(
+                sa.select(BackupPolicy.storage_targets, Organization.slug)
+                .join(Organization, Organization.id == BackupPolicy.organization_id)
+                .order_by(BackupPolicy.is_active.desc(), BackupPolicy.name)):
+            for t in storage:
+                named.setdefault(t["url"], (slug, t.get("credentials_secret")))
+    for url in urls:
+        org, secret = named.get(url, (None, None))
+        check(ctx, url, secret, org=org)
 
 
 def targets(ctx: Context) -> list[dict[str, object]]:

@@ -63,10 +63,13 @@ def open_bundle(data: bytes, passphrase: str) -> tuple[uuid.UUID, str, list[Escr
     """(organization id, slug, its key versions); ``ConfigError`` for anything wrong."""
     try:
         doc = json.loads(data)
-        if doc.get("vowvault") != "key-escrow" or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("vowvault") != "key-escrow" \
+                or doc.get("format") != FORMAT:
             raise ValueError("not a vowvault key escrow bundle of format 1")
         kdf = doc["kdf"]
-        if kdf["name"] != "scrypt" or not (2 ** 14 <= kdf["n"] <= 2 ** 20):
+        # Bounds: a bundle is input, and scrypt's cost is what it says (n * r * p).
+        if kdf["name"] != "scrypt" or not (2 ** 14 <= kdf["n"] <= 2 ** 20) \
+                or not (1 <= kdf["r"] <= 32) or not (1 <= kdf["p"] <= 16):
             raise ValueError("unknown key derivation")
         key = _key(passphrase, base64.b64decode(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"])
         plain = AESGCM(key).decrypt(base64.b64decode(doc["nonce"]),
@@ -78,5 +81,9 @@ def open_bundle(data: bytes, passphrase: str) -> tuple[uuid.UUID, str, list[Escr
     except InvalidTag:
         raise ConfigError("the escrow bundle does not open with this passphrase (or it was "
                           "changed)") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"not a readable escrow bundle: {exc}") from None
+    except KeyError as exc:
+        raise ConfigError(f"not a readable escrow bundle: it has no {exc} field (damaged, "
+                          f"or not written by `vowvault keys export`)") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"not a readable escrow bundle: {exc} (damaged, or not written by "
+                          f"`vowvault keys export`)") from None

@@ -45,8 +45,11 @@ def load_policy_file(path: str | Path, env: Mapping[str, str] | None = None) -> 
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyError("no such file", file=name) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"cannot read: {exc}", file=name) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"is not a UTF-8 text file (byte {exc.start}): give a YAML policy "
+                          f"file", file=name) from None
+    except OSError as exc:
+        raise PolicyError(f"cannot read: {exc.strerror or exc}", file=name) from None
     return parse_policy_text(text, name, env)
 
 

@@ -535,16 +535,21 @@ class DirectoryDriver(SourceDriver):
                               f"--to-dir")
         directory = target.directory
         if directory.exists() and not directory.is_dir():
-            raise RestoreError(f"{directory} exists and is not a directory")
+            raise TargetInTheWay(f"{directory} exists and is not a directory: restore into a "
+                                 f"new or empty directory")
         was_empty = not directory.exists() or not any(
             p.name != INCOMPLETE for p in directory.iterdir())
         if not was_empty and not target.force:
             raise TargetInTheWay(f"{directory} is not empty: restore into an empty directory, "
                                f"or add --force to overwrite files in it")
         erased = [p for e in erasures for p in e.paths]
-        writer = TreeWriter(directory, replace=target.force,
-                            preserve_owners=target.preserve_owners,
-                            note=f"restore of backup {reader.backup_id} in progress")
+        try:
+            writer = TreeWriter(directory, replace=target.force,
+                                preserve_owners=target.preserve_owners,
+                                note=f"restore of backup {reader.backup_id} in progress")
+        except OSError as exc:
+            raise ConfigError(f"cannot restore into {directory}: {exc.strerror or exc}: give "
+                              f"a directory that can be created and written") from None
         held_back: list[Entry] = []
         try:
             restored, validation = write_tree(TreeReader(reader, references), writer, erased,

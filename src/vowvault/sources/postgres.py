@@ -164,11 +164,25 @@ class Drain(threading.Thread):
 
 
 def pg_message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The line of a libpq error that says what went wrong (its later lines are hints)."""
+    text = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     for line in text:
-        if "FATAL" in line or "error" in line.lower():
-            return line.split("FATAL:", 1)[-1].strip()
-    return text[-1] if text else exc.__class__.__name__
+        if "FATAL:" in line:
+            return line.split("FATAL:", 1)[1].strip()
+    return text[0] if text else exc.__class__.__name__
+
+
+def check_dsn(dsn: str, what: str) -> None:
+    """``ConfigError`` if ``dsn`` is not a libpq connection string (not repeated: it may
+    hold a password); ``what`` names it for the user."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ConfigError(f"{what} is not a PostgreSQL connection string: give "
+                          f"postgresql://user@host:port/dbname (or key=value pairs)") from None
 
 
 def check_archive(chunks: Iterable[bytes]) -> None:
@@ -383,6 +397,7 @@ class PostgresLogicalDriver(SourceDriver):
         if dsn is None:
             raise ConfigError(f"backup {reader.backup_id} is a database dump: restore it "
                               f"with --to-database")
+        check_dsn(dsn, "the database to restore into")
         exists, objects = target_state(dsn, password)
         created = False
         if not exists:
@@ -421,6 +436,8 @@ class PostgresLogicalDriver(SourceDriver):
         from psycopg.conninfo import make_conninfo
 
         name = f"vowvault_drill_{uuid.uuid4().hex[:10]}"
+        if server is not None:
+            check_dsn(server, "the drill server")
         dsn = make_conninfo(server or config["dsn"], dbname=name)
         try:
             yield RestoreTarget(database=dsn)

@@ -93,6 +93,16 @@ def parse_target_url(url: str) -> TargetURL:
         if len(values) != 1 or not values[0]:
             raise ConfigError(f"option {key!r} in {url!r} needs exactly one value")
         options[known[key]] = values[0]
+    endpoint = options.get("endpoint_url")
+    if endpoint is not None:
+        ep = urlsplit(endpoint)
+        try:
+            ep.port  # noqa: B018 - raises ValueError for a malformed port
+        except ValueError:
+            ep = ep._replace(scheme="")
+        if ep.scheme not in ("http", "https") or not ep.hostname:
+            raise ConfigError(f"endpoint_url in {url!r} must be an http:// or https:// address "
+                              f"(http://127.0.0.1:9000)")
     path = unquote(parts.path)
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not path.startswith("/"):
