@@ -325,9 +325,35 @@ def served_text(served: dict[str, dict[str, int]]) -> str:
 
 
 def restore(
-    backup: BackupArg,
+    backup: Annotated[str | None, typer.Argument(
+        help="Backup id, or a unique prefix of 8+ characters (or --policy for a "
+             "point-in-time restore).", show_default=False)] = None,
     to_dir: Annotated[Path | None, typer.Option("--to-dir", help="Restore a file tree here.")]
     = None,
+    to_datadir: Annotated[Path | None, typer.Option(
+        "--to-datadir", help="Restore a physical backup into this empty data directory.")]
+    = None,
+    policy: Annotated[str | None, typer.Option(
+        "--policy", help="Point-in-time restore of this physical policy (with --to-time, "
+                         "--to-lsn, --to-xid or --latest).")] = None,
+    to_time: Annotated[str | None, typer.Option(
+        "--to-time", metavar="TIME", help="Recover to this instant (2027-06-12T14:03:00+01:00; "
+                                          "UTC if no offset).")] = None,
+    to_lsn: Annotated[str | None, typer.Option("--to-lsn", metavar="LSN",
+                                               help="Recover to this WAL position.")] = None,
+    to_xid: Annotated[str | None, typer.Option("--to-xid", metavar="XID",
+                                               help="Recover to this transaction.")] = None,
+    latest: Annotated[bool, typer.Option(
+        "--latest", help="Recover to the newest archived WAL.")] = False,
+    start: Annotated[bool, typer.Option(
+        "--start", help="Start the restored cluster and wait until the target is reached.")]
+    = False,
+    port: Annotated[int | None, typer.Option(
+        "--port", min=1, max=65535, help="Port of the started cluster (default: a free one).")]
+    = None,
+    validation_query: Annotated[str | None, typer.Option(
+        "--validation-query", metavar="SQL", help="Run on the started cluster; its rows are "
+                                                  "printed.")] = None,
     to_database: Annotated[str | None, typer.Option(
         "--to-database", help="Restore a database dump into this DSN (created if missing).")]
     = None,
@@ -351,13 +377,26 @@ def restore(
         "--preserve-owners", help="As root: restore files' owners and set-user/group-id "
                                   "bits (off by default).")] = False,
 ) -> None:
-    """Stream a backup back, verifying as it goes, and validate the result.
+    """Stream a backup back, verifying as it goes, and validate the result; or, with
+    --policy, restore a physical policy to a point in time.
 
     Example: `vowvault backup restore 3f2a9c1e --to-dir /tmp/restored`
     """
     import os
 
     from vowvault.engine.restore import restore_backup
+
+    if policy is not None:
+        _restore_to_point(policy, backup, to_datadir, to_time, to_lsn, to_xid, latest, start,
+                          port, validation_query)
+        return
+    if backup is None:
+        raise ConfigError("name the backup to restore (an id from `vowvault backup list`), or "
+                          "give --policy NAME for a point-in-time restore")
+    if to_datadir is not None:
+        if to_dir is not None:
+            raise ConfigError("give --to-dir or --to-datadir, not both")
+        to_dir = to_datadir
 
     if emergency:
         if role is None:
@@ -412,4 +451,47 @@ def erasure_lines(applied: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _restore_to_point(policy: str, backup: str | None, datadir: Path | None, to_time: str | None,
+                      to_lsn: str | None, to_xid: str | None, latest: bool, start: bool,
+                      port: int | None, validation_query: str | None) -> None:
+    import datetime as dt
+
+    from vowvault.engine import pitr
+
+    given = [x for x in (to_time, to_lsn, to_xid) if x is not None] + (["latest"] if latest
+                                                                          else [])
+    if backup is not None:
+        raise ConfigError("give a backup id or --policy, not both (a point-in-time restore "
+                          "chooses its base backup)")
+    if len(given) != 1:
+        raise ConfigError("a point-in-time restore needs exactly one of --to-time, --to-lsn, "
+                          "--to-xid or --latest")
+    if datadir is None:
+        raise ConfigError("a point-in-time restore needs --to-datadir DIR (empty or new)")
+    when = None
+    if to_time is not None:
+        try:
+            when = dt.datetime.fromisoformat(to_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--to-time {to_time!r}: give an instant such as "
+                              f"2027-06-12T14:03:00+01:00") from None
+    if (port is not None or validation_query is not None) and not start:
+        raise ConfigError("--port and --validation-query need --start")
+    target = pitr.Target(time=when, lsn=to_lsn, xid=to_xid, latest=latest)
+    ctx = Context.from_settings()
+    try:
+        r = pitr.restore_to(ctx, policy, datadir.absolute(), target, start=start, port=port,
+                            validation_query=validation_query)
+    finally:
+        ctx.close()
+    _out.print(f"restored {policy} to {r.target} into {r.datadir}: base backup "
+               f"{r.base_backup[:8]}, {r.wal_fetched} WAL files fetched, "
+               f"{r.duration_seconds:.1f} s", markup=False)
+    if r.started:
+        _out.print(f"  started on port {r.port}: {r.reached}", markup=False)
+        for row in r.validation.get("rows", []):
+            _out.print("  " + " | ".join(str(v) for v in row), markup=False)
+    else:
+        _out.print(f"  start it as the server's user: pg_ctl -D {r.datadir} start (the WAL "
+                   f"it needs is in {r.datadir}.wal)", markup=False)
 

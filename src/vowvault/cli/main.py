@@ -70,6 +70,9 @@ _gdpr.register(app, out)
 from vowvault.cli import templates as _templates  # noqa: E402
 
 _templates.register(policies_app, out, err)
+from vowvault.cli import wal as _wal  # noqa: E402
+
+_wal.register(app, out)
 
 FileArg = Annotated[Path, typer.Argument(help="Policy file (YAML).", show_default=False)]
 
@@ -427,11 +430,20 @@ def doctor() -> None:
 
 @app.command("demo", rich_help_panel=helpstyle.EVERYDAY)
 def demo(policies: Annotated[Path, typer.Option(help="Policy file to apply.")]
-         = Path("examples/policies.yaml")) -> None:
+         = Path("examples/policies.yaml"),
+         pitr: Annotated[bool, typer.Option(
+             "--pitr", help="Instead: point-in-time recovery of a throwaway cluster (needs "
+                            "the PostgreSQL server binaries; cleans up after itself).")]
+         = False) -> None:
     """Run the main job on the embedded default (SQLite catalog, local storage).
 
-    Example: `vowvault demo`
+    Example: `vowvault demo` (or `vowvault demo --pitr`)
     """
+    if pitr:
+        from vowvault.cli.demo_pitr import run_pitr_demo
+
+        run_pitr_demo(out)
+        return
     from vowvault.cli.demo import run_demo
 
     run_demo(policies, out)

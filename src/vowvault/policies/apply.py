@@ -218,6 +218,22 @@ def _apply(session: Session, file: PolicyFile, actor: str) -> list[Change]:
     return changes
 
 
+def deactivate_policy(catalog: Catalog, name: str, *, actor: str, why: str) -> bool:
+    """Deactivate one policy (its history kept), audited; False if there is no such active
+    policy."""
+    with catalog.session() as session:
+        row = session.execute(sa.select(BackupPolicy).where(
+            BackupPolicy.name == name, BackupPolicy.is_active.is_(True))).scalar_one_or_none()
+        if row is None:
+            return False
+        row.is_active = False
+        audit.record(session, actor=actor, action="policy.deactivate", target_type="policy",
+                     target_id=row.id, organization_id=row.organization_id,
+                     summary=f"policy {name} deactivated: {why}",
+                     before={"is_active": True}, after={"is_active": False})
+    return True
+
+
 def _summary(values: dict[str, Any]) -> dict[str, Any]:
     keep = ("backup_type", "source_kind", "priority", "schedule_cron", "timezone",
             "retention_days", "storage_tier", "is_active")

@@ -1,0 +1,231 @@
+"""Point-in-time recovery on real clusters: initdb as the postgres user, archive_command
+calling vowvault's WAL push (installed where that user can run it), marker rows with their
+commit times, restores to instants between them; an archiver killed mid-pass loses and
+doubles nothing; after a first PITR restore the new timeline is archived and a second
+restore follows it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from cliutil import VOWVAULT
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+POLICY = "venue-cluster"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not (PG_BIN / "initdb").exists(),
+                                reason="needs root (to run clusters as postgres) and PG 15")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def as_postgres(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True,
+                          text=True, check=True, timeout=120)
+
+
+class Cluster:
+    def __init__(self, root: Path, port: int, datadir: Path | None = None) -> None:
+        self.root, self.port = root, port
+        self.datadir = datadir or root / "data"
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def sql(self, query: str, *args: object) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+            cur = conn.execute(query, args or None)  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description else []
+
+    def stop(self) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D",
+                        str(self.datadir), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def pg_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="vv-pitr-", dir="/tmp"))
+    os.chmod(root, 0o755)  # noqa: S103 - the server (postgres) and the test (root) share it
+    shutil.chown(root, "postgres")
+    yield root
+    for data in root.glob("**/postmaster.pid"):
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D",
+                        str(data.parent), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(cli, pg_root: Path, tmp_path: Path) -> Cluster:
+    """A cluster archiving into the policy's spool through `vowvault-wal`, the policy
+    applied and one base backup taken."""
+    spool = pg_root / "spool"
+    spool.mkdir()
+    shutil.chown(spool, "postgres")
+    installed = cli("wal", "install-command", str(pg_root / "bin"), "--policy", POLICY,
+                    "--spool", str(spool)).stdout
+    archive_command = installed.split("archive_command = ", 1)[1].strip().strip("'")
+    c = Cluster(pg_root, free_port())
+    as_postgres(str(PG_BIN / "initdb"), "-D", str(c.datadir), "-A", "trust", "-U", "postgres")
+    with open(c.datadir / "postgresql.conf", "a") as f:
+        f.write(f"port = {c.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{pg_root}'\nwal_level = replica\n"
+                f"archive_mode = on\narchive_command = '{archive_command}'\n"
+                f"max_wal_senders = 4\n")
+    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(c.datadir), "-l", str(pg_root / "log"),
+                "-w", "start")
+    c.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)")
+    storage = tmp_path / "storage"
+    (tmp_path / "p.yaml").write_text(f"""\
+version: 1
+organizations:
+  - {{slug: grand-hall, name: Grand Hall, vendor_type: venue}}
+policies:
+  - name: {POLICY}
+    organization: grand-hall
+    source: {{kind: postgres, dsn: "{c.dsn}", mode: physical}}
+    schedule: {{cron: "0 2 * * *", timezone: UTC}}
+    storage:
+      - {{url: "file://{storage}", tier: HOT}}
+      - {{url: "file://{storage}-2", tier: WARM}}
+""")
+    cli("policies", "apply", str(tmp_path / "p.yaml"))
+    cli("backup", "run", POLICY, "--direct")
+    c.spool = spool  # type: ignore[attr-defined]
+    return c
+
+
+def markers(c: Cluster, ids: range) -> dict[int, dt.datetime]:
+    """One committed marker per id, each in a WAL segment of its own, a moment apart."""
+    found = {}
+    for i in ids:
+        (row,) = c.sql("INSERT INTO marker VALUES (%s, clock_timestamp()) RETURNING at", i)
+        found[i] = row[0]  # type: ignore[assignment]
+        c.sql("SELECT pg_switch_wal()")
+        time.sleep(0.6)
+    return found
+
+
+def wait_spooled(c: Cluster) -> None:
+    """Until the server has handed every finished segment to the spool."""
+    deadline = time.monotonic() + 60
+    while c.sql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+                )[0][0]:
+        assert time.monotonic() < deadline, "the server did not archive its WAL"
+        time.sleep(0.2)
+
+
+def restore(cli, c: Cluster, target: list[str], into: Path) -> Cluster:
+    port = free_port()
+    out = cli("backup", "restore", "--policy", POLICY, *target, "--to-datadir", str(into),
+              "--start", "--port", str(port)).stdout
+    assert "restored" in out, out
+    return Cluster(c.root, port, into)
+
+
+def between(a: dt.datetime, b: dt.datetime) -> str:
+    return (a + (b - a) / 2).isoformat()
+
+
+def test_restore_to_instants_between_markers(cli, cluster: Cluster, pg_root: Path) -> None:
+    marks = markers(cluster, range(1, 6))
+    wait_spooled(cluster)
+    archived = cli("wal", "archiver", "--policy", POLICY, "--once", "--spool",
+                   str(cluster.spool)).stdout  # type: ignore[attr-defined]
+    assert "archived" in archived
+    status = cli("wal", "status", POLICY, "--spool", str(cluster.spool)).stdout  # type: ignore[attr-defined]
+    assert "restorable from" in status and "GAP" not in status, status
+    for n, (lo, hi) in enumerate(((2, 3), (4, 5))):
+        restored = restore(cli, cluster, ["--to-time", between(marks[lo], marks[hi])],
+                           pg_root / f"restored-{n}")
+        ids = [r[0] for r in restored.sql("SELECT id FROM marker ORDER BY id")]
+        assert ids == list(range(1, lo + 1)), (lo, ids)
+        restored.stop()
+    # Outside the window: one line that states it, exit 2, nothing written.
+    early = cli("backup", "restore", "--policy", POLICY, "--to-time", "2001-01-01T00:00:00Z",
+                "--to-datadir", str(pg_root / "never"), check=False)
+    assert early.returncode == 2 and "recoverable window" in early.stderr, early.stderr
+    assert len(early.stderr.strip().splitlines()) == 1 and not (pg_root / "never").exists()
+
+
+def test_an_archiver_killed_mid_pass_loses_and_doubles_nothing(cli, cli_env, cluster: Cluster
+                                                               ) -> None:
+    markers(cluster, range(1, 13))
+    wait_spooled(cluster)
+    spool: Path = cluster.spool / POLICY  # type: ignore[attr-defined]
+    pushed = sorted(p.name for p in spool.iterdir() if p.name[0] != ".")
+    rng = random.Random(17)
+    kills = 0
+    while any(p.name[0] != "." for p in spool.iterdir() if p.is_file()):
+        proc = subprocess.Popen([VOWVAULT, "wal", "archiver", "--policy", POLICY, "--once",
+                                 "--spool", str(cluster.spool), "--workers", "2"],  # type: ignore[attr-defined]
+                                env=cli_env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=rng.uniform(1.6, 4.0))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        assert kills < 30
+    # Every file pushed is archived once in the catalog, and each opens.
+    status = cli("wal", "status", POLICY, "--json", "--spool", str(cluster.spool)).stdout  # type: ignore[attr-defined]
+    assert "GAP" not in status
+    import json
+
+    window = json.loads(status)
+    archived = {n for runs in window["timelines"].values() for a, b in runs
+                for n in _names(a, b)}
+    assert {p for p in pushed if len(p) == 24} <= archived
+    import sqlite3
+
+    with sqlite3.connect(Path(cli_env["VOWVAULT_HOME"]) / "catalog.db") as db:
+        spans = [r[0] for r in db.execute(
+            "SELECT source_info FROM backup_jobs WHERE backup_type = 'TRANSACTION_LOG'")]
+    names = [n for info in spans for a, b in json.loads(info)["ranges"] for n in _names(a, b)]
+    assert len(names) == len(set(names)), "a WAL file recorded twice"
+
+
+def _names(first: str, last: str) -> list[str]:
+    lo = int(first[8:16], 16) * 256 + int(first[16:], 16)
+    hi = int(last[8:16], 16) * 256 + int(last[16:], 16)
+    return [f"{first[:8]}{n // 256:08X}{n % 256:08X}" for n in range(lo, hi + 1)]
+
+
+def test_a_second_restore_follows_the_new_timeline(cli, cluster: Cluster,
+                                                   pg_root: Path) -> None:
+    marks = markers(cluster, range(1, 4))
+    wait_spooled(cluster)
+    spool = str(cluster.spool)  # type: ignore[attr-defined]
+    cli("wal", "archiver", "--policy", POLICY, "--once", "--spool", spool)
+    cluster.stop()  # the disaster: the original is gone
+    first = restore(cli, cluster, ["--to-time", between(marks[2], marks[3])],
+                    pg_root / "first")
+    assert [r[0] for r in first.sql("SELECT id FROM marker ORDER BY id")] == [1, 2]
+    assert first.sql("SELECT timeline_id FROM pg_control_checkpoint()")[0][0] == 2
+    # Life goes on on timeline 2, archived by the same command into the same policy.
+    markers(first, range(10, 12))
+    wait_spooled(first)
+    cli("wal", "archiver", "--policy", POLICY, "--once", "--spool", spool)
+    first.stop()
+    second = restore(cli, cluster, ["--latest"], pg_root / "second")
+    assert [r[0] for r in second.sql("SELECT id FROM marker ORDER BY id")] == [1, 2, 10, 11]
+    second.stop()
