@@ -120,6 +120,15 @@ def run_demo(policy_file: Path, console: Console) -> None:
                   f"FILE` and keep that file apart from the backups (docs/SECURITY.md).")
 
 
+def _iec(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 def _plural(n: int, word: str) -> str:
     return word if n == 1 else ("copies" if word == "copy" else word + "s")
 
@@ -128,8 +137,8 @@ def _summary(r: dict[str, object]) -> str:
     what = f"{r['files']} files" if r.get("files") is not None else f"{r.get('tables')} tables"
     targets = list(r["targets"])  # type: ignore[call-overload]
     return (f"backup {str(r['job_id'])[:8]}: {r['status']} ({str(r['backup_type']).lower()}, "
-            f"{what}, {int(r['source_bytes']) / MIB:.1f} MiB read, "  # type: ignore[call-overload]
-            f"{int(r['stored_bytes']) / MIB:.1f} MiB stored, "  # type: ignore[call-overload]
+            f"{what}, {_iec(int(r['source_bytes']))} read, "  # type: ignore[call-overload]
+            f"{_iec(int(r['stored_bytes']))} stored, "  # type: ignore[call-overload]
             f"{float(r['duration_seconds']):.1f} s), verified on {len(targets)} "  # type: ignore[arg-type]
             f"{_plural(len(targets), 'copy')}: {', '.join(targets)}")
 
