@@ -334,9 +334,10 @@ class PostgresPhysicalDriver(SourceDriver):
                               f"it with --to-datadir DIR")
         if any(e.rows or e.paths for e in erasures):
             raise RestoreError(
-                f"backup {reader.backup_id} predates erasure requests of its organization; a "
-                f"physical restore can replay them only on a running cluster: restore with "
-                f"--start (vowvault erases the rows once the cluster is up)")
+                f"backup {reader.backup_id} predates {len(erasures)} erasure request(s) of its "
+                f"organization, and this vowvault cannot yet replay erasures on a restored "
+                f"cluster: nothing is restored (restore a logical backup, which replays them, "
+                f"or take a new base backup)")
         validation = extract(reader.stream(DATA), target.directory,
                              f"restore of base backup {reader.backup_id} in progress",
                              progress, reader.entry(DATA).plaintext_size)
