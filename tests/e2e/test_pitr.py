@@ -164,6 +164,14 @@ def test_restore_to_instants_between_markers(cli, cluster: Cluster, pg_root: Pat
                 "--to-datadir", str(pg_root / "never"), check=False)
     assert early.returncode == 2 and "recoverable window" in early.stderr, early.stderr
     assert len(early.stderr.strip().splitlines()) == 1 and not (pg_root / "never").exists()
+    # An erasure newer than the base backup: a physical restore would bring the rows back,
+    # so it is refused in one line and writes nothing.
+    cli("gdpr", "request", "grand-hall", "guest-3", "--row", "public.marker:id=3")
+    erased = cli("backup", "restore", "--policy", POLICY, "--latest", "--to-datadir",
+                 str(pg_root / "erased"), check=False)
+    assert erased.returncode != 0 and "erasure request" in erased.stderr, erased.stderr
+    assert len(erased.stderr.strip().splitlines()) == 1
+    assert not any((pg_root / "erased").glob("*"))
 
 
 def test_an_archiver_killed_mid_pass_loses_and_doubles_nothing(cli, cli_env, cluster: Cluster

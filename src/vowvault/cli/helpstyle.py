@@ -23,6 +23,9 @@ def _option_type(self: Any, ctx: Any) -> str | None:
         return None
     label = _ORIGINAL_OPTION_TYPE(self, ctx) or ""
     label = label.strip("<>")
+    if label.startswith("list[") and label.endswith("]"):  # a repeatable option
+        inner = label[5:-1]
+        return _NAMES.get(inner, inner.upper())
     if "|" in label:  # a choice: list the values
         return label
     return _NAMES.get(label, label.upper())
