@@ -58,13 +58,15 @@ def test_restore_replays_erasure_of_files(ctx: Context, policy, tmp_path: Path) 
     result = restore_backup(ctx, before.job_id, to_dir=out)
     assert not (out / "weddings" / "smith").exists()
     assert (out / "weddings" / "jones" / "IMG_1.jpg").exists() and (out / "README").exists()
-    assert result.erasures_applied and result.erasures_applied[0]["files_withheld"] == 3
+    # weddings/smith/IMG_1.jpg and guests.json; the folder weddings/smith counted apart
+    applied = result.erasures_applied[0]
+    assert applied["files_withheld"] == 2 and applied["folders_withheld"] == 1
     with ctx.catalog.session() as s:
         rec = s.execute(sa.select(RecoveryJob)).scalar_one()
         assert rec.erasures_applied[0]["subject"] == "smith-2027"
     # A drill replays it too.
     drill = run_drill(ctx, "photos", before.job_id)
-    assert drill.validation["withheld"] == 3
+    assert drill.validation["withheld"] == 2 and drill.validation["withheld_folders"] == 1
 
 
 def test_status_and_purge_of_file_tree_backups(ctx: Context, policy, tmp_path: Path) -> None:
