@@ -169,6 +169,9 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ("DSN that is none", ["backup", "restore", "{db_id}", "--to-database",
                           f"host=x password={SECRET} garbage"], {}, 2,
      "not a PostgreSQL connection string"),
+    ("DSN without a database", ["backup", "restore", "{db_id}", "--to-database",
+                                "postgresql://postgres@127.0.0.1:5432/"], {}, 2,
+     "names no database"),
     ("closed database port", ["backup", "restore", "{db_id}", "--to-database", CLOSED_PG], {},
      1, "Connection refused"),
     # Erasure requests that could never match.

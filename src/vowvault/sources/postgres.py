@@ -172,17 +172,21 @@ def pg_message(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
-def check_dsn(dsn: str, what: str) -> None:
+def check_dsn(dsn: str, what: str, *, database: bool = False) -> None:
     """``ConfigError`` if ``dsn`` is not a libpq connection string (not repeated: it may
-    hold a password); ``what`` names it for the user."""
+    hold a password), or, with ``database``, names no database (libpq would fall back to
+    the user's, ``postgres``: never a restore's target by accident); ``what`` names it."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        conninfo_to_dict(dsn)
+        info = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         raise ConfigError(f"{what} is not a PostgreSQL connection string: give "
                           f"postgresql://user@host:port/dbname (or key=value pairs)") from None
+    if database and not info.get("dbname"):
+        raise ConfigError(f"{what} names no database ({redact(dsn)}): give "
+                          f"postgresql://user@host:port/dbname")
 
 
 def check_archive(chunks: Iterable[bytes]) -> None:
@@ -397,7 +401,7 @@ class PostgresLogicalDriver(SourceDriver):
         if dsn is None:
             raise ConfigError(f"backup {reader.backup_id} is a database dump: restore it "
                               f"with --to-database")
-        check_dsn(dsn, "the database to restore into")
+        check_dsn(dsn, "the database to restore into", database=True)
         exists, objects = target_state(dsn, password)
         created = False
         if not exists:
