@@ -27,7 +27,7 @@ from vowvault.engine import wal
 from vowvault.engine.context import Context
 from vowvault.engine.restore import restore_backup
 from vowvault.errors import ConfigError, NotFound, RestoreError
-from vowvault.sources.physical import lsn_int
+from vowvault.sources.physical import lsn_int, server_owner
 
 
 @dataclass
@@ -143,25 +143,13 @@ def _t(value: dt.datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else "?"
 
 
-def _owner() -> tuple[int, int] | None:
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        pw = pwd.getpwnam("postgres")
-    except KeyError:
-        return None
-    return pw.pw_uid, pw.pw_gid
-
-
 def _hand_over(prefetch: Path, datadir: Path) -> None:
     """The fetch command beside the WAL, both readable by the server's user."""
     prefetch.mkdir(parents=True, exist_ok=True)
     command = prefetch / "vowvault-wal"
     shutil.copyfile(walspool.__file__, command)
     command.chmod(0o755)
-    owner = _owner()
+    owner = server_owner()
     if owner:
         for path in [prefetch, *prefetch.iterdir()]:
             os.chown(path, *owner)
@@ -182,7 +170,7 @@ def _recovery_settings(datadir: Path, prefetch: Path, policy: str, target: Targe
     with open(datadir / "postgresql.auto.conf", "a") as f:
         f.write("\n".join(lines) + "\n")
     (datadir / "recovery.signal").touch()
-    owner = _owner()
+    owner = server_owner()
     if owner:
         os.chown(datadir / "recovery.signal", *owner)
         os.chown(datadir / "postgresql.auto.conf", *owner)
@@ -197,7 +185,7 @@ def _free_port() -> int:
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if _owner() else cmd
+    return ["runuser", "-u", "postgres", "--", *cmd] if server_owner() else cmd
 
 
 def _pg_bin(name: str) -> str:

@@ -249,7 +249,7 @@ def describe_cluster(source: PostgresSource) -> dict[str, Any]:
             "address": redact(source.dsn)}
 
 
-def _owner() -> tuple[int, int] | None:
+def server_owner() -> tuple[int, int] | None:
     """Who a restored data directory belongs to: the ``postgres`` user, when restoring as
     root (PostgreSQL refuses a data directory it does not own)."""
     if os.geteuid() != 0:
@@ -270,7 +270,7 @@ def extract(chunks: Iterable[bytes], directory: Path, note: str,
     if directory.exists() and any(p.name != INCOMPLETE for p in directory.iterdir()):
         raise TargetInTheWay(f"{directory} is not empty: a data directory is restored into an "
                              f"empty or new directory")
-    owner = _owner()
+    owner = server_owner()
     uid, gid = owner or (os.getuid(), os.getgid())
     writer = TreeWriter(directory, preserve_owners=owner is not None, note=note)
     checked = Checked()
@@ -349,7 +349,7 @@ class PostgresPhysicalDriver(SourceDriver):
         import shutil
 
         tmp = Path(tempfile.mkdtemp(prefix="vowvault-drill-"))
-        owner = _owner()
+        owner = server_owner()
         if owner:
             os.chown(tmp, *owner)
         try:
