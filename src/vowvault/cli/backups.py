@@ -122,12 +122,15 @@ def _run_flow(policy: str) -> dict[str, Any]:
         retries = queries.policy_retries(ctx, policy)
     finally:
         ctx.close()
-    prefect_server.run_logs_off_console()
-    from flows.backup import backup
-    from tasks.common import local_progress
+    with prefect_server.prefect_api():
+        # Prefect is imported only now, with PREFECT_API_URL set: imported earlier, it
+        # starts a temporary server of its own (one that outlives a killed command).
+        prefect_server.run_logs_off_console()
+        from flows.backup import backup
+        from tasks.common import local_progress
 
-    with prefect_server.prefect_api(), ProgressBar(_err.is_terminal) as bar, local_progress(bar):
-        return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
+        with ProgressBar(_err.is_terminal) as bar, local_progress(bar):
+            return backup.with_options(retries=retries, retry_delay_seconds=10)(policy=policy)
 
 
 def _print_result(r: dict[str, Any]) -> None:

@@ -61,20 +61,22 @@ def run_demo(policy_file: Path, console: Console) -> None:
                   f"changes (catalog {settings.database_url})")
 
     import flows  # noqa: F401 - Prefect's offline defaults, before Prefect loads
-    from flows.backup import backup
-    from tasks.common import local_progress
     from vowvault.cli.backups import ProgressBar
     from vowvault.cli.prefect_server import prefect_api, run_logs_off_console
 
-    run_logs_off_console()  # the run's log lines go to the run, where the UI shows them
-
     def run(policy: str) -> dict[str, object]:
+        from flows.backup import backup
+        from tasks.common import local_progress
+
         with ProgressBar(console.is_terminal) as bar, local_progress(bar):
             return backup(policy=policy)  # type: ignore[no-any-return]
 
     console.print("3. backing up lumiere-photos through the Prefect backup flow (a temporary "
                   "Prefect server starts first: ~10 s)")
     with prefect_api():
+        # Prefect is imported only now, with PREFECT_API_URL set (imported earlier, it would
+        # start a temporary server of its own); its run logs go to the run, not here.
+        run_logs_off_console()
         result = run("lumiere-photos")
         console.print(f"   {_summary(result)}")
 
