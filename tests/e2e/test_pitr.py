@@ -210,6 +210,29 @@ def test_an_archiver_killed_mid_pass_loses_and_doubles_nothing(cli, cli_env, clu
             "SELECT source_info FROM backup_jobs WHERE backup_type = 'TRANSACTION_LOG'")]
     names = [n for info in spans for a, b in json.loads(info)["ranges"] for n in _names(a, b)]
     assert len(names) == len(set(names)), "a WAL file recorded twice"
+    # Other bytes under a name already archived: refused, kept in the spool, nothing
+    # overwritten on any copy.
+    victim = next(n for n in pushed if len(n) == 24)
+    (spool / ".archived" / victim).unlink()  # as if the receipt were lost
+    stored = sorted(Path(cli_env["VOWVAULT_HOME"]).parent.glob(f"storage*/**/wal/*/{victim}"))
+    before = [p.read_bytes() for p in stored]
+    forged = Path(cli_env["VOWVAULT_HOME"]).parent / victim
+    forged.write_bytes(os.urandom(16 << 20))
+    from vowvault import walspool
+
+    assert walspool.push(POLICY, forged, cluster.spool) == "spooled"  # type: ignore[attr-defined]
+    refused = cli("wal", "archiver", "--policy", POLICY, "--once", "--spool",
+                  str(cluster.spool), check=False)  # type: ignore[attr-defined]
+    assert refused.returncode == 1 and f"CONFLICT {victim}" in refused.stdout, refused.stdout
+    assert (spool / victim).exists() and [p.read_bytes() for p in stored] == before
+    assert len(stored) == 2  # both copies
+
+
+def test_demo_pitr_restores_and_cleans_up(cli, cli_env) -> None:
+    out = cli("demo", "--pitr").stdout
+    assert "guests: Ada, Grace, Alan, Edsger" in out and "recovery stopping before" in out
+    assert not list(Path("/tmp").glob("vowvault-pitr-demo-*"))
+    assert not (Path(cli_env["VOWVAULT_HOME"]) / "storage-pitr-demo").exists()
 
 
 def _names(first: str, last: str) -> list[str]:
