@@ -59,7 +59,7 @@ $(AZURITE):
 azurite: $(AZURITE)
 
 test: install $(AZURITE)
-	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -n 2 --dist worksteal -q \
+	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" $(BIN)/pytest -n 2 --dist worksteal -q --durations=15 \
 		$(PYTEST_ARGS)
 
 lint: install
