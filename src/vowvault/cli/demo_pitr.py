@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,32 +19,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from vowvault.errors import ConfigError
-
 POLICY = "demo-pitr-cluster"
 
 
-def _pg_bin(name: str) -> str:
-    for version in ("17", "16", "15"):
-        path = f"/usr/lib/postgresql/{version}/bin/{name}"
-        if os.path.exists(path):
-            return path
-    found = shutil.which(name)
-    if found is None:
-        raise ConfigError(f"{name} is not installed: the PITR demo needs the PostgreSQL "
-                          f"server binaries (apt install postgresql)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _as_postgres(*cmd: str) -> None:
-    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+    from vowvault.engine.pitr import as_postgres
+
+    subprocess.run(as_postgres(list(cmd)), check=True, capture_output=True, timeout=120)
 
 
 def run_pitr_demo(console: Console) -> None:
@@ -54,6 +34,7 @@ def run_pitr_demo(console: Console) -> None:
     from vowvault.engine import pitr, wal
     from vowvault.engine.backup import run_backup
     from vowvault.engine.context import Context
+    from vowvault.engine.pitr import free_port, pg_bin
     from vowvault.policies.apply import apply_policy_file
     from vowvault.policies.loader import parse_policy_text
 
@@ -62,7 +43,7 @@ def run_pitr_demo(console: Console) -> None:
     root.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-    port = _free_port()
+    port = free_port()
     data, spool = root / "data", root / "spool"
     spool.mkdir()
     if os.geteuid() == 0:
@@ -78,13 +59,13 @@ def run_pitr_demo(console: Console) -> None:
         command = root / "bin" / "vowvault-wal"
         shutil.copyfile(walspool.__file__, command)
         command.chmod(0o755)
-        _as_postgres(_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+        _as_postgres(pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
         with open(data / "postgresql.conf", "a") as f:
             f.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{root}'\nwal_level = replica\n"
                     f"archive_mode = on\narchive_command = '/usr/bin/python3 {command} push "
                     f"--policy {POLICY} --spool {spool} %p'\n")
-        _as_postgres(_pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start")
+        _as_postgres(pg_bin("pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start")
         dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         console.print(f"1. cluster started, archive_command = vowvault-wal push into {spool}")
         text = f"""\
@@ -135,7 +116,7 @@ policies:
         target = changes[1][1] + (changes[2][1] - changes[1][1]) / 2
         restored = root / "restored"
         result = pitr.restore_to(ctx, POLICY, restored, pitr.Target(time=target), start=True,
-                                 port=_free_port(),
+                                 port=free_port(),
                                  validation_query="SELECT string_agg(name, ', ' ORDER BY "
                                                   "added) FROM guests")
         guests = result.validation["rows"][0][0]

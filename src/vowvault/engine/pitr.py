@@ -92,15 +92,16 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
     _recovery_settings(datadir, prefetch, policy, target)
     result = PitrResult(policy, base["id"], datadir, target.describe(), fetched, 0.0)
     if start:
-        result.started, result.port = True, port or _free_port()
+        result.started, result.port = True, port or free_port()
         result.reached = _start_and_wait(datadir, result.port, timeout)
         if validation_query:
             result.validation = {"query": validation_query,
                                  "rows": _query(result.port, validation_query)}
     result.duration_seconds = round(time.perf_counter() - started, 3)
+    org_id = wal.physical_policy(ctx, policy).organization_id
     with ctx.catalog.session() as s:
         audit.record(s, actor=ctx.settings.actor, action="restore.pitr", target_type="backup",
-                     target_id=base["id"], organization_id=None,
+                     target_id=base["id"], organization_id=org_id,
                      summary=f"point-in-time restore of {policy} to {target.describe()} from "
                              f"base backup {base['id']} into {datadir}: {fetched} WAL files "
                              f"fetched" + (f"; {result.reached}" if result.reached else ""))
@@ -176,7 +177,7 @@ def _recovery_settings(datadir: Path, prefetch: Path, policy: str, target: Targe
         os.chown(datadir / "postgresql.auto.conf", *owner)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -184,11 +185,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _as_postgres(cmd: list[str]) -> list[str]:
+def as_postgres(cmd: list[str]) -> list[str]:
+    """``cmd`` run as the server's user when we are root (PostgreSQL refuses root)."""
     return ["runuser", "-u", "postgres", "--", *cmd] if server_owner() else cmd
 
 
-def _pg_bin(name: str) -> str:
+def pg_bin(name: str) -> str:
+    """A PostgreSQL server binary: on PATH, else the newest Debian install."""
     found = shutil.which(name)
     if found:
         return found
@@ -202,7 +205,7 @@ def _pg_bin(name: str) -> str:
 def _start_and_wait(datadir: Path, port: int, timeout: float) -> str:
     log_file = datadir / "vowvault-recovery.log"
     socket_dir = datadir
-    cmd = _as_postgres([_pg_bin("pg_ctl"), "-D", str(datadir), "-l", str(log_file), "-w",
+    cmd = as_postgres([pg_bin("pg_ctl"), "-D", str(datadir), "-l", str(log_file), "-w",
                         "-t", str(int(timeout)), "-o",
                         f"-p {port} -c listen_addresses=127.0.0.1 "
                         f"-c unix_socket_directories={socket_dir}", "start"])
@@ -236,5 +239,5 @@ def _query(port: int, sql: str) -> list[tuple[Any, ...]]:
 
 
 def stop(datadir: Path) -> None:
-    subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(datadir), "-m", "fast", "-w",
+    subprocess.run(as_postgres([pg_bin("pg_ctl"), "-D", str(datadir), "-m", "fast", "-w",
                                  "stop"]), capture_output=True)
