@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/physical.py [--size-mib 1024] [--load-seconds 60]
         [--warmup-seconds 10] [--burst-segments 32] [--sample-interval 1] [--keep]
 
-Run as root: the throw-away cluster and every restored one run as ``postgres``. In one run:
+Run as root: the throw-away cluster and every restored one run as ``postgres``; pgBackRest
+and zstd are installed from the Debian registry first when missing. In one run:
 
 1. ``initdb`` (as postgres) in a temporary directory under /tmp, its own port on
    127.0.0.1, ``wal_level = replica``, ``archive_mode = on``; filled with at least
@@ -173,6 +174,19 @@ def as_postgres(cmd: list[str]) -> list[str]:
 
 def shell(script: str) -> list[str]:
     return ["bash", "-c", "set -euo pipefail; " + script]
+
+
+def install_references(tools: dict[str, str]) -> None:
+    """The reference tools from the Debian registry, when missing (one line each)."""
+    missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    print(f"installing {' '.join(missing)} (apt) ...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def free_port() -> int:
@@ -908,11 +922,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("run as root: the clusters run as the postgres user (runuser)")
     if args.size_mib < 64 or args.load_seconds < 5 or args.runs < 1:
         p.error("--size-mib must be >= 64, --load-seconds >= 5 and --runs >= 1")
-    for tool in ("pgbench", "pg_basebackup", "zstd", "runuser"):
+    install_references({"pgbackrest": "pgbackrest", "zstd": "zstd"})
+    for tool in ("pgbench", "pg_basebackup", "zstd", "runuser", "pgbackrest"):
         if shutil.which(tool) is None:
-            p.error(f"{tool} is not on PATH")
-    if shutil.which("pgbackrest") is None:
-        p.error("pgbackrest is not installed: apt-get install -y pgbackrest")
+            p.error(f"{tool} is not on PATH (apt-get install -y {tool} failed)")
     if not (PG_BIN / "initdb").exists():
         p.error(f"{PG_BIN}/initdb is missing (PostgreSQL 15 server package)")
     if run([VOWVAULT, "wal", "--help"], check=False).returncode != 0:

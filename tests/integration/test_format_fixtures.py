@@ -45,3 +45,8 @@ def test_every_format_fixture_restores(name: str, tmp_path: Path) -> None:
     outcome = DirectoryDriver().restore(reader, {}, RestoreTarget(directory=out), [])
     assert outcome.validation["files"] == fixture["files"]
     assert state(out) == fixture["state"]
+    # v1-…: manifests of format 1 (SHA-256 object digests); v2-…: format 2 (BLAKE3).
+    manifest = reader.manifest
+    assert manifest.format == int(name[1])
+    assert {e.algorithm for e in manifest.objects.values()} == {
+        "sha256" if manifest.format == 1 else "blake3"}

@@ -145,3 +145,31 @@ def test_framing_holds_exact_frame_sizes() -> None:
     assert frames == [(b"abcd", False), (b"efgh", False), (b"ij", True)]
     assert list(codec.frame_plaintext([b"abcd"], 4)) == [(b"abcd", True)]
     assert list(codec.frame_plaintext([], 4)) == [(b"", True)]
+
+
+def test_the_round_trip_catches_a_frame_that_does_not_decompress_to_its_plaintext() -> None:
+    """A compressor (or the memory under it) that returns a valid zstd frame of other bytes:
+    without the round trip it would be sealed; with it, nothing is."""
+    import zstandard
+
+    from vowvault.codec import frames
+
+    plaintext = b"guest list: table 7, Ada and Grace " * 2000
+    assert codec.compress(plaintext, round_trip=True)[0] == frames.ZSTD
+
+    class Faulty:
+        def compress(self, data: bytes) -> bytes:
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0x01
+            return zstandard.ZstdCompressor(level=3).compress(bytes(flipped))
+
+    frames._local.compressor, frames._local.level = Faulty(), frames.ZSTD_LEVEL
+    try:
+        assert codec.compress(plaintext)[0] == frames.ZSTD  # sealed as is, unnoticed
+        with pytest.raises(IntegrityError, match="does not decompress to the plaintext"):
+            codec.compress(plaintext, round_trip=True)
+        sealer = codec.ObjectSealer(b"k" * 32, uuid.uuid4(), "data", 1 << 16, round_trip=True)
+        with pytest.raises(IntegrityError):
+            list(sealer.records([plaintext]))
+    finally:
+        del frames._local.compressor

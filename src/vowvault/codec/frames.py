@@ -88,16 +88,22 @@ def parse_header(data: bytes, backup_id: uuid.UUID, kind: str) -> int:
 _local = threading.local()
 
 
-def compress(plaintext: bytes, level: int = ZSTD_LEVEL) -> bytes:
-    """flag + payload: zstd when it shrinks the frame, the plaintext otherwise (photos)."""
+def compress(plaintext: bytes, level: int = ZSTD_LEVEL, *, round_trip: bool = False) -> bytes:
+    """flag + payload: zstd when it shrinks the frame, the plaintext otherwise (photos).
+    With ``round_trip``, the payload is decompressed once and compared with the plaintext
+    (a fault of memory or of the compressor is caught before anything is sealed)."""
     compressor = getattr(_local, "compressor", None)
     if compressor is None or getattr(_local, "level", None) != level:
         compressor = _local.compressor = zstandard.ZstdCompressor(level=level)
         _local.level = level
     packed = compressor.compress(plaintext)
-    if len(packed) < len(plaintext):
-        return bytes([ZSTD]) + packed
-    return bytes([RAW]) + plaintext
+    if len(packed) >= len(plaintext):
+        return bytes([RAW]) + plaintext
+    body = bytes([ZSTD]) + packed
+    if round_trip and decompress(body, len(plaintext)) != plaintext:
+        raise IntegrityError("a frame does not decompress to the plaintext it was compressed "
+                             "from (a memory or compressor fault): nothing is recorded")
+    return body
 
 
 def decompress(body: bytes, expected_max: int) -> bytes:
@@ -144,13 +150,30 @@ class Sealer:
         return RECORD_LEN.pack(len(sealed)) + sealed
 
 
+OBJECT_DIGEST = "blake3"
+"""The digest of a whole object's plaintext that new manifests record (format 2; format 1
+recorded SHA-256). BLAKE3: a cryptographic hash about four times faster than SHA-256 here
+(0.22 against 0.88 CPU seconds per GiB), paid once per backup and once per read."""
+
+
+def object_digest(algorithm: str = OBJECT_DIGEST) -> Any:
+    """A fresh hash object of ``algorithm`` (``blake3`` or ``sha256``)."""
+    if algorithm == "blake3":
+        import blake3
+
+        return blake3.blake3(max_threads=1)
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    raise IntegrityError(f"unknown object digest {algorithm!r}")
+
+
 @dataclass
 class SealedStats:
-    """What sealing one object gathered: plaintext size and SHA-256, bytes stored, and every
+    """What sealing one object gathered: plaintext size and digest, bytes stored, and every
     record's sealed length (the frame table of random access)."""
 
     plaintext_size: int = 0
-    sha256: Any = field(default_factory=hashlib.sha256)
+    digest: Any = field(default_factory=object_digest)
     stored_size: int = 0
     lengths: array[int] = field(default_factory=lambda: array("I"))
 
@@ -164,8 +187,9 @@ class ObjectSealer:
     in another; the stats come out the same."""
 
     def __init__(self, dek: bytes, backup_id: uuid.UUID, kind: str, frame_size: int,
-                 level: int = ZSTD_LEVEL) -> None:
+                 level: int = ZSTD_LEVEL, *, round_trip: bool = False) -> None:
         self.level = level
+        self.round_trip = round_trip
         self.frame_size = frame_size
         self.stats = SealedStats()
         self._sealer = Sealer(dek, backup_id, kind, frame_size)
@@ -177,12 +201,12 @@ class ObjectSealer:
     def cut(self, chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes, bool]]:
         """(index, plaintext frame, final) of a stream, hashing the plaintext."""
         for index, (frame, final) in enumerate(frame_plaintext(chunks, self.frame_size)):
-            self.stats.sha256.update(frame)
+            self.stats.digest.update(frame)
             self.stats.plaintext_size += len(frame)
             yield index, frame, final
 
     def compress(self, frame: bytes) -> bytes:
-        return compress(frame, self.level)
+        return compress(frame, self.level, round_trip=self.round_trip)
 
     def seal(self, index: int, body: bytes, final: bool) -> bytes:
         """The record of frame ``index`` (``body`` from ``compress``), preceded by the
@@ -301,21 +325,31 @@ class _Reader:
 
 def frame_plaintext(chunks: Iterable[bytes], frame_size: int) -> Iterator[tuple[bytes, bool]]:
     """Cut a stream into frames of exactly ``frame_size`` bytes (the last may be shorter, or
-    empty for an empty stream), each with its final flag. Holds at most two frames."""
-    buf = bytearray()
+    empty for an empty stream), each with its final flag. Holds at most two frames; each
+    byte is copied once (into its frame)."""
+    parts: list[memoryview] = []
+    held = 0
     ready: bytes | None = None
     for chunk in chunks:
-        buf += chunk
-        while len(buf) >= frame_size:
-            if ready is not None:
-                yield ready, False
-            ready = bytes(buf[:frame_size])
-            del buf[:frame_size]
+        # Views of immutable bytes only: a producer may reuse a bytearray it handed out.
+        view = memoryview(chunk if type(chunk) is bytes else bytes(chunk))
+        while len(view):
+            take = min(len(view), frame_size - held)
+            parts.append(view[:take])
+            held += take
+            view = view[take:]
+            if held == frame_size:
+                if ready is not None:
+                    yield ready, False
+                ready = b"".join(parts)
+                parts.clear()
+                held = 0
+    rest = b"".join(parts)
     if ready is not None:
-        if buf:
+        if rest:
             yield ready, False
-            yield bytes(buf), True
+            yield rest, True
         else:
             yield ready, True
     else:
-        yield bytes(buf), True
+        yield rest, True

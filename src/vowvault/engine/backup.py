@@ -7,8 +7,10 @@ The engine owns the job; the bytes belong to the data plane and the source:
   object it is to write on each target (one more). It hands the source's snapshot
   (``sources``) and the copies to the data plane's pipeline (``repository.pipeline``).
 - ``run_stage`` runs one of the pipeline's four concurrent stages; ``verify_stage`` reads
-  every copy back and proves it (``repository.verify``), which no catalog transaction
-  spans either.
+  every copy back and proves it (``repository.verify``; a source that proves its plaintext
+  as it streams has its frames round-tripped before sealing and its records authenticated
+  on the way back, not decoded twice: ``SourceDriver.proved_in_stream``), which no catalog
+  transaction spans either.
 - ``finish`` records the outcome in one transaction: COMPLETED only after every required
   copy was read back and proven; FAILED or CORRUPTED otherwise, with the objects written
   so far removed first.
@@ -35,7 +37,6 @@ from sqlalchemy.orm import Session
 from vowvault import sources
 from vowvault.catalog import audit
 from vowvault.catalog.models import BackupJob, BackupPolicy, BackupStorage, WeddingDate
-from vowvault.codec.frames import FORMAT_VERSION
 from vowvault.domain import (
     BackupStatus,
     BackupType,
@@ -68,7 +69,7 @@ from vowvault.errors import (
 from vowvault.keys import new_dek
 from vowvault.repository import BackupLocation, Copy
 from vowvault.repository.layout import DATA, KEY, MANIFEST, tier_for
-from vowvault.repository.manifest import Manifest, ObjectEntry
+from vowvault.repository.manifest import MANIFEST_FORMAT, Manifest, ObjectEntry
 from vowvault.repository.pipeline import STAGES, BackupPipeline, WriteResult, WriteSpec
 from vowvault.repository.verify import CopyVerdict, verify_copy
 from vowvault.repository.writer import remove_backup
@@ -366,7 +367,7 @@ def record_started(ctx: Context, s: Session, job: BackupJob, prepared: Prepared,
     job.started_at = now
     for column, value in owner_fields(s, ctx, prepared.token).items():
         setattr(job, column, value)
-    job.format_version = FORMAT_VERSION
+    job.format_version = MANIFEST_FORMAT
     location = prepared.location
     for target, copy in zip(prepared.targets, copies, strict=True):
         provider = copy.backend.properties().provider
@@ -388,7 +389,8 @@ def launch(ctx: Context, prepared: Prepared, driver: SourceDriver, snapshot: Sna
     location = prepared.location
     spec = WriteSpec(location, prepared.dek,
                      prepared.key.key_object(prepared.job_id, prepared.wrapped).to_bytes(),
-                     ctx.frame_size, ctx.workers, ctx.queue_depth)
+                     ctx.frame_size, ctx.workers, ctx.queue_depth,
+                     round_trip=driver.proved_in_stream)
     view = prepared.policy
 
     def describe(found: dict[str, ObjectEntry]) -> Manifest:
@@ -493,7 +495,8 @@ def verify_stage(job_id: str) -> dict[str, Any]:
                         expected_manifest_sha=result.manifest_sha256,
                         key_opens=lambda key: key.wrapped_dek == wrapped,
                         deep_check=lambda reader, deep=(i == 0): run.driver.check(reader,
-                                                                                  deep=deep))
+                                                                                  deep=deep),
+                        decode=not run.driver.proved_in_stream)
             for i, copy in enumerate(result.live())]
         _judge_copies(run, result)
     except BaseException as exc:

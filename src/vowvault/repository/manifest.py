@@ -16,8 +16,12 @@ from typing import Any
 
 import zstandard
 
-from vowvault.codec.frames import FORMAT_VERSION, HEADER, RECORD_LEN, SealedStats
+from vowvault.codec.frames import HEADER, OBJECT_DIGEST, RECORD_LEN, SealedStats
 from vowvault.errors import IntegrityError
+
+MANIFEST_FORMAT = 2
+"""The manifest format written: 2 names each object's digest (BLAKE3); 1 recorded SHA-256."""
+READABLE_FORMATS = (1, 2)
 
 _FIELDS = ("format", "backup_id", "organization_id", "policy_id", "policy", "backup_type",
            "created_at", "parent", "references", "source", "objects")
@@ -33,30 +37,41 @@ def unpack_lengths(text: str) -> array[int]:
     return out
 
 
+DIGESTS = ("blake3", "sha256")
+"""The object digests a manifest may name; format 1 knows only ``sha256``."""
+
+
 @dataclass(frozen=True)
 class ObjectEntry:
-    """One framed object of the backup: sizes, plaintext SHA-256 and its frame table."""
+    """One framed object of the backup: sizes, the digest of its plaintext and its frame
+    table."""
 
     plaintext_size: int
-    sha256: str
+    digest: str
     stored_size: int
     frame_size: int
     frames: int
     frame_lengths: str
     """Base64 of zstd of the records' sealed lengths (u32, native order)."""
+    algorithm: str = OBJECT_DIGEST
+    """Of ``digest``: the JSON key it is stored under (``blake3``, or ``sha256``)."""
 
     @classmethod
     def of(cls, stats: SealedStats, frame_size: int) -> ObjectEntry:
-        return cls(stats.plaintext_size, stats.sha256.hexdigest(), stats.stored_size,
+        return cls(stats.plaintext_size, stats.digest.hexdigest(), stats.stored_size,
                    frame_size, len(stats.lengths), pack_lengths(stats.lengths))
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> ObjectEntry:
-        return cls(int(doc["plaintext_size"]), str(doc["sha256"]), int(doc["stored_size"]),
-                   int(doc["frame_size"]), int(doc["frames"]), str(doc["frame_lengths"]))
+    def from_json(cls, doc: dict[str, Any], version: int = MANIFEST_FORMAT) -> ObjectEntry:
+        named = [a for a in DIGESTS if a in doc] if version >= 2 else ["sha256"]
+        if len(named) != 1 or named[0] not in doc:
+            raise KeyError("one object digest (" + " or ".join(DIGESTS) + ")")
+        return cls(int(doc["plaintext_size"]), str(doc[named[0]]), int(doc["stored_size"]),
+                   int(doc["frame_size"]), int(doc["frames"]), str(doc["frame_lengths"]),
+                   named[0])
 
     def to_json(self) -> dict[str, Any]:
-        return {"plaintext_size": self.plaintext_size, "sha256": self.sha256,
+        return {"plaintext_size": self.plaintext_size, self.algorithm: self.digest,
                 "stored_size": self.stored_size, "frame_size": self.frame_size,
                 "frames": self.frames, "frame_lengths": self.frame_lengths}
 
@@ -94,7 +109,7 @@ class Manifest:
     objects: dict[str, ObjectEntry]
     sections: dict[str, Any] = field(default_factory=dict)
     """Further top-level sections a source adds (``database`` for PostgreSQL dumps)."""
-    format: int = FORMAT_VERSION
+    format: int = MANIFEST_FORMAT
 
     @property
     def source_kind(self) -> str:
@@ -122,9 +137,11 @@ class Manifest:
         if not isinstance(doc, dict) or doc.get("backup_id") != str(backup_id):
             named = doc.get("backup_id") if isinstance(doc, dict) else None
             raise IntegrityError(f"manifest names backup {named}, not {backup_id}")
-        if doc.get("format") != FORMAT_VERSION:
-            raise IntegrityError(f"backup {backup_id}: manifest format {doc.get('format')}; "
-                                 f"this vowvault reads format {FORMAT_VERSION}")
+        version = doc.get("format")
+        if version not in READABLE_FORMATS:
+            raise IntegrityError(f"backup {backup_id}: manifest format {version}; this "
+                                 f"vowvault reads formats "
+                                 f"{', '.join(map(str, READABLE_FORMATS))}")
         try:
             return cls(
                 backup_id=backup_id, organization_id=uuid.UUID(doc["organization_id"]),
@@ -133,7 +150,9 @@ class Manifest:
                 created_at=str(doc["created_at"]), parent=doc.get("parent"),
                 references=tuple(doc.get("references") or ()),
                 source=dict(doc["source"]),
-                objects={k: ObjectEntry.from_json(v) for k, v in doc["objects"].items()},
+                objects={k: ObjectEntry.from_json(v, version)
+                         for k, v in doc["objects"].items()},
+                format=version,
                 sections={k: v for k, v in doc.items() if k not in _FIELDS})
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"backup {backup_id}: manifest lacks or garbles a field "

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vowvault.codec.frames import DEFAULT_FRAME_SIZE, ObjectSealer
+from vowvault.repository import allocator
 from vowvault.repository.channels import Abort, Aborted, Channel, Item, StageClock, run_threads
 from vowvault.repository.copies import Copy
 from vowvault.repository.layout import KEY, MANIFEST, BackupLocation
@@ -50,6 +51,9 @@ class WriteSpec:
     """Compression threads."""
     queue_depth: int = 4
     """Frames waiting between two stages."""
+    round_trip: bool = False
+    """Decompress every compressed frame once and compare it with its plaintext (for
+    sources whose read-back does not decode: ``SourceDriver.proved_in_stream``)."""
 
     def memory_bound(self) -> int:
         return memory_bound(self.frame_size, self.workers, self.queue_depth)
@@ -79,6 +83,7 @@ class BackupPipeline:
 
     def __init__(self, spec: WriteSpec, source: Streams, copies: list[Copy],
                  describe: Callable[[dict[str, ObjectEntry]], Manifest]) -> None:
+        allocator.tune()
         self.spec = spec
         self.source = source
         self.describe = describe
@@ -134,7 +139,8 @@ class BackupPipeline:
         if found is None:
             found = self.sealers[kind] = ObjectSealer(self.spec.dek,
                                                       self.spec.location.backup_id, kind,
-                                                      self.spec.frame_size)
+                                                      self.spec.frame_size,
+                                                      round_trip=self.spec.round_trip)
         return found
 
     def _snapshot(self) -> None:

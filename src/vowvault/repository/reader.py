@@ -26,12 +26,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from vowvault.codec.frames import HEADER, RECORD_LEN, Opener, decompress, parse_header
+from vowvault.codec.frames import (
+    HEADER,
+    RECORD_LEN,
+    Opener,
+    decompress,
+    object_digest,
+    parse_header,
+)
 from vowvault.domain import CopyHealth
 from vowvault.errors import (
     ArchivedObjectError,
@@ -40,6 +48,7 @@ from vowvault.errors import (
     StorageError,
     TargetUnavailableError,
 )
+from vowvault.repository import allocator
 from vowvault.repository.copies import Copy
 from vowvault.repository.layout import MANIFEST, BackupLocation
 from vowvault.repository.manifest import Manifest, ObjectEntry
@@ -221,6 +230,7 @@ class Frames:
     """The frames of one object, served by whichever copy holds each intact."""
 
     def __init__(self, reader: BackupReader, kind: str, entry: ObjectEntry) -> None:
+        allocator.tune()
         self.reader, self.kind, self.entry = reader, kind, entry
         self.lengths, self.offsets = entry.frame_table()
         self.count = entry.frames
@@ -261,9 +271,11 @@ class Frames:
                                  f"the manifest")
         return data
 
-    def open_records(self, first: int, last: int, data: bytes) -> list[bytes]:
+    def open_records(self, first: int, last: int, data: bytes, decode: bool = True
+                     ) -> list[bytes]:
         """The plaintext of frames ``first..last`` from their stored records (as ``load``
-        returns them)."""
+        returns them); without ``decode``, each record authenticated and opened but not
+        decompressed (flag + payload)."""
         view = memoryview(data)
         pos = HEADER.size if first == 0 else 0
         out = []
@@ -274,12 +286,16 @@ class Frames:
                                      f"manifest records {self.lengths[i]}")
             sealed = bytes(view[pos + RECORD_LEN.size:pos + RECORD_LEN.size + length])
             final = i == self.count - 1
-            plain = decompress(self.opener.open(i, sealed, final), self.frame_size)
+            opened = self.opener.open(i, sealed, final)
+            pos += RECORD_LEN.size + length
+            if not decode:
+                out.append(opened)
+                continue
+            plain = decompress(opened, self.frame_size)
             if (not final and len(plain) != self.frame_size) or len(plain) > self.frame_size:
                 raise IntegrityError(f"{self.kind} object: frame {i} holds {len(plain)} "
                                      f"bytes, expected {self.frame_size}")
             out.append(plain)
-            pos += RECORD_LEN.size + length
         return out
 
     def get(self, first: int, last: int) -> list[bytes]:
@@ -292,12 +308,13 @@ class Frames:
         holds them intact: what a repair writes to a damaged copy."""
         return self.fetch(first, last)[1]
 
-    def fetch(self, first: int, last: int) -> tuple[list[bytes], bytes]:
-        """(plaintext frames, stored bytes) of ``first..last``."""
+    def fetch(self, first: int, last: int, decode: bool = True) -> tuple[list[bytes], bytes]:
+        """(plaintext frames, stored bytes) of ``first..last`` (without ``decode``: the
+        opened records, authenticated but not decompressed)."""
         for copy in list(self.order):
             try:
                 stored = self.load(copy.backend, first, last)
-                plain = self.open_records(first, last, stored)
+                plain = self.open_records(first, last, stored, decode)
             except ArchivedObjectError:
                 continue
             except (StorageError, IntegrityError, OSError) as exc:
@@ -313,15 +330,27 @@ class Frames:
         plains: list[bytes] = []
         stored_parts: list[bytes] = []
         for i in range(first, last + 1):
-            plain_i, stored_i = self.fetch(i, i)
+            plain_i, stored_i = self.fetch(i, i, decode)
             plains += plain_i
             stored_parts.append(stored_i)
         return plains, b"".join(stored_parts)
 
+    def authenticate(self) -> int:
+        """Read every stored record and check its tag, position and length without decoding
+        it (two runs in flight); the stored size."""
+        groups = deque(self.groups())
+        with ThreadPoolExecutor(2, thread_name_prefix="vowvault-read") as pool:
+            pending: deque[Any] = deque()
+            while groups or pending:
+                while groups and len(pending) < 2:
+                    pending.append(pool.submit(self.fetch, *groups.popleft(), False))
+                pending.popleft().result()
+        return self.entry.stored_size
+
     def stream(self) -> Iterator[bytes]:
         """Every frame in order, the next run fetched while this one is handed out; then the
-        whole object's size and SHA-256 against the manifest."""
-        digest = hashlib.sha256()
+        whole object's size and digest against the manifest."""
+        digest = object_digest(self.entry.algorithm)
         size = 0
         groups = list(self.groups())
         with ThreadPoolExecutor(1, thread_name_prefix="vowvault-read") as pool:
@@ -334,7 +363,7 @@ class Frames:
                     digest.update(plain)
                     size += len(plain)
                     yield plain
-        if size != self.entry.plaintext_size or digest.hexdigest() != self.entry.sha256:
+        if size != self.entry.plaintext_size or digest.hexdigest() != self.entry.digest:
             raise IntegrityError(f"{self.kind} object holds {size} bytes with another "
                                  f"checksum than the manifest records")
 

@@ -103,6 +103,13 @@ class SourceDriver(abc.ABC):
     """The manifest's ``source.kind``."""
     objects: ClassVar[tuple[str, ...]]
     """The object kinds a snapshot stores, besides the key and the manifest."""
+    proved_in_stream: ClassVar[bool] = False
+    """The snapshot proves its own plaintext as it streams (a base backup: every file
+    against the server's manifest), so what is left to prove after a write is that the
+    stored bytes are the ones sealed and that they decode to that plaintext: each frame
+    goes through the decompressor once before sealing (a round trip), and the read-back
+    after upload authenticates every record without decoding again. ``backup verify``
+    still decodes and checks everything."""
 
     @abc.abstractmethod
     def snapshot(self, request: SnapshotRequest) -> Snapshot: ...

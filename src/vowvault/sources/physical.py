@@ -5,9 +5,13 @@ to a point in time: ``vowvault.engine.pitr``).
 ``pg_basebackup -D - -Ft -X fetch`` streams the cluster as one tar, with the WAL from the
 backup's start to its end inside it (``pg_wal/``) and PostgreSQL's ``backup_manifest``
 last: each base backup restores to a consistent cluster on its own, archive or not. While
-the tar streams, every file is hashed and checked against the manifest (size and SHA-256;
-the manifest's own checksum too), so a stream damaged on the way is never recorded; verify
-and restore check the stored tar the same way. Start and stop LSN, timeline and times come
+the tar streams, every file is checked against the manifest (size and CRC-32C, which the
+server computes almost for free where SHA-256 costs it a core-second per GiB; the
+manifest's own SHA-256 too), so a stream damaged on the way is never recorded; verify and
+restore check the stored tar the same way. The object's SHA-256 and every frame's tag
+guard the stored bytes; the per-file CRC proves the tar is the server's. Base backups
+taken with SHA-256 manifests (``file_checksums`` absent from the source info) are checked
+with SHA-256. Start and stop LSN, timeline and times come
 from ``backup_label`` and the manifest's WAL range.
 
 One tablespace only (pg_basebackup cannot stream more to stdout); the restored directory is
@@ -55,11 +59,20 @@ def lsn_int(lsn: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+FILE_CHECKSUMS = "CRC32C"
+"""What ``pg_basebackup`` is asked to put in the manifest of a new base backup."""
+
+
 class Checked:
     """What one pass over a base backup's tar proved: every file the manifest lists is
-    there with its size and SHA-256, and nothing else but the WAL of ``pg_wal/``."""
+    there with its size and checksum (``algorithm``: CRC32C, or SHA256 for base backups
+    taken so), and nothing else but the WAL of ``pg_wal/``."""
 
-    def __init__(self) -> None:
+    def __init__(self, algorithm: str = FILE_CHECKSUMS) -> None:
+        if algorithm not in _DIGESTS:
+            raise IntegrityError(f"base backup files carry {algorithm!r} checksums, which "
+                                 f"this vowvault cannot check")
+        self.algorithm = algorithm
         self.files: dict[str, tuple[int, str]] = {}
         self.label = ""
         self.manifest: dict[str, Any] = {}
@@ -83,8 +96,12 @@ class Checked:
                 raise IntegrityError(f"base backup lacks {path}, which its manifest lists")
             if found[0] != f["Size"]:
                 raise IntegrityError(f"{path} is {found[0]} bytes; the manifest says {f['Size']}")
-            if f.get("Checksum-Algorithm") == "SHA256" and found[1] != f["Checksum"]:
-                raise IntegrityError(f"{path} does not match its SHA-256 in the manifest")
+            if f.get("Checksum-Algorithm") != self.algorithm:
+                raise IntegrityError(f"{path} carries a {f.get('Checksum-Algorithm')} "
+                                     f"checksum in the manifest, not {self.algorithm}")
+            if found[1] != f["Checksum"]:
+                raise IntegrityError(f"{path} does not match its {self.algorithm} checksum "
+                                     f"in the manifest")
         extra = [p for p in self.files if p not in listed and p != "backup_manifest"
                  and not p.startswith("pg_wal/")]
         if extra:
@@ -124,7 +141,7 @@ def walk(chunks: Iterable[bytes], checked: Checked,
                 on_member(member, iter(()))
             continue
         keep = member.name in ("backup_label", "backup_manifest")
-        stream = _Hashed(body, keep)
+        stream = _Hashed(body, keep, checked.algorithm)
         if on_member is not None:
             on_member(member, iter(stream))
         for _ in stream:  # whatever the consumer did not read
@@ -133,12 +150,32 @@ def walk(chunks: Iterable[bytes], checked: Checked,
                     bytes(stream.kept) if keep else None)
 
 
+class _Crc32c:
+    """CRC-32C as PostgreSQL's manifest spells it: the four bytes in little-endian order,
+    in hex (google-crc32c's C implementation: about 4 GiB/s)."""
+
+    def __init__(self) -> None:
+        import google_crc32c
+
+        self._crc = google_crc32c.Checksum()
+
+    def update(self, data: bytes | memoryview) -> None:
+        # Its C extension takes bytes only (a view is copied: about 0.1 s per GiB).
+        self._crc.update(data if type(data) is bytes else bytes(data))
+
+    def hexdigest(self) -> str:
+        return int.from_bytes(self._crc.digest(), "big").to_bytes(4, "little").hex()
+
+
+_DIGESTS: dict[str, Any] = {"CRC32C": _Crc32c, "SHA256": hashlib.sha256}
+
+
 class _Hashed:
     """A member's bytes, hashed as they are read (and kept, for the small ones)."""
 
-    def __init__(self, body: Iterator[bytes], keep: bool) -> None:
+    def __init__(self, body: Iterator[bytes], keep: bool, algorithm: str) -> None:
         self.body, self.keep = body, keep
-        self.digest = hashlib.sha256()
+        self.digest = _DIGESTS[algorithm]()
         self.kept = bytearray()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -164,10 +201,12 @@ class BaseBackupSnapshot(Snapshot):
         source = PostgresSource(self.request.config["dsn"], self.request.password)
         info = describe_cluster(source)
         cmd = [tool("pg_basebackup"), f"--dbname={source.dsn}", "--pgdata=-", "--format=tar",
-               "--wal-method=fetch", "--checkpoint=fast", "--manifest-checksums=SHA256",
+               "--wal-method=fetch", "--checkpoint=fast",
+               f"--manifest-checksums={FILE_CHECKSUMS}",
                "--no-password", "--label=vowvault"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=source.env())
+        _widen_pipe(proc.stdout)
         stderr = Drain(proc.stderr)
         try:
             yield DATA, self._tapped(proc, stderr, source, info)
@@ -220,8 +259,18 @@ class BaseBackupSnapshot(Snapshot):
                               f"itself: {failure[0]}")
         proved = checked.prove()
         self.info = {"kind": "postgres-physical", **info, **proved,
+                     "file_checksums": checked.algorithm,
                      "stop_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                      "bytes": checked.bytes}
+
+
+def _widen_pipe(pipe: Any) -> None:
+    """A 1 MiB pipe (Linux, F_SETPIPE_SZ) where the default is 64 KiB: a third of the reads
+    and half their CPU (measured: 0.53 against 1.09 CPU seconds per GiB read)."""
+    import fcntl
+
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
 
 
 def describe_cluster(source: PostgresSource) -> dict[str, Any]:
@@ -263,8 +312,14 @@ def server_owner() -> tuple[int, int] | None:
     return pw.pw_uid, pw.pw_gid
 
 
+def file_checksums(reader: BackupReader) -> str:
+    """The algorithm of a stored base backup's manifest checksums."""
+    return str(reader.manifest.source.get("file_checksums", "SHA256"))
+
+
 def extract(chunks: Iterable[bytes], directory: Path, note: str,
-            progress: Progress = no_progress, total: int | None = None) -> dict[str, Any]:
+            progress: Progress = no_progress, total: int | None = None,
+            algorithm: str = FILE_CHECKSUMS) -> dict[str, Any]:
     """Write a base backup's tar into an empty ``directory`` (through ``TreeWriter``: no
     symlink followed, nothing outside it), proving every file on the way; the proof."""
     if directory.exists() and any(p.name != INCOMPLETE for p in directory.iterdir()):
@@ -273,7 +328,7 @@ def extract(chunks: Iterable[bytes], directory: Path, note: str,
     owner = server_owner()
     uid, gid = owner or (os.getuid(), os.getgid())
     writer = TreeWriter(directory, preserve_owners=owner is not None, note=note)
-    checked = Checked()
+    checked = Checked(algorithm)
     done = 0
 
     def counted(body: Iterator[bytes]) -> Iterator[bytes]:
@@ -308,20 +363,21 @@ def extract(chunks: Iterable[bytes], directory: Path, note: str,
                                ) from None
         raise
     os.chmod(directory, 0o700)
-    return {"files": proof["files"], "checked": True, "sha256_per_file": True,
+    return {"files": proof["files"], "checked": True, "checksum_per_file": algorithm,
             "timeline": proof["timeline"], "stop_lsn": proof["stop_lsn"], "bytes": done}
 
 
 class PostgresPhysicalDriver(SourceDriver):
     name = "postgres-physical"
     objects = (DATA,)
+    proved_in_stream = True
 
     def snapshot(self, request: SnapshotRequest) -> Snapshot:
         return BaseBackupSnapshot(request)
 
     def check(self, reader: BackupReader, *, deep: bool) -> set[str]:
-        """Every file of the stored tar against PostgreSQL's manifest (size, SHA-256)."""
-        checked = Checked()
+        """Every file of the stored tar against PostgreSQL's manifest (size, checksum)."""
+        checked = Checked(file_checksums(reader))
         walk(reader.stream(DATA), checked)
         checked.prove()
         return {DATA}
@@ -340,7 +396,8 @@ class PostgresPhysicalDriver(SourceDriver):
                 f"or take a new base backup)")
         validation = extract(reader.stream(DATA), target.directory,
                              f"restore of base backup {reader.backup_id} in progress",
-                             progress, reader.entry(DATA).plaintext_size)
+                             progress, reader.entry(DATA).plaintext_size,
+                             file_checksums(reader))
         return RestoreOutcome(validation["bytes"], validation, [])
 
     @contextlib.contextmanager

@@ -28,43 +28,55 @@ class Member:
 
 
 class _Bytes:
-    """Exact reads over an iterator of chunks."""
+    """Exact reads over an iterator of chunks. A member's bytes come out as views of the
+    chunks that hold them (no copy); headers, as small copies."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._it = iter(chunks)
-        self._buf = bytearray()
+        self._chunk = memoryview(b"")
+        self._at = 0
         self.offset = 0
 
-    def read(self, n: int) -> bytes:
-        while len(self._buf) < n:
+    def _more(self) -> bool:
+        while self._at >= len(self._chunk):
             chunk = next(self._it, None)
             if chunk is None:
-                raise IntegrityError(f"tar stream ends in the middle of a record (at byte "
-                                     f"{self.offset + len(self._buf)})")
-            self._buf += chunk
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        self.offset += n
-        return out
+                return False
+            # Views of immutable bytes only: a producer may reuse a bytearray it handed out.
+            self._chunk = memoryview(chunk if type(chunk) is bytes else bytes(chunk))
+            self._at = 0
+        return True
 
-    def pieces(self, n: int, size: int = 1 << 20) -> Iterator[bytes]:
+    def read(self, n: int) -> bytes:
+        parts = []
         left = n
         while left:
-            if not self._buf:
-                chunk = next(self._it, None)
-                if chunk is None:
-                    raise IntegrityError("tar stream ends in the middle of a file")
-                self._buf += chunk
-            take = min(left, len(self._buf), size)
-            out = bytes(self._buf[:take])
-            del self._buf[:take]
+            if not self._more():
+                raise IntegrityError(f"tar stream ends in the middle of a record (at byte "
+                                     f"{self.offset + n - left})")
+            take = min(left, len(self._chunk) - self._at)
+            parts.append(self._chunk[self._at:self._at + take])
+            self._at += take
+            left -= take
+        self.offset += n
+        return b"".join(parts)
+
+    def pieces(self, n: int, size: int = 1 << 20) -> Iterator[memoryview]:
+        left = n
+        while left:
+            if not self._more():
+                raise IntegrityError("tar stream ends in the middle of a file")
+            take = min(left, len(self._chunk) - self._at, size)
+            out = self._chunk[self._at:self._at + take]
+            self._at += take
             self.offset += take
             left -= take
             yield out
 
     def rest_is_empty(self) -> bool:
-        data = bytes(self._buf) + b"".join(self._it)
-        return not data.strip(b"\0")
+        if self._chunk[self._at:].tobytes().strip(b"\0"):
+            return False
+        return all(not bytes(chunk).strip(b"\0") for chunk in self._it)
 
 
 def _number(field: bytes) -> int:
@@ -78,9 +90,9 @@ def _text(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def members(chunks: Iterable[bytes]) -> Iterator[tuple[Member, Iterator[bytes]]]:
-    """(member, its bytes) in stream order; read a member's bytes before asking for the
-    next one (they are not kept)."""
+def members(chunks: Iterable[bytes]) -> Iterator[tuple[Member, Iterator[memoryview]]]:
+    """(member, its bytes: views into the stream's chunks) in stream order; read a
+    member's bytes before asking for the next one (they are not kept)."""
     stream = _Bytes(chunks)
     long_name: str | None = None
     while True:
