@@ -17,6 +17,7 @@ the newest archived WAL, with gaps.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
@@ -85,6 +86,7 @@ def archive(ctx: Context, policy_name: str, spool: str | None = None, *,
                    for t in Target.of_policy(view.targets)]
         key = kek.ensure_active_key(ctx, view.organization_id, view.key_provider)
         done: dict[str, tuple[str, int, int]] = {}
+        pushed: dict[str, int] = {}  # when the server handed each file over (its mtime)
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_archive_one, ctx, view, key, targets, path): path
                        for path in files}
@@ -99,10 +101,13 @@ def archive(ctx: Context, policy_name: str, spool: str | None = None, *,
                     report.failed[path.name] = str(exc)
                     continue
                 done[path.name] = (sha, size, stored)
+                with contextlib.suppress(OSError):
+                    pushed[path.name] = int(path.stat().st_mtime)
                 (report.already if outcome == "already" else report.archived).append(path.name)
         new = sorted(n for n in done if n not in recorded)
         if new:
-            report.job_id = str(_record(ctx, view, new, done, [t.url for t, _ in targets]))
+            report.job_id = str(_record(ctx, view, new, done, [t.url for t, _ in targets],
+                                        pushed))
         for name in sorted(done):
             walspool.receipt_written(directory, name, done[name][0])
         report.bytes = sum(v[1] for v in done.values())
@@ -158,19 +163,29 @@ def _unwrap(ctx: Context, view: PolicyView, key_object: Any) -> bytes:
 def _recorded_names(ctx: Context, policy_id: uuid.UUID) -> set[str]:
     names: set[str] = set()
     for job in _wal_jobs(ctx, policy_id):
-        for first, last in job["ranges"]:
-            names.update(_expand(first, last))
-        names.update(job.get("history", []))
+        names.update(held_names(job))
     return names
 
 
 def _wal_jobs(ctx: Context, policy_id: uuid.UUID) -> list[dict[str, Any]]:
     with ctx.catalog.read() as s:
-        rows = s.execute(sa.select(BackupJob.source_info, BackupJob.completed_at).where(
+        rows = s.execute(sa.select(BackupJob.id, BackupJob.source_info,
+                                   BackupJob.completed_at, BackupJob.legal_hold).where(
             BackupJob.policy_id == policy_id,
             BackupJob.backup_type == BackupType.TRANSACTION_LOG,
-            BackupJob.status == BackupStatus.COMPLETED).order_by(BackupJob.completed_at)).all()
-    return [{**(info or {}), "completed_at": at} for info, at in rows]
+            BackupJob.status == BackupStatus.COMPLETED,
+            BackupJob.deletion_date.is_(None)).order_by(BackupJob.completed_at)).all()
+    return [{**(info or {}), "id": job_id, "completed_at": at, "legal_hold": held}
+            for job_id, info, at, held in rows]
+
+
+def held_names(job: dict[str, Any]) -> list[str]:
+    """The WAL files a TRANSACTION_LOG job recorded, less those its last check found
+    missing or damaged on every copy."""
+    missing = set(job.get("missing") or ())
+    names = [n for first, last in job.get("ranges", []) for n in _expand(first, last)]
+    names += list(job.get("history", []))
+    return [n for n in names if n not in missing]
 
 
 SEGMENTS_PER_ID = 0x100
@@ -201,7 +216,8 @@ def ranges(names: list[str]) -> list[list[str]]:
 
 
 def _record(ctx: Context, view: PolicyView, names: list[str],
-            done: dict[str, tuple[str, int, int]], urls: list[str]) -> uuid.UUID:
+            done: dict[str, tuple[str, int, int]], urls: list[str],
+            pushed: dict[str, int]) -> uuid.UUID:
     now = ctx.clock()
     job_id = uuid.uuid4()
     source = sum(done[n][1] for n in names)
@@ -217,7 +233,11 @@ def _record(ctx: Context, view: PolicyView, names: list[str],
                          "history": [n for n in names if n.endswith(".history")],
                          "other": [n for n in names if len(n) != 24
                                    and not n.endswith(".history")],
-                         "targets": urls},
+                         "targets": urls,
+                         # Epoch seconds each segment was pushed (in name order): a
+                         # segment holds nothing committed after it was handed over, so
+                         # the window ends at the push time of its last unbroken segment.
+                         "pushed": [pushed.get(n) for n in names if len(n) == 24]},
             created_at=now))
     log.info("archived %d WAL files of %s (%s)", len(names), view.name,
              ", ".join(f"{a}..{b[8:]}" for a, b in ranges(names)) or "history only")
@@ -269,10 +289,15 @@ def window(ctx: Context, policy_name: str, spool: str | None = None) -> Window:
     archived_at: dict[int, dt.datetime] = {}
     names: set[str] = set()
     for job in jobs:
-        for first, last in job["ranges"]:
-            for name in _expand(first, last):
+        times = dict(zip([n for first, last in job.get("ranges", [])
+                          for n in _expand(first, last)], job.get("pushed") or [],
+                         strict=False))
+        for name in held_names(job):
+            if len(name) == 24:
                 names.add(name)
-                archived_at.setdefault(segno(name), job["completed_at"])
+                at = times.get(name)
+                archived_at.setdefault(segno(name), dt.datetime.fromtimestamp(at, dt.UTC)
+                                       if at else job["completed_at"])
     for base in bases:
         covered = _stop_segno(base)
         while covered + 1 in archived_at:
@@ -283,7 +308,7 @@ def window(ctx: Context, policy_name: str, spool: str | None = None) -> Window:
     timelines: dict[str, list[list[str]]] = {}
     for first, last in ranges(sorted(names)):
         timelines.setdefault(first[:8], []).append([first, last])
-    gaps = [f"timeline {tli}: WAL after {a[1]} missing up to {b[0]}"
+    gaps = [describe_gap(tli, segno(a[1]) + 1, segno(b[0]) - 1)
             for tli, runs in timelines.items() for a, b in itertools.pairwise(runs)]
     spans = sorted((b["completed_at"], b["restorable_until"]) for b in bases)
     for (_, end), (begin, _) in itertools.pairwise(spans):
@@ -295,6 +320,150 @@ def window(ctx: Context, policy_name: str, spool: str | None = None) -> Window:
     return Window(policy_name, spans[0][0] if spans else None,
                   max((e for _, e in spans), default=None), bases, timelines, gaps, lag,
                   len(list(walspool.spooled(policy_name, spool))))
+
+
+SEGMENT_BYTES = 16 << 20
+
+
+def lsn_of(number: int) -> str:
+    """The LSN at which segment ``number`` starts."""
+    position = number * SEGMENT_BYTES
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:08X}"
+
+
+def describe_gap(timeline: str, first: int, last: int) -> str:
+    """A run of missing segments with the LSN range it leaves out."""
+    span = (segment_name(timeline, first)[8:] if first == last else
+            f"{segment_name(timeline, first)[8:]}..{segment_name(timeline, last)[8:]}")
+    return (f"timeline {int(timeline, 16)}: WAL from {lsn_of(first)} to {lsn_of(last + 1)} "
+            f"missing ({last - first + 1} segment{'s' if last > first else ''}: {span})")
+
+
+@dataclass
+class WalCheck:
+    """What reading every archived WAL file a kept base backup needs found."""
+
+    policy: str
+    checked: int = 0
+    bytes: int = 0
+    gaps: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    """Files no copy holds intact."""
+    damaged_copies: dict[str, list[str]] = field(default_factory=dict)
+    """Files intact on one copy but missing or damaged on another (a repair can mend)."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.gaps and not self.missing
+
+
+def verify_wal(ctx: Context, policy_name: str, *, workers: int = 4) -> WalCheck:
+    """WAL continuity (WAL-G's ``wal-verify``): every segment from the start of the oldest
+    kept base backup to the newest one archived, on every timeline after it, is recorded and
+    opens intact (tag and SHA-256) from at least one copy; every timeline after the first
+    has its history file. What no copy holds intact is recorded on its TRANSACTION_LOG job
+    (``missing``), so the window shrinks at once; a gap raises a ``wal_gap`` event and an
+    audit entry. Reads every file: a verify, not a listing."""
+    view = physical_policy(ctx, policy_name)
+    w = window(ctx, policy_name)
+    jobs = _wal_jobs(ctx, view.id)
+    check = WalCheck(policy_name)
+    if not w.bases:
+        return check
+    # From the segment each base backup stops in: what comes before is inside its own tar.
+    first_needed = min(_stop_segno(b) for b in w.bases)
+    first_tli = min(int(b.get("timeline") or 1) for b in w.bases)
+    recorded: dict[str, uuid.UUID] = {}
+    for job in jobs:
+        for first, last in job.get("ranges", []):
+            for name in _expand(first, last):
+                recorded.setdefault(name, job["id"])
+        for name in job.get("history", []):
+            recorded.setdefault(name, job["id"])
+    segments = sorted(n for n in recorded if len(n) == 24 and segno(n) >= first_needed
+                      and int(n[:8], 16) >= first_tli)
+    wanted = segments + sorted(n for n in recorded if n.endswith(".history"))
+    targets = [(t, ctx.backend(t.url, t.credentials_secret, org=view.org_slug))
+               for t in Target.of_policy(view.targets)]
+
+    def one(name: str) -> tuple[str, bool, list[str], int]:
+        wid = walobj.wal_id(view.id, name)
+        bad, size, intact = [], 0, False
+        for target, backend in targets:
+            try:
+                blob = backend.load(walobj.object_name(view.organization_id, view.id, name))
+                size = len(walobj.open_(blob, wid, lambda k: _unwrap(ctx, view, k)))
+                intact = True
+            except (StorageError, IntegrityError) as exc:
+                bad.append(f"{target.url}: {str(exc).splitlines()[0][:200]}")
+        return name, intact, bad, size
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for name, intact, bad, size in pool.map(one, wanted):
+            check.checked += 1
+            check.bytes += size
+            if not intact:
+                check.missing.append(name)
+            elif bad:
+                check.damaged_copies[name] = bad
+    lost = set(check.missing)
+    by_tli: dict[str, list[int]] = {}
+    for name in segments:
+        if name not in lost:
+            by_tli.setdefault(name[:8], []).append(segno(name))
+    for tli in sorted({n[:8] for n in segments}):
+        numbers = sorted(by_tli.get(tli, []))
+        start = first_needed if int(tli, 16) == first_tli else (numbers[0] if numbers else 0)
+        last = max(segno(n) for n in segments if n[:8] == tli)
+        have = set(numbers)
+        run: int | None = None
+        for n in range(start, last + 2):
+            if n not in have and n <= last:
+                run = n if run is None else run
+            elif run is not None:
+                check.gaps.append(describe_gap(tli, run, n - 1))
+                run = None
+        if int(tli, 16) > 1 and f"{tli}.history" not in recorded:
+            check.gaps.append(f"timeline {int(tli, 16)}: its history file {tli}.history was "
+                              f"never archived: a restore cannot follow it")
+        elif int(tli, 16) > 1 and f"{tli}.history" in lost:
+            check.gaps.append(f"timeline {int(tli, 16)}: its history file {tli}.history is "
+                              f"intact on no copy: a restore cannot follow it")
+    _record_check(ctx, view, jobs, check)
+    return check
+
+
+def _record_check(ctx: Context, view: PolicyView, jobs: list[dict[str, Any]],
+                  check: WalCheck) -> None:
+    from vowvault.domain import VerificationStatus
+    from vowvault.engine import webhooks
+
+    now = ctx.clock()
+    lost = set(check.missing)
+    with ctx.catalog.session() as s:
+        for job in jobs:
+            row = s.get(BackupJob, job["id"])
+            assert row is not None
+            names = [n for first, last in job.get("ranges", []) for n in _expand(first, last)]
+            names += list(job.get("history", []))
+            missing = sorted(n for n in names if n in lost)
+            info = dict(row.source_info or {})
+            if missing or info.get("missing"):
+                info["missing"] = missing
+                row.source_info = info
+            row.verification_status = (VerificationStatus.FAILED if missing
+                                       else VerificationStatus.VERIFIED)
+            row.verified_at = now
+        if not check.ok:
+            audit.record(s, actor=ctx.settings.actor, action="wal.gap", target_type="policy",
+                         target_id=view.id, organization_id=view.organization_id,
+                         summary=f"WAL of {view.name} is not continuous: "
+                                 f"{'; '.join(check.gaps)[:600]}")
+    if not check.ok:
+        log.error("WAL of %s is not continuous: %s", view.name, "; ".join(check.gaps))
+        webhooks.emit(ctx, view.organization_id, "wal_gap", {
+            "event": "wal_gap", "policy": view.name, "gaps": check.gaps,
+            "missing": check.missing[:100], "checked": check.checked}, escalation=True)
 
 
 def _stop_segno(base: dict[str, Any]) -> int:

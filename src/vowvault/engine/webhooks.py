@@ -51,7 +51,8 @@ from vowvault.engine.context import Context, log
 from vowvault.errors import BoundaryError
 
 EVENTS = ("backup_completed", "backup_failed", "verification_failed", "drill_completed",
-          "drill_failed", "restore_completed", "key_rotation_due", "emergency_recovery")
+          "drill_failed", "restore_completed", "key_rotation_due", "emergency_recovery",
+          "wal_gap", "wal_backlog")
 BACKOFF = (5, 60, 300, 1800, 7200, 18000, 36000, 36000)
 ESCALATION_BACKOFF = (15,) * 8
 TIMEOUT = 10.0
