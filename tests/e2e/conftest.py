@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cliutil import VOWVAULT
+from pitrcluster import cluster, pg_root  # noqa: F401 - fixtures of the PITR tests
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -8,15 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from test_pitr import (  # noqa: F401 - fixtures
-    POLICY,
-    Cluster,
-    cluster,
-    markers,
-    pg_root,
-    pytestmark,
-    wait_spooled,
-)
+from pitrcluster import POLICY, Cluster, markers, pytestmark, wait_spooled  # noqa: F401
 
 
 def archive(cli, c: Cluster) -> None:
@@ -33,7 +25,8 @@ def wal_objects(storage: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for root in (storage, Path(f"{storage}-2")):
         for path in root.glob("*/*/wal/*/*"):
-            found.setdefault(path.name, []).append(path)
+            if not path.name.endswith(".vvmeta"):  # the local backend's tier sidecar
+                found.setdefault(path.name, []).append(path)
     return found
 
 
@@ -74,3 +67,50 @@ def test_a_deleted_segment_is_a_gap_with_its_range_and_the_window_shrinks(
     # The alert: an audit entry (and a wal_gap event for the organization's webhooks).
     actions = [e["action"] for e in json.loads(cli("audit", "list", "--json").stdout)]
     assert "wal.gap" in actions, actions
+
+
+def test_retention_after_three_base_backups_keeps_exactly_the_wal_the_kept_ones_need(
+        cli, cli_env, cluster: Cluster, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from cliutil import VOWVAULT
+
+    if shutil.which("faketime") is None:
+        import pytest
+
+        pytest.skip("faketime is not installed (apt install faketime)")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy.read_text().replace(
+        "    schedule:", "    retention: {days: 1, keep_last: 2}\n    schedule:"))
+    cli("policies", "apply", str(policy))
+    markers(cluster, range(1, 3))
+    archive(cli, cluster)  # the WAL after the fixture's base backup (the first)
+    first_pass = set(wal_objects(tmp_path / "storage"))
+    for base in (2, 3):
+        cli("backup", "run", POLICY, "--direct")
+        markers(cluster, range(base * 10, base * 10 + 2))
+        archive(cli, cluster)
+    everything = wal_objects(tmp_path / "storage")
+    later = set(everything) - first_pass
+    assert first_pass and later
+
+    def faked(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["faketime", "-f", "+3d", VOWVAULT, *args], env=cli_env,
+                              capture_output=True, text=True, timeout=180)
+
+    plan = faked("retention", "--dry-run", "--all", "--policy", POLICY)
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.splitlines()
+    wal_lines = [ln for ln in lines if " WAL " in ln]
+    assert len(wal_lines) == 3, plan.stdout  # one row per archiver pass, with its ranges
+    assert sum("DELETE" in ln for ln in wal_lines) == 1, plan.stdout
+    assert sum("needed by kept base backup" in ln for ln in wal_lines) == 2, plan.stdout
+    assert set(wal_objects(tmp_path / "storage")) == set(everything)  # a dry run: nothing
+    done = faked("retention", "--force", "--policy", POLICY)
+    assert done.returncode == 0, done.stderr
+    left = wal_objects(tmp_path / "storage")
+    assert set(left) == later, sorted(set(left) ^ later)  # exactly the first pass went
+    assert all(len(paths) == 2 for paths in left.values()), left  # on both copies still
+    ok = cli("wal", "verify", POLICY)  # what the kept base backups need is all there
+    assert "continuous" in ok.stdout and "NOT" not in ok.stdout, ok.stdout

@@ -166,7 +166,8 @@ def retention(dry_run: DryRun = False, force: Force = False, show_all: ShowAll =
             for d in p.decisions:
                 if d.keep and not show_all:
                     continue
-                table.add_row(p.policy, d.id[:8], f"{d.completed_at:%Y-%m-%d %H:%M}"
+                table.add_row(p.policy, d.id[:8] + (f" WAL {d.wal}" if d.wal else ""),
+                              f"{d.completed_at:%Y-%m-%d %H:%M}"
                               if d.completed_at else "-", "keep" if d.keep else "DELETE",
                               "; ".join(d.reasons))
         if table.row_count:

@@ -45,7 +45,7 @@ from vowvault.catalog.models import (
     Organization,
     RecoveryJob,
 )
-from vowvault.domain import BackupStatus, BackupType, CopyStatus, RecoveryStatus
+from vowvault.domain import BackupStatus, BackupType, CopyStatus, RecoveryStatus, SourceKind
 from vowvault.engine import objects
 from vowvault.engine.context import Context, log
 from vowvault.engine.lookup import check_policy
@@ -85,6 +85,67 @@ class Decision:
     keep: bool
     reasons: list[str] = field(default_factory=list)
     completed_at: dt.datetime | None = None
+    wal: str | None = None
+    """For archived WAL (a TRANSACTION_LOG job): the files it holds, as ranges."""
+
+
+@dataclass(frozen=True)
+class WalJob:
+    """Archived WAL as retention sees it: one archiver pass (a TRANSACTION_LOG job)."""
+
+    id: str
+    completed_at: dt.datetime
+    segments: tuple[int, ...]
+    """Segment numbers (``wal.segno``) of the segments it holds; history files aside."""
+    label: str
+    legal_hold: bool = False
+    pending_deletion: bool = False
+
+
+def plan_wal_retention(jobs: list[WalJob], kept_bases: list[tuple[str, int]],
+                       rules: Rules, now: dt.datetime) -> list[Decision]:
+    """Archived WAL follows the base backups (pure). A kept base backup needs the WAL from
+    the segment it stops in up to the segment the next kept one stops in (an instant
+    before the next one's end is reached only from the earlier one), the newest kept one
+    everything after it; a job is kept while any of its segments is needed (a job holding
+    only history files, while any WAL is kept), or on a legal hold. With no kept base
+    backup at all, all WAL is kept (a base backup may be under way)."""
+    stops = sorted(kept_bases, key=lambda b: b[1])
+    spans = [(stop, stops[i + 1][1] if i + 1 < len(stops) else None, base)
+             for i, (base, stop) in enumerate(stops)]
+    out = []
+    any_needed = False
+    for job in sorted(jobs, key=lambda j: (j.completed_at, j.id), reverse=True):
+        d = Decision(job.id, False, [], job.completed_at, job.label)
+        if job.pending_deletion:
+            d.reasons.append("deletion already under way")
+            out.append(d)
+            continue
+        if job.legal_hold:
+            d.keep = True
+            d.reasons.append("legal hold on the WAL")
+        if rules.hold_years and now - job.completed_at < dt.timedelta(days=365 * rules.hold_years):
+            d.keep = True
+            d.reasons.append(f"policy legal hold ({rules.hold_years} years)")
+        if not stops:
+            d.keep = True
+            d.reasons.append("no base backup is kept yet: all WAL is")
+        users = [base for lo, hi, base in spans
+                 if any(seg >= lo and (hi is None or seg <= hi) for seg in job.segments)]
+        if users:
+            d.keep = True
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            d.reasons.append(f"WAL needed by kept base backup {users[-1][:8]}{more}")
+        any_needed = any_needed or bool(users)
+        out.append(d)
+    for d, job in zip(out, sorted(jobs, key=lambda j: (j.completed_at, j.id), reverse=True),
+                      strict=True):
+        if not job.segments and not job.pending_deletion and stops and any_needed:
+            d.keep = True
+            d.reasons.append("history files, kept while any WAL is")
+        if not d.keep and not d.reasons:
+            d.reasons.append("WAL no kept base backup needs")
+    return out
 
 
 def plan_retention(backups: list[Candidate], rules: Rules, now: dt.datetime) -> list[Decision]:
@@ -189,8 +250,8 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
             rules = Rules(p.retention_days, p.keep_last, p.keep_daily, p.keep_weekly,
                           p.keep_monthly, p.keep_yearly, p.min_verified_backups,
                           p.legal_hold_years, p.timezone, p.verify_max_age_days)
-            # Archived WAL (TRANSACTION_LOG jobs) is kept whole until WAL retention
-            # follows the base backups that need it: never planned away here.
+            # Archived WAL (TRANSACTION_LOG jobs) follows the base backups that need it
+            # (``plan_wal_retention``), not these rules.
             jobs = list(s.execute(sa.select(BackupJob).where(
                 BackupJob.policy_id == p.id, BackupJob.deletion_date.is_(None),
                 BackupJob.backup_type != BackupType.TRANSACTION_LOG,
@@ -214,7 +275,10 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
                     BackupStorage.backup_job_id.in_([j.id for j in jobs]),
                     BackupStorage.status != CopyStatus.DELETED)).scalars()
                 if ctx.rules.allows_storage(slug, url)})
-            out.append(PolicyPlan(p.name, plan_retention(candidates, rules, now)))
+            decided = plan_retention(candidates, rules, now)
+            if p.source_kind == SourceKind.POSTGRES_PHYSICAL:
+                decided += _wal_decisions(s, p.id, jobs, decided, rules, now)
+            out.append(PolicyPlan(p.name, decided))
     for pp in out:
         org, urls = where[pp.policy]
         down = [state for url, secret in urls.items()
@@ -226,6 +290,32 @@ def plan(ctx: Context, policy: str | None = None) -> list[PolicyPlan]:
                     d.keep = True
                     d.reasons = [f"kept while a target is unavailable ({pp.held})"]
     return out
+
+
+def _wal_decisions(s: Any, policy_id: uuid.UUID, jobs: list[BackupJob],
+                   decided: list[Decision], rules: Rules, now: dt.datetime) -> list[Decision]:
+    from vowvault.engine import wal
+
+    kept = {d.id for d in decided if d.keep}
+    bases = [(str(j.id), wal.stop_segno(j.source_info or {})) for j in jobs
+             if str(j.id) in kept and j.backup_type == BackupType.FULL
+             and j.status == BackupStatus.COMPLETED]
+    rows = s.execute(sa.select(BackupJob).where(
+        BackupJob.policy_id == policy_id, BackupJob.deletion_date.is_(None),
+        BackupJob.backup_type == BackupType.TRANSACTION_LOG,
+        BackupJob.status.in_([BackupStatus.COMPLETED, BackupStatus.EXPIRED]))).scalars()
+    found = []
+    for j in rows:
+        info = j.source_info or {}
+        ranges = info.get("ranges", [])
+        found.append(WalJob(
+            str(j.id), j.completed_at or j.created_at,
+            tuple(n for first, last in ranges
+                  for n in range(wal.segno(first), wal.segno(last) + 1)),
+            ", ".join(f"{a}..{b[8:]}" for a, b in ranges) or "history "
+            + ", ".join(info.get("history", [])),
+            j.legal_hold, j.status == BackupStatus.EXPIRED))
+    return plan_wal_retention(found, bases, rules, now)
 
 
 class Crash(Exception):
@@ -240,10 +330,16 @@ def execute(ctx: Context, plans: list[PolicyPlan]) -> list[dict[str, Any]]:
     """Delete what the plans say (idempotent, resumable); return what was done. A backup
     on a target that has become unavailable since the plan was made is left for the next
     run (``held`` in what is returned)."""
+    from vowvault.engine import wal
+
     done = []
     for p in plans:
         for d in p.deletions:
-            done.append(delete_backup(ctx, uuid.UUID(d.id), p.policy, "; ".join(d.reasons)))
+            if d.wal is not None:
+                done.append(wal.expire(ctx, uuid.UUID(d.id), p.policy, "; ".join(d.reasons)))
+            else:
+                done.append(delete_backup(ctx, uuid.UUID(d.id), p.policy,
+                                          "; ".join(d.reasons)))
     return done
 
 

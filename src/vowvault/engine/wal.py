@@ -86,7 +86,7 @@ def archive(ctx: Context, policy_name: str, spool: str | None = None, *,
                    for t in Target.of_policy(view.targets)]
         key = kek.ensure_active_key(ctx, view.organization_id, view.key_provider)
         done: dict[str, tuple[str, int, int]] = {}
-        pushed: dict[str, int] = {}  # when the server handed each file over (its mtime)
+        pushed: dict[str, float] = {}  # when the server handed each file over (its mtime)
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(_archive_one, ctx, view, key, targets, path): path
                        for path in files}
@@ -102,7 +102,7 @@ def archive(ctx: Context, policy_name: str, spool: str | None = None, *,
                     continue
                 done[path.name] = (sha, size, stored)
                 with contextlib.suppress(OSError):
-                    pushed[path.name] = int(path.stat().st_mtime)
+                    pushed[path.name] = int(path.stat().st_mtime * 1000) / 1000
                 (report.already if outcome == "already" else report.archived).append(path.name)
         new = sorted(n for n in done if n not in recorded)
         if new:
@@ -217,7 +217,7 @@ def ranges(names: list[str]) -> list[list[str]]:
 
 def _record(ctx: Context, view: PolicyView, names: list[str],
             done: dict[str, tuple[str, int, int]], urls: list[str],
-            pushed: dict[str, int]) -> uuid.UUID:
+            pushed: dict[str, float]) -> uuid.UUID:
     now = ctx.clock()
     job_id = uuid.uuid4()
     source = sum(done[n][1] for n in names)
@@ -299,7 +299,7 @@ def window(ctx: Context, policy_name: str, spool: str | None = None) -> Window:
                 archived_at.setdefault(segno(name), dt.datetime.fromtimestamp(at, dt.UTC)
                                        if at else job["completed_at"])
     for base in bases:
-        covered = _stop_segno(base)
+        covered = stop_segno(base)
         while covered + 1 in archived_at:
             covered += 1
         base["restorable_until"] = archived_at.get(covered, base["completed_at"])
@@ -371,7 +371,7 @@ def verify_wal(ctx: Context, policy_name: str, *, workers: int = 4) -> WalCheck:
     if not w.bases:
         return check
     # From the segment each base backup stops in: what comes before is inside its own tar.
-    first_needed = min(_stop_segno(b) for b in w.bases)
+    first_needed = min(stop_segno(b) for b in w.bases)
     first_tli = min(int(b.get("timeline") or 1) for b in w.bases)
     recorded: dict[str, uuid.UUID] = {}
     for job in jobs:
@@ -466,7 +466,7 @@ def _record_check(ctx: Context, view: PolicyView, jobs: list[dict[str, Any]],
             "missing": check.missing[:100], "checked": check.checked}, escalation=True)
 
 
-def _stop_segno(base: dict[str, Any]) -> int:
+def stop_segno(base: dict[str, Any]) -> int:
     from vowvault.sources.physical import wal_segment_of
 
     stop, tli = base.get("stop_lsn"), int(base.get("timeline") or 1)
@@ -504,3 +504,48 @@ def fetch_all(ctx: Context, policy_name: str, names: list[str], into: Path) -> i
 def archived_names(ctx: Context, policy_name: str) -> list[str]:
     view = physical_policy(ctx, policy_name)
     return sorted(_recorded_names(ctx, view.id))
+
+
+def expire(ctx: Context, job_id: uuid.UUID, policy: str, reason: str) -> dict[str, Any]:
+    """Delete one archiver pass's WAL in retention's three steps: EXPIRED (nothing restores
+    from it: ``window`` and ``fetch_all`` read COMPLETED jobs only), its objects deleted
+    from every target it was written to, then its ``deletion_date``. Nothing is deleted
+    while one of those targets is unavailable; run again, it finishes what was started."""
+    from vowvault.engine import targets as target_state
+
+    view = physical_policy(ctx, policy)
+    with ctx.catalog.read() as s:
+        job = s.get(BackupJob, job_id)
+        assert job is not None
+        info = dict(job.source_info or {})
+    names = [n for first, last in info.get("ranges", []) for n in _expand(first, last)]
+    names += list(info.get("history", [])) + list(info.get("other", []))
+    # A file another live pass recorded too (archived again after a gap check found it
+    # missing) stays: it is that pass's now.
+    others = {n for j in _wal_jobs(ctx, view.id) if j["id"] != job_id for n in held_names(j)}
+    names = [n for n in names if n not in others]
+    secrets = {t.url: t.credentials_secret for t in Target.of_policy(view.targets)}
+    urls = list(info.get("targets") or secrets)
+    down = [st.problem for url in urls if not (st := target_state.check(
+        ctx, url, secrets.get(url), org=view.org_slug)).available]
+    if down:
+        log.warning("WAL job %s of %s not deleted now: %s", job_id, policy, down[0])
+        return {"backup": str(job_id), "policy": policy, "reason": reason, "held": down[0],
+                "copies": []}
+    with ctx.catalog.session() as s:
+        row = s.get(BackupJob, job_id)
+        assert row is not None
+        row.status = BackupStatus.EXPIRED
+    for url in urls:
+        backend = ctx.backend(url, secrets.get(url), org=view.org_slug)
+        backend.delete([walobj.object_name(view.organization_id, view.id, n) for n in names])
+    with ctx.catalog.session() as s:
+        row = s.get(BackupJob, job_id)
+        assert row is not None
+        row.deletion_date = ctx.clock()
+        audit.record(s, actor=ctx.settings.actor, action="wal.expired", target_type="backup",
+                     target_id=job_id, organization_id=view.organization_id,
+                     summary=f"WAL of {policy} deleted by retention ({len(names)} files): "
+                             f"{reason}")
+    return {"backup": str(job_id), "policy": policy, "reason": reason, "copies": sorted(urls),
+            "wal_files": len(names)}
