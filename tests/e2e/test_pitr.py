@@ -7,6 +7,7 @@ restore follows it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import signal
@@ -54,11 +55,13 @@ def test_restore_to_instants_between_markers(cli, cluster: Cluster, pg_root: Pat
                 "--to-datadir", str(pg_root / "never"), check=False)
     assert early.returncode == 2 and "recoverable window" in early.stderr, early.stderr
     assert len(early.stderr.strip().splitlines()) == 1 and not (pg_root / "never").exists()
-    # An erasure newer than the base backup: a physical restore would bring the rows back,
-    # so it is refused in one line and writes nothing.
+    # An erasure newer than the base backup is replayed once recovery ends (see
+    # test_pitr_operations.py); a base backup restored by id alone, which nothing replays
+    # on, is refused in one line and writes nothing.
     cli("gdpr", "request", "grand-hall", "guest-3", "--row", "public.marker:id=3")
-    erased = cli("backup", "restore", "--policy", POLICY, "--latest", "--to-datadir",
-                 str(pg_root / "erased"), check=False)
+    base = next(b["id"] for b in json.loads(cli("backup", "list", "--json").stdout)
+                if b["backup_type"] == "FULL")
+    erased = cli("backup", "restore", base, "--to-dir", str(pg_root / "erased"), check=False)
     assert erased.returncode != 0 and "erasure request" in erased.stderr, erased.stderr
     assert len(erased.stderr.strip().splitlines()) == 1
     assert not any((pg_root / "erased").glob("*"))

@@ -114,3 +114,45 @@ def test_retention_after_three_base_backups_keeps_exactly_the_wal_the_kept_ones_
     assert all(len(paths) == 2 for paths in left.values()), left  # on both copies still
     ok = cli("wal", "verify", POLICY)  # what the kept base backups need is all there
     assert "continuous" in ok.stdout and "NOT" not in ok.stdout, ok.stdout
+
+
+def test_a_guest_erased_after_the_base_backup_is_absent_after_recovery(
+        cli, cluster: Cluster, pg_root: Path) -> None:
+    """The erasure is recorded after the base backup (the guest's row is in the base backup
+    and in the WAL); recovered to an instant after it, with and without --start, the row
+    is not there and every other row is."""
+    import time
+
+    from pitrcluster import free_port
+
+    cluster.sql("CREATE TABLE guest (id int PRIMARY KEY, name text NOT NULL)")
+    cluster.sql("INSERT INTO guest VALUES (1, 'Ada'), (2, 'Grace'), (3, 'Edsger')")
+    cli("backup", "run", POLICY, "--direct")  # a base backup holding Grace
+    marks = markers(cluster, range(1, 3))
+    cli("gdpr", "request", "grand-hall", "guest-grace", "--row", "public.guest:id=2")
+    cluster.sql("DELETE FROM guest WHERE id = 2")  # erased on the live cluster too
+    time.sleep(0.5)
+    archive(cli, cluster)
+    target = (marks[1] + (marks[2] - marks[1]) / 2).isoformat()  # before the live DELETE
+    port = free_port()
+    out = cli("backup", "restore", "--policy", POLICY, "--to-time", target, "--to-datadir",
+              str(pg_root / "recovered"), "--start", "--port", str(port)).stdout
+    assert "guest-grace" in out and "1 rows deleted from public.guest" in out, out
+    recovered = Cluster(pg_root, port, pg_root / "recovered")
+    assert recovered.sql("SELECT id FROM guest ORDER BY id") == [(1,), (3,)]
+    assert recovered.sql("SELECT id FROM marker ORDER BY id") == [(1,)]
+    recovered.stop()
+    # Without --start: recovered, replayed and stopped again; started later, still erased.
+    out = cli("backup", "restore", "--policy", POLICY, "--to-time", target, "--to-datadir",
+              str(pg_root / "later")).stdout
+    assert "stopped again" in out, out
+    import subprocess
+
+    later = Cluster(pg_root, free_port(), pg_root / "later")
+    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
+                    "-D", str(later.datadir), "-l", str(pg_root / "later.log"), "-w", "-o",
+                    f"-p {later.port} -c listen_addresses=127.0.0.1 "
+                    f"-c unix_socket_directories={pg_root}", "start"],
+                   check=True, capture_output=True, timeout=120)
+    assert later.sql("SELECT id FROM guest ORDER BY id") == [(1,), (3,)]
+    later.stop()

@@ -490,10 +490,15 @@ def _restore_to_point(policy: str, backup: str | None, datadir: Path | None, to_
     _out.print(f"restored {policy} to {r.target} into {r.datadir}: base backup "
                f"{r.base_backup[:8]}, {r.wal_fetched} WAL files fetched, "
                f"{r.duration_seconds:.1f} s", markup=False)
+    for line in erasure_lines(r.erasures_applied):
+        _out.print(f"  {line}", markup=False)
     if r.started:
         _out.print(f"  started on port {r.port}: {r.reached}", markup=False)
         for row in r.validation.get("rows", []):
             _out.print("  " + " | ".join(str(v) for v in row), markup=False)
+    elif r.erasures_applied:
+        _out.print(f"  recovered ({r.reached}) and stopped again, to replay the erasures: "
+                   f"start it as the server's user: pg_ctl -D {r.datadir} start", markup=False)
     else:
         _out.print(f"  start it as the server's user: pg_ctl -D {r.datadir} start (the WAL "
                    f"it needs is in {r.datadir}.wal)", markup=False)

@@ -69,6 +69,8 @@ class PitrResult:
     reached: str | None = None
     """What the server said when it stopped recovery (the log line), when started."""
     validation: dict[str, Any] = field(default_factory=dict)
+    erasures_applied: list[dict[str, Any]] = field(default_factory=list)
+    """Erasure requests recorded after the base backup, replayed once recovery ended."""
 
 
 def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
@@ -83,7 +85,8 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
     prefetch = datadir.parent / f"{datadir.name}.wal"
     if prefetch.exists():
         shutil.rmtree(prefetch)
-    restore_backup(ctx, base["id"], to_dir=datadir)
+    erasures = _erasures_after(ctx, base["id"])
+    restore_backup(ctx, base["id"], to_dir=datadir, erasures_replayed_by_caller=True)
     start_segment = wal.segno(base.get("start_wal") or "0" * 24)
     names = [n for n in wal.archived_names(ctx, policy)
              if n.endswith(".history") or len(n) != 24 or wal.segno(n) >= start_segment]
@@ -91,12 +94,24 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
     _hand_over(prefetch, datadir)
     _recovery_settings(datadir, prefetch, policy, target)
     result = PitrResult(policy, base["id"], datadir, target.describe(), fetched, 0.0)
-    if start:
-        result.started, result.port = True, port or free_port()
+    if start or erasures:
+        # Erasures recorded after the base backup hold in the recovered cluster too: they
+        # are replayed once recovery has ended, so it is started for them if need be.
+        result.port = port or free_port()
         result.reached = _start_and_wait(datadir, result.port, timeout)
-        if validation_query:
-            result.validation = {"query": validation_query,
-                                 "rows": _query(result.port, validation_query)}
+        try:
+            if erasures:
+                result.erasures_applied = _replay(ctx, policy, result.port, erasures)
+            if validation_query:
+                result.validation = {"query": validation_query,
+                                     "rows": _query(result.port, validation_query)}
+        except BaseException:
+            stop(datadir)
+            raise
+        if not start:
+            stop(datadir)
+            result.port = None
+        result.started = start
     result.duration_seconds = round(time.perf_counter() - started, 3)
     org_id = wal.physical_policy(ctx, policy).organization_id
     with ctx.catalog.session() as s:
@@ -104,8 +119,42 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
                      target_id=base["id"], organization_id=org_id,
                      summary=f"point-in-time restore of {policy} to {target.describe()} from "
                              f"base backup {base['id']} into {datadir}: {fetched} WAL files "
-                             f"fetched" + (f"; {result.reached}" if result.reached else ""))
+                             f"fetched" + (f"; {result.reached}" if result.reached else "")
+                             + (f"; {len(erasures)} erasure request(s) replayed"
+                                if erasures else ""))
     return result
+
+
+def _erasures_after(ctx: Context, base_id: str) -> list[Any]:
+    """The erasure requests (with rows) recorded after the base backup."""
+    import uuid
+
+    from vowvault.catalog.models import BackupJob
+    from vowvault.engine import erasure
+
+    with ctx.catalog.read() as s:
+        job = s.get(BackupJob, uuid.UUID(base_id))
+        assert job is not None
+        return [e for e in erasure.replay_specs(s, job) if e.rows]
+
+
+def _replay(ctx: Context, policy: str, port: int, erasures: list[Any]) -> list[dict[str, Any]]:
+    """Delete the subjects' rows in the recovered cluster, in the database the policy's
+    source names (where the requests were made); a failure fails the restore."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from vowvault.sources.postgres import erase_rows
+
+    source = wal.physical_policy(ctx, policy).source
+    dbname = conninfo_to_dict(source.get("dsn", "")).get("dbname") or "postgres"
+    dsn = make_conninfo(host="127.0.0.1", port=port, user="postgres", dbname=dbname,
+                        connect_timeout=10)
+    try:
+        return erase_rows(dsn, erasures)
+    except Exception as exc:
+        raise RestoreError(f"the recovered cluster came up, but replaying {len(erasures)} "
+                           f"erasure request(s) failed: {str(exc).splitlines()[0]}; the "
+                           f"cluster is left stopped in its directory") from None
 
 
 def _choose(w: wal.Window, target: Target) -> dict[str, Any]:

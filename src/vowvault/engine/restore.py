@@ -56,7 +56,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
                    password: str | None = None, recovery_type: RecoveryType =
                    RecoveryType.FULL_RESTORE, archive_wait: float = 0.0,
                    emergency_role: str | None = None,
-                   preserve_owners: bool = False) -> RestoreResult:
+                   preserve_owners: bool = False,
+                   erasures_replayed_by_caller: bool = False) -> RestoreResult:
     """Restore one backup. Data in an archive tier is restored (rehydrated) first: the
     restore waits ``archive_wait`` seconds for it, or fails saying it was started.
 
@@ -66,7 +67,11 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
     emergency recovery, and raises a CRITICAL event (an escalated webhook and log line).
 
     The recovery carries its owner and a lease (``leases``): a restore whose process dies is
-    reaped FAILED, and its target keeps the marker that says it is incomplete."""
+    reaped FAILED, and its target keeps the marker that says it is incomplete.
+
+    ``erasures_replayed_by_caller``: the caller replays the erasure requests once what it
+    restores is running (a point-in-time restore, after recovery: ``engine.pitr``); the
+    source is not given them."""
     if (to_dir is None) == (to_database is None):
         raise ConfigError("give exactly one of --to-dir PATH or --to-database DSN")
     if emergency_role is not None:
@@ -114,7 +119,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         driver = sources.driver(reader.manifest.source_kind)
         references = objects.open_references(ctx, stored.references,
                                              archive_wait=archive_wait)
-        outcome = driver.restore(reader, references, target, erasures, ctx.progress)
+        outcome = driver.restore(reader, references, target,
+                                 [] if erasures_replayed_by_caller else erasures, ctx.progress)
         validation = {**outcome.validation, "erasures_applied": len(outcome.erasures_applied)}
     except BaseException as exc:
         lease.stop()
