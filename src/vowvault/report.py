@@ -81,6 +81,34 @@ def storage_chart(history: pd.DataFrame, ahead: pd.DataFrame) -> str:
             f'<text x="{PAD}" y="{H + 12}" class="lbl">{legend}</text></svg>')
 
 
+def _rpo(seconds: object) -> str:
+    try:
+        value = float(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "-"
+    if value != value:  # NaN: not recorded
+        return "-"
+    return f"{value:.0f} s" if value < 3600 else f"{value / 3600:.1f} h"
+
+
+def drill_table(drills: pd.DataFrame) -> str:
+    """The newest drills, RTO beside RPO (what losing the source when the drill started
+    would have lost: the archive's lag for a point-in-time policy, the backup's age
+    otherwise)."""
+    if drills.empty:
+        return ""
+    rows = []
+    for d in drills.sort_values("created_at", ascending=False).head(10).itertuples():
+        ok = d.rto_seconds <= d.rto_target_seconds and d.status == "COMPLETED"
+        rows.append(f'<tr class="{"good" if ok else "bad"}"><td>{html.escape(str(d.policy))}'
+                    f'</td><td>{html.escape(d.when)}</td><td>{d.rto_seconds:.1f} s</td>'
+                    f'<td>{d.rto_target_seconds} s</td><td>{_rpo(d.rpo_seconds)}</td>'
+                    f'<td>{html.escape(d.status.lower())}</td></tr>')
+    return ("<table><thead><tr><th>Policy</th><th>Drill</th><th>RTO</th><th>RTO target</th>"
+            "<th>RPO</th><th>Status</th></tr></thead><tbody>" + "".join(rows) +
+            "</tbody></table>")
+
+
 def rto_chart(drills: pd.DataFrame) -> str:
     if drills.empty:
         return "<p>No drill yet: run <code>vowvault drill POLICY</code>.</p>"
@@ -98,7 +126,7 @@ def rto_chart(drills: pd.DataFrame) -> str:
                     f'height="{H - PAD - _y(d.rto_seconds, top):.1f}" '
                     f'class="{"ok" if ok else "bad"}" data-tip="{html.escape(d.policy)} '
                     f'{d.when}: {d.rto_seconds:.1f} s (target {d.rto_target_seconds} s, '
-                    f'{d.status.lower()})"/>')
+                    f'{d.status.lower()}), RPO {_rpo(d.rpo_seconds)}"/>')
     line = (f'<line x1="{PAD}" y1="{_y(target, top):.1f}" x2="{W - PAD}" '
             f'y2="{_y(target, top):.1f}" class="target"/>') if target <= top else (
         f'<text x="{W - PAD}" y="{PAD - 8}" class="lbl" text-anchor="end">target {target:.0f} s'
@@ -145,7 +173,7 @@ def build(ctx: Context, days: int = 30) -> str:
         cards="".join(f'<div class="card"><div class="v">{html.escape(v)}</div>'
                       f'<div class="k">{html.escape(k)}</div></div>' for k, v in cards),
         success=success_chart(dates, rates), storage=storage_chart(history, ahead),
-        rto=rto_chart(drills), rows=rows,
+        rto=rto_chart(drills) + drill_table(drills), rows=rows,
         # Inside <script> entities are not decoded: plain JSON, with "</" kept from closing it.
         data=json.dumps({"days": [str(d) for d in dates], "success": rates}).replace(
             "</", "<\\/"))
@@ -203,7 +231,7 @@ tr.bad td:first-child {{ border-left: 4px solid #e03131; }}
 <div class="cards">{cards}</div>
 <h2>Success rate per day</h2>{success}
 <h2>Storage per tier, and the next 90 days</h2>{storage}
-<h2>Recovery time of each drill</h2>{rto}
+<h2>Recovery time (RTO) and recovery point (RPO) of each drill</h2>{rto}
 <h2>Policies</h2>
 <table><thead><tr><th>Organization</th><th>Policy</th><th>Backups</th><th>Success</th>
 <th>Compliance (7 days)</th><th>Stored</th><th>Key age (days)</th></tr></thead>

@@ -156,3 +156,43 @@ def test_a_guest_erased_after_the_base_backup_is_absent_after_recovery(
                    check=True, capture_output=True, timeout=120)
     assert later.sql("SELECT id FROM guest ORDER BY id") == [(1,), (3,)]
     later.stop()
+
+
+def test_a_pitr_drill_recovers_a_random_instant_records_rto_and_rpo_and_cleans_up(
+        cli, cli_env, cluster: Cluster, tmp_path: Path) -> None:
+    import glob
+    import subprocess
+    import tempfile
+
+    import sqlalchemy as sa
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy.read_text().replace(
+        'mode: physical}', 'mode: physical, validation_query: "SELECT count(*) FROM marker"}'))
+    cli("policies", "apply", str(policy))
+    markers(cluster, range(1, 5))
+    archive(cli, cluster)
+    scratch = set(glob.glob(f"{tempfile.gettempdir()}/vowvault-pitr-drill-*"))
+    out = cli("drill", POLICY).stdout
+    flat = " ".join(out.split())
+    assert "recovered to" in flat and "RTO target" in flat and "RPO" in flat, out
+    # Its throw-away cluster is gone: no directory, no server left running.
+    assert set(glob.glob(f"{tempfile.gettempdir()}/vowvault-pitr-drill-*")) == scratch
+    procs = subprocess.run(["pgrep", "-af", "vowvault-pitr-drill-"], capture_output=True,
+                           text=True).stdout
+    assert "postgres" not in procs, procs
+    engine = sa.create_engine(f"sqlite:///{Path(cli_env['VOWVAULT_HOME']) / 'catalog.db'}")
+    try:
+        with engine.begin() as conn:
+            (row,) = conn.execute(sa.text(
+                "SELECT rto_seconds, rpo_seconds, status, validation FROM recovery_jobs "
+                "WHERE recovery_type = 'DR_DRILL'")).all()
+    finally:
+        engine.dispose()
+    rto, rpo, state, validation = row
+    assert float(rto) > 0 and float(rpo) >= 0 and state == "COMPLETED", row
+    assert "point_in_time" in validation and "rows" in validation, validation
+    html = tmp_path / "report.html"
+    cli("report", "--html", str(html))
+    text = html.read_text()
+    assert "RPO" in text and f"{float(rpo):.0f} s" in text, text[-2000:]

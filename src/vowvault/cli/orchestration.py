@@ -152,9 +152,19 @@ def drill(
         r = run_drill(ctx, policy, backup, drill_server, wait_archive)
     finally:
         ctx.close()
-    _out.print(f"drill of {policy}: backup {r.backup_id} restored and validated in "
-               f"{r.rto_seconds:.1f} s (RTO target {r.rto_target_seconds} s: "
-               f"{'met' if r.passed else 'MISSED'}); backup age {r.rpo_seconds / 3600:.1f} h")
+    verdict = f"RTO target {r.rto_target_seconds} s: {'met' if r.passed else 'MISSED'}"
+    if "target" in r.validation:  # a point-in-time drill
+        _out.print(f"drill of {policy}: recovered to {r.validation['target']} from base "
+                   f"backup {r.backup_id[:8]} and validated in {r.rto_seconds:.1f} s "
+                   f"({verdict}); RPO {r.rpo_seconds:.0f} s (the archive's lag when the "
+                   f"drill started)", markup=False)
+        _out.print(f"  {r.validation.get('reached')}", markup=False)
+        for row in r.validation.get("rows", []):
+            _out.print("  " + " | ".join(str(v) for v in row), markup=False)
+    else:
+        _out.print(f"drill of {policy}: backup {r.backup_id} restored and validated in "
+                   f"{r.rto_seconds:.1f} s ({verdict}); backup age "
+                   f"{r.rpo_seconds / 3600:.1f} h", markup=False)
     if not r.passed:
         raise typer.Exit(1)
 

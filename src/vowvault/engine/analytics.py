@@ -63,7 +63,7 @@ def catalog_frames(ctx: Context, until: dt.datetime) -> dict[str, pd.DataFrame]:
                 .where(BackupStorage.created_at < until)),
             "drills": frame(sa.select(
                 RecoveryJob.id, RecoveryJob.status, RecoveryJob.rto_seconds,
-                RecoveryJob.rto_target_seconds, RecoveryJob.created_at,
+                RecoveryJob.rto_target_seconds, RecoveryJob.rpo_seconds, RecoveryJob.created_at,
                 RecoveryJob.completed_at, BackupJob.policy_id)
                 .join(BackupJob, BackupJob.id == RecoveryJob.backup_job_id)
                 .where(RecoveryJob.recovery_type == RecoveryType.DR_DRILL,

@@ -23,6 +23,7 @@ from typing import Any
 
 from vowvault import walspool
 from vowvault.catalog import audit
+from vowvault.domain import RecoveryType
 from vowvault.engine import wal
 from vowvault.engine.context import Context
 from vowvault.engine.restore import restore_backup
@@ -71,11 +72,13 @@ class PitrResult:
     validation: dict[str, Any] = field(default_factory=dict)
     erasures_applied: list[dict[str, Any]] = field(default_factory=list)
     """Erasure requests recorded after the base backup, replayed once recovery ended."""
+    recovery_id: str | None = None
 
 
 def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
                start: bool = False, port: int | None = None,
-               validation_query: str | None = None, timeout: float = 300.0) -> PitrResult:
+               validation_query: str | None = None, timeout: float = 300.0,
+               recovery_type: RecoveryType = RecoveryType.POINT_IN_TIME) -> PitrResult:
     started = time.perf_counter()
     w = wal.window(ctx, policy)
     base = _choose(w, target)
@@ -86,25 +89,40 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
     if prefetch.exists():
         shutil.rmtree(prefetch)
     erasures = _erasures_after(ctx, base["id"])
-    restore_backup(ctx, base["id"], to_dir=datadir, erasures_replayed_by_caller=True)
+    restored = restore_backup(ctx, base["id"], to_dir=datadir, recovery_type=recovery_type,
+                              erasures_replayed_by_caller=True)
     start_segment = wal.segno(base.get("start_wal") or "0" * 24)
     names = [n for n in wal.archived_names(ctx, policy)
              if n.endswith(".history") or len(n) != 24 or wal.segno(n) >= start_segment]
     fetched = wal.fetch_all(ctx, policy, names, prefetch)
     _hand_over(prefetch, datadir)
     _recovery_settings(datadir, prefetch, policy, target)
-    result = PitrResult(policy, base["id"], datadir, target.describe(), fetched, 0.0)
+    result = PitrResult(policy, base["id"], datadir, target.describe(), fetched, 0.0,
+                        recovery_id=restored.recovery_id)
     if start or erasures:
         # Erasures recorded after the base backup hold in the recovered cluster too: they
         # are replayed once recovery has ended, so it is started for them if need be.
         result.port = port or free_port()
-        result.reached = _start_and_wait(datadir, result.port, timeout)
+        try:
+            result.reached = _start_and_wait(datadir, result.port, timeout)
+        except _EndedBeforeTarget:
+            if target.time is None or w.latest is None or target.time > w.latest:
+                raise RestoreError(f"recovery reached the end of the archived WAL before "
+                                   f"{target.describe()}") from None
+            # No commit after the target in WAL that runs unbroken past it: the cluster as
+            # it was at the target is the one at the end of that WAL.
+            _recovery_settings(datadir, prefetch, policy, Target(latest=True))
+            result.reached = ("no transaction committed between the target and the end of "
+                              "the archived WAL, which runs past it: recovered to that end ("
+                              + _start_and_wait(datadir, result.port, timeout) + ")")
+        dbname = _dbname(ctx, policy)
         try:
             if erasures:
                 result.erasures_applied = _replay(ctx, policy, result.port, erasures)
             if validation_query:
-                result.validation = {"query": validation_query,
-                                     "rows": _query(result.port, validation_query)}
+                result.validation = {"query": validation_query, "database": dbname,
+                                     "rows": _query(result.port, validation_query, dbname,
+                                                    read_only=True)}
         except BaseException:
             stop(datadir)
             raise
@@ -141,14 +159,12 @@ def _erasures_after(ctx: Context, base_id: str) -> list[Any]:
 def _replay(ctx: Context, policy: str, port: int, erasures: list[Any]) -> list[dict[str, Any]]:
     """Delete the subjects' rows in the recovered cluster, in the database the policy's
     source names (where the requests were made); a failure fails the restore."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.conninfo import make_conninfo
 
     from vowvault.sources.postgres import erase_rows
 
-    source = wal.physical_policy(ctx, policy).source
-    dbname = conninfo_to_dict(source.get("dsn", "")).get("dbname") or "postgres"
-    dsn = make_conninfo(host="127.0.0.1", port=port, user="postgres", dbname=dbname,
-                        connect_timeout=10)
+    dsn = make_conninfo(host="127.0.0.1", port=port, user="postgres",
+                        dbname=_dbname(ctx, policy), connect_timeout=10)
     try:
         return erase_rows(dsn, erasures)
     except Exception as exc:
@@ -205,6 +221,9 @@ def _hand_over(prefetch: Path, datadir: Path) -> None:
             os.chown(path, *owner)
 
 
+_BLOCK = "# written by vowvault: point-in-time restore"
+
+
 def _recovery_settings(datadir: Path, prefetch: Path, policy: str, target: Target) -> None:
     python = shutil.which("python3", path="/usr/bin:/usr/local/bin:/bin") or "python3"
     settings = {
@@ -215,10 +234,12 @@ def _recovery_settings(datadir: Path, prefetch: Path, policy: str, target: Targe
     }
     if target.settings():
         settings["recovery_target_action"] = "promote"
-    lines = ["", "# written by vowvault: point-in-time restore"]
+    conf = datadir / "postgresql.auto.conf"
+    text = conf.read_text() if conf.exists() else ""
+    text = text.split(_BLOCK, 1)[0].rstrip("\n")  # a retry replaces what it wrote
+    lines = [text, "", _BLOCK]
     lines += [f"{k} = '{v}'" for k, v in settings.items()]
-    with open(datadir / "postgresql.auto.conf", "a") as f:
-        f.write("\n".join(lines) + "\n")
+    conf.write_text("\n".join(lines) + "\n")
     (datadir / "recovery.signal").touch()
     owner = server_owner()
     if owner:
@@ -258,10 +279,14 @@ def _start_and_wait(datadir: Path, port: int, timeout: float) -> str:
                         "-t", str(int(timeout)), "-o",
                         f"-p {port} -c listen_addresses=127.0.0.1 "
                         f"-c unix_socket_directories={socket_dir}", "start"])
+    offset = log_file.stat().st_size if log_file.exists() else 0
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    text = log_file.read_text(errors="replace")[offset:] if log_file.exists() else ""
     if proc.returncode != 0:
         fatal = [ln for ln in text.splitlines() if "FATAL" in ln or "PANIC" in ln]
+        if any("recovery ended before configured recovery target was reached" in ln
+               for ln in fatal):
+            raise _EndedBeforeTarget(fatal[-1])
         raise RestoreError(f"the restored cluster did not start: "
                            f"{(fatal or [proc.stderr.strip() or 'no message'])[-1]}")
     deadline = time.monotonic() + timeout
@@ -272,19 +297,42 @@ def _start_and_wait(datadir: Path, port: int, timeout: float) -> str:
         time.sleep(0.2)
     else:
         raise RestoreError(f"the restored cluster is still recovering after {timeout:.0f} s")
-    text = log_file.read_text(errors="replace")
+    text = log_file.read_text(errors="replace")[offset:]
     reached = [ln.split("LOG:", 1)[-1].strip() for ln in text.splitlines()
                if "recovery stopping" in ln or "archive recovery complete" in ln
                or "redo done at" in ln]
     return reached[0] if reached else "recovery complete"
 
 
-def _query(port: int, sql: str) -> list[tuple[Any, ...]]:
+class _EndedBeforeTarget(RestoreError):
+    """PostgreSQL replayed all the WAL it was given without meeting the target."""
+
+
+def _dbname(ctx: Context, policy: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    source = wal.physical_policy(ctx, policy).source
+    return str(conninfo_to_dict(source.get("dsn", "")).get("dbname") or "postgres")
+
+
+def _query(port: int, sql: str, dbname: str = "postgres", *, read_only: bool = False
+           ) -> list[tuple[Any, ...]]:
     import psycopg
 
-    with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
-                         connect_timeout=5, autocommit=True) as conn:
-        return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname=dbname,
+                             connect_timeout=5, autocommit=not read_only) as conn:
+            if read_only:
+                conn.execute("SET TRANSACTION READ ONLY")
+            rows = list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+            if read_only:
+                conn.rollback()
+            return rows
+    except psycopg.Error as exc:
+        if not read_only:
+            raise
+        raise RestoreError(f"the validation query failed on the recovered cluster: "
+                           f"{str(exc).splitlines()[0]}") from None
 
 
 def stop(datadir: Path) -> None:

@@ -140,7 +140,7 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
     _finish(ctx, recovery_id, started, result=result)
     if emergency_role is not None:
         _emergency_event(ctx, job_id, "completed", recovery_id, emergency_role)
-    if recovery_type == RecoveryType.FULL_RESTORE:
+    if recovery_type in (RecoveryType.FULL_RESTORE, RecoveryType.POINT_IN_TIME):
         from vowvault.engine import webhooks
 
         with ctx.catalog.read() as s:

@@ -103,13 +103,23 @@ class PostgresSource(Strict):
     archiving for point-in-time recovery). ``dsn`` is a libpq URL or key=value string
     without a password;
     the password comes from ``password_env``, ``password_secret`` (a Prefect Secret block),
-    or libpq's own PGPASSWORD / .pgpass."""
+    or libpq's own PGPASSWORD / .pgpass. ``validation_query`` (physical only): a query a
+    point-in-time drill runs, read-only, in ``dsn``'s database of the recovered cluster; the
+    drill passes only if it returns a row."""
 
     kind: Literal["postgres"]
     dsn: str
     mode: Literal["logical", "physical"] = "logical"
     password_env: str | None = None
     password_secret: str | None = None
+    validation_query: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+
+    @model_validator(mode="after")
+    def _validation_is_physical(self) -> PostgresSource:
+        if self.validation_query is not None and self.mode != "physical":
+            raise ValueError("validation_query is for mode: physical (a logical restore is "
+                             "validated against the dump's own table checksums)")
+        return self
 
     @field_validator("dsn")
     @classmethod
