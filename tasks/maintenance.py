@@ -109,7 +109,15 @@ def daily_analytics(day: str | None) -> dict[str, Any]:
     create_table_artifact(table=forecast or [{"stored": 0}], key="capacity-forecast",
                           description="storage per tier now and in 90 days (linear fit of "
                                       "the last 30 days)")
-    return {"day": str(when), "rows": result["rows"], "forecast": forecast}
+    from vowvault.engine import wal
+
+    archives = wal.health_of_all(ctx)
+    if archives:
+        create_table_artifact(table=archives, key="wal-archive-health",
+                              description="continuous archiving: lag (s), spool, pg_wal, "
+                                          "alerts")
+    return {"day": str(when), "rows": result["rows"], "forecast": forecast,
+            "wal": archives}
 
 
 @task(name="key rotation check", cache_policy=NONE)

@@ -196,3 +196,34 @@ def test_a_pitr_drill_recovers_a_random_instant_records_rto_and_rpo_and_cleans_u
     cli("report", "--html", str(html))
     text = html.read_text()
     assert "RPO" in text and f"{float(rpo):.0f} s" in text, text[-2000:]
+
+
+def test_a_backlog_in_the_spool_or_pg_wal_raises_an_alert_before_the_disk_fills(
+        cli, cluster: Cluster, tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(policy.read_text().replace(
+        'mode: physical}', 'mode: physical, spool_alert_mib: 40, pg_wal_alert_mib: 4000}'))
+    cli("policies", "apply", str(policy))
+    markers(cluster, range(1, 5))  # four segments pushed, none archived: 64 MiB waiting
+    wait_spooled(cluster)
+    h = status(cli, cluster)["health"]
+    assert h["spool_files"] >= 4 and h["spool_bytes"] >= 4 * (16 << 20), h
+    assert h["pg_wal_bytes"] and h["pg_wal_bytes"] < h["pg_wal_alert_bytes"], h
+    assert any("the spool holds" in a for a in h["alerts"]), h
+    assert h["oldest_waiting_seconds"] is not None and h["lag_seconds"] is None, h
+    actions = [e["action"] for e in json.loads(cli("audit", "list", "--json").stdout)]
+    assert actions.count("wal.backlog") == 1, actions
+    status(cli, cluster)  # still behind: no second alert within the hour
+    actions = [e["action"] for e in json.loads(cli("audit", "list", "--json").stdout)]
+    assert actions.count("wal.backlog") == 1, actions
+    text = cli("wal", "status", POLICY, "--spool", str(cluster.spool)).stdout  # type: ignore[attr-defined]
+    assert "ALERT the spool holds" in text, text
+    # pg_wal past its size (the server keeps WAL the archive has not taken): its own alert.
+    policy.write_text(policy.read_text().replace("pg_wal_alert_mib: 4000",
+                                                 "pg_wal_alert_mib: 16"))
+    cli("policies", "apply", str(policy))
+    archive(cli, cluster)
+    h = status(cli, cluster)["health"]
+    assert h["spool_files"] == 0 and h["lag_seconds"] is not None, h
+    assert [a for a in h["alerts"] if "pg_wal holds" in a] and not [
+        a for a in h["alerts"] if "the spool" in a], h

@@ -91,9 +91,14 @@ def wal_archiver(policy: Policy, spool: Spool = None,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stopping.append(signum))
     ctx = Context.from_settings()
+    checked = 0.0
     try:
         while True:
             report = wal.archive(ctx, policy, spool, workers=workers)
+            if once or time.monotonic() - checked >= 60:  # the backlog alerts, each minute
+                checked = time.monotonic()
+                for line in wal.health(ctx, policy, spool).alerts:
+                    _out.print(f"ALERT {line}", markup=False)
             for line in report.conflicts:
                 _out.print(f"CONFLICT {line}", markup=False)
             for name, why in report.failed.items():
@@ -128,10 +133,11 @@ def wal_status(policy: Annotated[str, typer.Argument(help="The physical policy."
     ctx = Context.from_settings()
     try:
         w = wal.window(ctx, policy, spool)
+        h = wal.health(ctx, policy, spool)
     finally:
         ctx.close()
     if json_:
-        print_json(w)
+        print_json({**w.__dict__, "health": h})
         return
     when = (lambda d: f"{d:%Y-%m-%d %H:%M:%S} UTC" if d else "-")  # noqa: E731
     _out.print(f"{policy}: restorable from {when(w.earliest)} to {when(w.latest)}"
@@ -152,6 +158,16 @@ def wal_status(policy: Annotated[str, typer.Argument(help="The physical policy."
                                                             for a, b in runs), markup=False)
     for gap in w.gaps:
         _out.print(f"  GAP {gap}", markup=False)
+    _out.print(f"  spool: {h.spool_files} files, {h.spool_bytes / 2**20:.1f} MiB (alert above "
+               f"{h.spool_alert_bytes >> 20} MiB)"
+               + (f", oldest waiting {h.oldest_waiting_seconds:.0f} s" if
+                  h.oldest_waiting_seconds is not None else "")
+               + "; pg_wal: " + (f"{h.pg_wal_bytes / 2**20:.0f} MiB (alert above "
+                                 f"{h.pg_wal_alert_bytes >> 20} MiB)" if h.pg_wal_bytes
+                                 is not None else f"unknown ({h.pg_wal_problem})"),
+               markup=False)
+    for line in h.alerts:
+        _out.print(f"  ALERT {line}", markup=False)
 
 
 @wal_app.command("verify")

@@ -315,8 +315,10 @@ def window(ctx: Context, policy_name: str, spool: str | None = None) -> Window:
         if begin > end:
             gaps.append(f"nothing restorable between {end.isoformat(timespec='seconds')} and "
                         f"{begin.isoformat(timespec='seconds')}")
-    latest_wal = jobs[-1]["completed_at"] if jobs else None
-    lag = (ctx.clock() - latest_wal).total_seconds() if latest_wal else None
+    # The archive's lag: now minus when the newest archived segment was handed over.
+    latest_wal = max(archived_at.values()) if archived_at else (
+        jobs[-1]["completed_at"] if jobs else None)
+    lag = max(0.0, (ctx.clock() - latest_wal).total_seconds()) if latest_wal else None
     return Window(policy_name, spans[0][0] if spans else None,
                   max((e for _, e in spans), default=None), bases, timelines, gaps, lag,
                   len(list(walspool.spooled(policy_name, spool))))
@@ -549,3 +551,115 @@ def expire(ctx: Context, job_id: uuid.UUID, policy: str, reason: str) -> dict[st
                              f"{reason}")
     return {"backup": str(job_id), "policy": policy, "reason": reason, "copies": sorted(urls),
             "wal_files": len(names)}
+
+
+# -- archive health ---------------------------------------------------------------------------
+
+SPOOL_ALERT_MIB = 1024
+"""Default size of a policy's spool that raises a ``wal_backlog`` alert."""
+PG_WAL_ALERT_MIB = 4096
+"""Default size of the server's ``pg_wal`` that raises one (WAL the server keeps because
+archiving lags, before its disk fills)."""
+ALERT_EVERY = dt.timedelta(hours=1)
+
+
+@dataclass
+class Health:
+    policy: str
+    lag_seconds: float | None
+    """Now minus when the newest archived segment was handed over."""
+    spool_files: int
+    spool_bytes: int
+    oldest_waiting_seconds: float | None
+    pg_wal_bytes: int | None
+    spool_alert_bytes: int
+    pg_wal_alert_bytes: int
+    pg_wal_problem: str | None = None
+    alerts: list[str] = field(default_factory=list)
+
+
+def health(ctx: Context, policy_name: str, spool: str | None = None, *,
+           alert: bool = True) -> Health:
+    """The archive's lag, the spool and ``pg_wal``; past a configured size (the policy
+    source's ``spool_alert_mib``, ``pg_wal_alert_mib``) an escalated ``wal_backlog`` event
+    and an audit entry, at most once an hour per policy (``alert``)."""
+    view = physical_policy(ctx, policy_name)
+    w = window(ctx, policy_name, spool)
+    now = ctx.clock()
+    files, size, oldest = 0, 0, None
+    for path in walspool.spooled(policy_name, spool):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            files, size = files + 1, size + st.st_size
+            oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
+    pg_wal, problem = _pg_wal_bytes(view)
+    h = Health(policy_name, w.lag_seconds, files, size,
+               max(0.0, now.timestamp() - oldest) if oldest is not None else None, pg_wal,
+               int(view.source.get("spool_alert_mib") or SPOOL_ALERT_MIB) << 20,
+               int(view.source.get("pg_wal_alert_mib") or PG_WAL_ALERT_MIB) << 20, problem)
+    if size > h.spool_alert_bytes:
+        h.alerts.append(f"the spool holds {size / 2**20:.0f} MiB in {files} files, above "
+                        f"{h.spool_alert_bytes >> 20} MiB: the archiver is behind or stopped")
+    if pg_wal is not None and pg_wal > h.pg_wal_alert_bytes:
+        h.alerts.append(f"pg_wal holds {pg_wal / 2**20:.0f} MiB, above "
+                        f"{h.pg_wal_alert_bytes >> 20} MiB: WAL is not leaving the server")
+    if alert and h.alerts:
+        _alert_backlog(ctx, view, h, spool)
+    return h
+
+
+def _pg_wal_bytes(view: PolicyView) -> tuple[int | None, str | None]:
+    """The size of the server's pg_wal (needs pg_monitor or superuser), or why not."""
+    import psycopg
+
+    from vowvault.sources.base import redact
+
+    dsn = view.source.get("dsn", "")
+    password = os.environ.get(view.source["password_env"]) if view.source.get(
+        "password_env") else None
+    try:
+        with psycopg.connect(dsn, password=password, connect_timeout=5,
+                             autocommit=True) as conn:
+            row = conn.execute("SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()"
+                               ).fetchone()
+    except psycopg.Error as exc:
+        return None, f"{redact(dsn)}: {str(exc).strip().splitlines()[0][:200]}"
+    return int(row[0]) if row else None, None
+
+
+def _alert_backlog(ctx: Context, view: PolicyView, h: Health, spool: str | None) -> None:
+    from vowvault.engine import webhooks
+
+    stamp = walspool.policy_spool(view.name, spool) / ".backlog-alerted"
+    with contextlib.suppress(OSError):
+        if ctx.clock().timestamp() - stamp.stat().st_mtime < ALERT_EVERY.total_seconds():
+            return
+    log.error("WAL backlog of %s: %s", view.name, "; ".join(h.alerts))
+    with ctx.catalog.session() as s:
+        audit.record(s, actor=ctx.settings.actor, action="wal.backlog", target_type="policy",
+                     target_id=view.id, organization_id=view.organization_id,
+                     summary=f"WAL backlog of {view.name}: {'; '.join(h.alerts)}"[:700])
+    webhooks.emit(ctx, view.organization_id, "wal_backlog", {
+        "event": "wal_backlog", "policy": view.name, "alerts": h.alerts,
+        "spool_bytes": h.spool_bytes, "pg_wal_bytes": h.pg_wal_bytes,
+        "lag_seconds": h.lag_seconds}, escalation=True)
+    with contextlib.suppress(OSError):
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+        os.utime(stamp, (ctx.clock().timestamp(),) * 2)
+
+
+def health_of_all(ctx: Context) -> list[dict[str, Any]]:
+    """Archive health of every physical policy (the analytics flow's table): lag, spool
+    (where this process sees it: ``VOWVAULT_WAL_SPOOL``), pg_wal, alerts raised."""
+    with ctx.catalog.read() as s:
+        names = list(s.execute(sa.select(BackupPolicy.name).where(
+            BackupPolicy.source_kind == SourceKind.POSTGRES_PHYSICAL,
+            BackupPolicy.is_active.is_(True)).order_by(BackupPolicy.name)).scalars())
+    rows = []
+    for name in names:
+        h = health(ctx, name)
+        rows.append({"policy": name, "lag_seconds": h.lag_seconds,
+                     "spool_files": h.spool_files, "spool_bytes": h.spool_bytes,
+                     "pg_wal_bytes": h.pg_wal_bytes, "alerts": "; ".join(h.alerts) or None})
+    return rows

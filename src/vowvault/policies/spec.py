@@ -105,7 +105,9 @@ class PostgresSource(Strict):
     the password comes from ``password_env``, ``password_secret`` (a Prefect Secret block),
     or libpq's own PGPASSWORD / .pgpass. ``validation_query`` (physical only): a query a
     point-in-time drill runs, read-only, in ``dsn``'s database of the recovered cluster; the
-    drill passes only if it returns a row."""
+    drill passes only if it returns a row. ``spool_alert_mib`` (default 1024) and
+    ``pg_wal_alert_mib`` (default 4096), physical only: sizes of the WAL spool and of the
+    server's pg_wal past which a ``wal_backlog`` alert is raised."""
 
     kind: Literal["postgres"]
     dsn: str
@@ -113,12 +115,15 @@ class PostgresSource(Strict):
     password_env: str | None = None
     password_secret: str | None = None
     validation_query: Annotated[str, Field(min_length=1, max_length=4000)] | None = None
+    spool_alert_mib: Annotated[int, Field(ge=1)] | None = None
+    pg_wal_alert_mib: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
-    def _validation_is_physical(self) -> PostgresSource:
-        if self.validation_query is not None and self.mode != "physical":
-            raise ValueError("validation_query is for mode: physical (a logical restore is "
-                             "validated against the dump's own table checksums)")
+    def _physical_only(self) -> PostgresSource:
+        for name in ("validation_query", "spool_alert_mib", "pg_wal_alert_mib"):
+            if getattr(self, name) is not None and self.mode != "physical":
+                raise ValueError(f"{name} is for mode: physical (continuous archiving and "
+                                 f"point-in-time drills)")
         return self
 
     @field_validator("dsn")
