@@ -19,6 +19,7 @@ from tasks.maintenance import (
     retention_apply,
     retention_plan,
     scrub,
+    wal_continuity,
 )
 
 
@@ -46,12 +47,16 @@ def retention(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
 @flow(name="scrub")
 def scrub_flow(force: bool = False, dry_run: bool = False) -> dict[str, Any]:
     """Re-read a share of all stored data, so every copy is read back within its policy's
-    scrub cycle; repair from intact copies; report coverage."""
+    scrub cycle; repair from intact copies; report coverage; then the WAL continuity of
+    every physical policy."""
     try:
         allowed, why = gate(force)
         if not allowed:
             return {"skipped": why}
-        return scrub(dry_run)
+        result = scrub(dry_run)
+        if not dry_run:
+            result["wal"] = wal_continuity()
+        return result
     finally:  # a copy found not restorable is a verification_failed webhook
         schedule_webhook_delivery()
 

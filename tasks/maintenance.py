@@ -175,3 +175,16 @@ def scrub(dry_run: bool) -> dict[str, Any]:
         create_table_artifact(table=result["found"], key="scrub-found",
                               description="copies found wanting (and whether repaired)")
     return {k: v for k, v in result.items() if k != "planned"}
+
+
+@task(name="wal continuity", cache_policy=NONE)
+def wal_continuity() -> list[dict[str, Any]]:
+    """Every archived WAL file the kept base backups of each physical policy need, read
+    back (``vowvault wal verify``); a gap raises its own wal_gap event."""
+    from vowvault.engine import wal
+
+    rows = wal.verify_all(context())
+    if rows:
+        create_table_artifact(table=rows, key="wal-continuity",
+                              description="archived WAL read back per physical policy")
+    return rows

@@ -663,3 +663,18 @@ def health_of_all(ctx: Context) -> list[dict[str, Any]]:
                      "spool_files": h.spool_files, "spool_bytes": h.spool_bytes,
                      "pg_wal_bytes": h.pg_wal_bytes, "alerts": "; ".join(h.alerts) or None})
     return rows
+
+
+def verify_all(ctx: Context) -> list[dict[str, Any]]:
+    """``verify_wal`` of every active physical policy (the scrub flow's WAL step)."""
+    with ctx.catalog.read() as s:
+        names = list(s.execute(sa.select(BackupPolicy.name).where(
+            BackupPolicy.source_kind == SourceKind.POSTGRES_PHYSICAL,
+            BackupPolicy.is_active.is_(True)).order_by(BackupPolicy.name)).scalars())
+    rows = []
+    for name in names:
+        check = verify_wal(ctx, name)
+        rows.append({"policy": name, "files_read": check.checked, "bytes_read": check.bytes,
+                     "continuous": check.ok, "gaps": "; ".join(check.gaps) or None,
+                     "intact_on_one_copy_only": len(check.damaged_copies)})
+    return rows
