@@ -27,11 +27,12 @@ sys.path.insert(0, str(FIXTURES))
 from make import state  # noqa: E402
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()))
-def test_every_format_fixture_restores(name: str, tmp_path: Path) -> None:
+def open_fixture(name: str, tmp_path: Path) -> tuple[dict, Copy, BackupLocation, bytes]:
+    """A copy of fixture ``name``'s storage (read from the copy: the fixture stays
+    untouched), its location and its data key."""
     fixture = json.loads((FIXTURES / name / "fixture.json").read_text())
     storage = tmp_path / "storage"
-    shutil.copytree(FIXTURES / name / "storage", storage)  # read from a copy: untouched
+    shutil.copytree(FIXTURES / name / "storage", storage)
     backend = open_backend(f"file://{storage}")
     location = BackupLocation(uuid.UUID(fixture["organization_id"]),
                               uuid.UUID(fixture["policy_id"]), uuid.UUID(fixture["backup_id"]))
@@ -39,7 +40,13 @@ def test_every_format_fixture_restores(name: str, tmp_path: Path) -> None:
     dek = unwrap_with(bytes.fromhex(fixture["kek_hex"]), key.wrapped_dek,
                       KeyContext(location.organization_id, "lumiere", location.backup_id,
                                  fixture["kek_version"]))
-    reader = BackupReader(location, dek, [Copy(f"file://{storage}", backend)],
+    return fixture, Copy(f"file://{storage}", backend), location, dek
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()))
+def test_every_format_fixture_restores(name: str, tmp_path: Path) -> None:
+    fixture, copy, location, dek = open_fixture(name, tmp_path)
+    reader = BackupReader(location, dek, [copy],
                           expected_manifest_sha=fixture["manifest_sha256"])
     out = tmp_path / "out"
     outcome = DirectoryDriver().restore(reader, {}, RestoreTarget(directory=out), [])

@@ -8,37 +8,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
+from test_format_fixtures import FIXTURES, open_fixture
 
 from vowvault.domain import CopyHealth
-from vowvault.keys import KeyContext, unwrap_with
 from vowvault.repository import BackupLocation, Copy
-from vowvault.repository.keyobject import KeyObject
-from vowvault.repository.layout import DATA, INDEX, KEY
+from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.verify import verify_copy
-from vowvault.storage import open_backend
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "formats"
 FIXTURE = FIXTURES / "v2-tree-blake3-2026-12"
 OTHER = FIXTURES / "v1-tree-2026-12"
 
 
 def opened(tmp_path: Path) -> tuple[Copy, BackupLocation, bytes, Path, str]:
-    fixture = json.loads((FIXTURE / "fixture.json").read_text())
-    storage = tmp_path / "storage"
-    shutil.copytree(FIXTURE / "storage", storage)
-    backend = open_backend(f"file://{storage}")
-    location = BackupLocation(uuid.UUID(fixture["organization_id"]),
-                              uuid.UUID(fixture["policy_id"]), uuid.UUID(fixture["backup_id"]))
-    key = KeyObject.from_bytes(backend.load(location.name(KEY)), location.backup_id)
-    dek = unwrap_with(bytes.fromhex(fixture["kek_hex"]), key.wrapped_dek,
-                      KeyContext(location.organization_id, "lumiere", location.backup_id,
-                                 fixture["kek_version"]))
-    return (Copy(f"file://{storage}", backend), location, dek, storage,
-            fixture["manifest_sha256"])
+    fixture, copy, location, dek = open_fixture(FIXTURE.name, tmp_path)
+    return copy, location, dek, tmp_path / "storage", fixture["manifest_sha256"]
 
 
 def readback(copy: Copy, location: BackupLocation, dek: bytes, sha: str) -> CopyHealth:

@@ -98,12 +98,7 @@ def run_drill(ctx: Context, policy: str, backup: str = "latest",
         raise
     rto = time.perf_counter() - started
     rpo = (ctx.clock() - completed).total_seconds() if completed else 0.0
-    with ctx.catalog.session() as s:
-        rec = s.get(RecoveryJob, uuid.UUID(result.recovery_id))
-        assert rec is not None
-        rec.rto_seconds = Decimal(rto).quantize(Decimal("0.001"))
-        rec.rto_target_seconds = rto_target
-        rec.rpo_seconds = Decimal(rpo).quantize(Decimal("0.001"))
+    _record_times(ctx, result.recovery_id, rto, rto_target, rpo)
     log.info("drill of %s: restored backup %s in %.1f s (target %d s), backup age %.0f s",
              policy, job.id, rto, rto_target, rpo)
     passed = rto <= rto_target
@@ -112,6 +107,19 @@ def run_drill(ctx: Context, policy: str, backup: str = "latest",
             "rpo_seconds": round(rpo, 3), "passed": passed})
     return DrillResult(result.recovery_id, str(job.id), policy, round(rto, 3), rto_target,
                        round(rpo, 3), passed, result.validation)
+
+
+def _record_times(ctx: Context, recovery_id: str, rto: float, rto_target: int, rpo: float,
+                  validation: dict[str, Any] | None = None) -> None:
+    """A drill's RTO (and its target) and RPO on its recovery row."""
+    with ctx.catalog.session() as s:
+        rec = s.get(RecoveryJob, uuid.UUID(recovery_id))
+        assert rec is not None
+        rec.rto_seconds = Decimal(rto).quantize(Decimal("0.001"))
+        rec.rto_target_seconds = rto_target
+        rec.rpo_seconds = Decimal(rpo).quantize(Decimal("0.001"))
+        if validation:
+            rec.validation = {**(rec.validation or {}), **validation}
 
 
 def _event(ctx: Context, job_id: uuid.UUID, event: str, extra: dict[str, Any]) -> None:
@@ -204,14 +212,9 @@ def run_pitr_drill(ctx: Context, policy: str, timeout: float = 600.0) -> DrillRe
         shutil.rmtree(tmp, ignore_errors=True)
     rto = time.perf_counter() - started
     assert result.recovery_id is not None
-    with ctx.catalog.session() as s:
-        rec = s.get(RecoveryJob, uuid.UUID(result.recovery_id))
-        assert rec is not None
-        rec.rto_seconds = Decimal(rto).quantize(Decimal("0.001"))
-        rec.rto_target_seconds = rto_target
-        rec.rpo_seconds = Decimal(rpo).quantize(Decimal("0.001"))
-        rec.validation = {**(rec.validation or {}), "point_in_time": instant.isoformat(),
-                          "reached": result.reached, **result.validation}
+    _record_times(ctx, result.recovery_id, rto, rto_target, rpo,
+                  {"point_in_time": instant.isoformat(), "reached": result.reached,
+                   **result.validation})
     passed = rto <= rto_target
     log.info("PITR drill of %s: recovered to %s from base backup %s in %.1f s (target %d s), "
              "RPO %.0f s", policy, instant.isoformat(), result.base_backup, rto, rto_target, rpo)

@@ -649,15 +649,19 @@ def _alert_backlog(ctx: Context, view: PolicyView, h: Health, spool: str | None)
         os.utime(stamp, (ctx.clock().timestamp(),) * 2)
 
 
+def physical_policies(ctx: Context) -> list[str]:
+    """The names of the active physical policies."""
+    with ctx.catalog.read() as s:
+        return list(s.execute(sa.select(BackupPolicy.name).where(
+            BackupPolicy.source_kind == SourceKind.POSTGRES_PHYSICAL,
+            BackupPolicy.is_active.is_(True)).order_by(BackupPolicy.name)).scalars())
+
+
 def health_of_all(ctx: Context) -> list[dict[str, Any]]:
     """Archive health of every physical policy (the analytics flow's table): lag, spool
     (where this process sees it: ``VOWVAULT_WAL_SPOOL``), pg_wal, alerts raised."""
-    with ctx.catalog.read() as s:
-        names = list(s.execute(sa.select(BackupPolicy.name).where(
-            BackupPolicy.source_kind == SourceKind.POSTGRES_PHYSICAL,
-            BackupPolicy.is_active.is_(True)).order_by(BackupPolicy.name)).scalars())
     rows = []
-    for name in names:
+    for name in physical_policies(ctx):
         h = health(ctx, name)
         rows.append({"policy": name, "lag_seconds": h.lag_seconds,
                      "spool_files": h.spool_files, "spool_bytes": h.spool_bytes,
@@ -667,12 +671,8 @@ def health_of_all(ctx: Context) -> list[dict[str, Any]]:
 
 def verify_all(ctx: Context) -> list[dict[str, Any]]:
     """``verify_wal`` of every active physical policy (the scrub flow's WAL step)."""
-    with ctx.catalog.read() as s:
-        names = list(s.execute(sa.select(BackupPolicy.name).where(
-            BackupPolicy.source_kind == SourceKind.POSTGRES_PHYSICAL,
-            BackupPolicy.is_active.is_(True)).order_by(BackupPolicy.name)).scalars())
     rows = []
-    for name in names:
+    for name in physical_policies(ctx):
         check = verify_wal(ctx, name)
         rows.append({"policy": name, "files_read": check.checked, "bytes_read": check.bytes,
                      "continuous": check.ok, "gaps": "; ".join(check.gaps) or None,
