@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -29,7 +30,9 @@ def restore(cli, c: Cluster, target: list[str], into: Path) -> Cluster:
     out = cli("backup", "restore", "--policy", POLICY, *target, "--to-datadir", str(into),
               "--start", "--port", str(port)).stdout
     assert "restored" in out, out
-    return Cluster(c.root, port, into)
+    restored = Cluster(c.root, port, into)
+    restored.fetched = int(re.search(r"(\d+) WAL files fetched", out).group(1))  # type: ignore[attr-defined, union-attr]
+    return restored
 
 
 def between(a: dt.datetime, b: dt.datetime) -> str:
@@ -44,12 +47,16 @@ def test_restore_to_instants_between_markers(cli, cluster: Cluster, pg_root: Pat
     assert "archived" in archived
     status = cli("wal", "status", POLICY, "--spool", str(cluster.spool)).stdout  # type: ignore[attr-defined]
     assert "restorable from" in status and "GAP" not in status, status
+    fetched = []
     for n, (lo, hi) in enumerate(((2, 3), (4, 5))):
         restored = restore(cli, cluster, ["--to-time", between(marks[lo], marks[hi])],
                            pg_root / f"restored-{n}")
         ids = [r[0] for r in restored.sql("SELECT id FROM marker ORDER BY id")]
         assert ids == list(range(1, lo + 1)), (lo, ids)
         restored.stop()
+        fetched.append(restored.fetched)  # type: ignore[attr-defined]
+    # Only the WAL up to the target is fetched: two markers (two segments) fewer.
+    assert fetched[0] + 2 <= fetched[1], fetched
     # Outside the window: one line that states it, exit 2, nothing written.
     early = cli("backup", "restore", "--policy", POLICY, "--to-time", "2001-01-01T00:00:00Z",
                 "--to-datadir", str(pg_root / "never"), check=False)

@@ -94,6 +94,8 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
     start_segment = wal.segno(base.get("start_wal") or "0" * 24)
     names = [n for n in wal.archived_names(ctx, policy)
              if n.endswith(".history") or len(n) != 24 or wal.segno(n) >= start_segment]
+    if target.time is not None:
+        names = wal.needed_until(ctx, policy, names, target.time)
     fetched = wal.fetch_all(ctx, policy, names, prefetch)
     _hand_over(prefetch, datadir)
     _recovery_settings(datadir, prefetch, policy, target)

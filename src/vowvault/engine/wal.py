@@ -475,6 +475,32 @@ def stop_segno(base: dict[str, Any]) -> int:
     return segno(wal_segment_of(stop, tli)) if stop else -1
 
 
+def needed_until(ctx: Context, policy_name: str, names: list[str], when: dt.datetime
+                 ) -> list[str]:
+    """Of ``names``, the WAL a recovery to ``when`` can ask for: every segment handed over
+    before it and, per timeline, the first one handed over at or after it (the segment
+    being written at ``when`` is completed, hence pushed, later; nothing it needs is in the
+    ones after), history and other files, and every segment whose push time is unknown."""
+    view = physical_policy(ctx, policy_name)
+    pushed: dict[str, float | None] = {}
+    for job in _wal_jobs(ctx, view.id):
+        segments = [n for first, last in job.get("ranges", []) for n in _expand(first, last)]
+        for name, at in itertools.zip_longest(segments, job.get("pushed") or []):
+            if name is not None:
+                pushed[name] = at
+    limit = when.timestamp()
+    first_after: dict[str, str] = {}
+    for name in sorted((n for n in names if len(n) == 24 and pushed.get(n) is not None
+                        and pushed[n] >= limit), key=lambda n: (pushed[n], n)):
+        first_after.setdefault(name[:8], name)
+    keep = []
+    for name in names:
+        at = pushed.get(name) if len(name) == 24 else None
+        if at is None or at < limit or first_after.get(name[:8]) == name:
+            keep.append(name)
+    return keep
+
+
 def fetch_all(ctx: Context, policy_name: str, names: list[str], into: Path) -> int:
     """Prefetch: open each archived WAL file (from the first copy that has it) into
     ``into``; the number fetched."""
