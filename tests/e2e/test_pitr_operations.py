@@ -38,6 +38,19 @@ def test_a_deleted_segment_is_a_gap_with_its_range_and_the_window_shrinks(
     assert "continuous" in ok.stdout and "NOT" not in ok.stdout, ok.stdout
     before = status(cli, cluster)
     assert not before["gaps"], before
+    # The window's end is after the last commit: PostgreSQL alone stops with "recovery
+    # ended before configured recovery target was reached"; vowvault recovers to the end
+    # of the WAL, which is the cluster as it was then.
+    from pitrcluster import free_port
+
+    port = free_port()
+    out = cli("backup", "restore", "--policy", POLICY, "--to-time", before["latest"],
+              "--to-datadir", str(cluster.root / "at-the-end"), "--start", "--port",
+              str(port)).stdout
+    assert "the cluster as it was at the target" in " ".join(out.split()), out
+    at_end = Cluster(cluster.root, port, cluster.root / "at-the-end")
+    assert [r[0] for r in at_end.sql("SELECT id FROM marker ORDER BY id")] == list(range(1, 7))
+    at_end.stop()
     objects = wal_objects(tmp_path / "storage")
     segments = sorted(n for n in objects if len(n) == 24)
     lost = segments[len(segments) // 2]

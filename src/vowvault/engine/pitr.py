@@ -92,10 +92,12 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
     restored = restore_backup(ctx, base["id"], to_dir=datadir, recovery_type=recovery_type,
                               erasures_replayed_by_caller=True)
     start_segment = wal.segno(base.get("start_wal") or "0" * 24)
-    names = [n for n in wal.archived_names(ctx, policy)
+    every = [n for n in wal.archived_names(ctx, policy)
              if n.endswith(".history") or len(n) != 24 or wal.segno(n) >= start_segment]
-    if target.time is not None:
-        names = wal.needed_until(ctx, policy, names, target.time)
+    names = every
+    if target.time is not None and (start or erasures):
+        # Recovery run here: the WAL up to the target first, the rest only if it asks.
+        names = wal.needed_until(ctx, policy, every, target.time)
     fetched = wal.fetch_all(ctx, policy, names, prefetch)
     _hand_over(prefetch, datadir)
     _recovery_settings(datadir, prefetch, policy, target)
@@ -106,7 +108,17 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
         # are replayed once recovery has ended, so it is started for them if need be.
         result.port = port or free_port()
         try:
-            result.reached = _start_and_wait(datadir, result.port, timeout)
+            try:
+                result.reached = _start_and_wait(datadir, result.port, timeout)
+            except _EndedBeforeTarget:
+                rest = [n for n in every if n not in set(names)]
+                if not rest:
+                    raise
+                # A segment handed over late: the rest of the archive, and recovery resumes.
+                result.wal_fetched += wal.fetch_all(ctx, policy, rest, prefetch)
+                names = every
+                _hand_over(prefetch, datadir)
+                result.reached = _start_and_wait(datadir, result.port, timeout)
         except _EndedBeforeTarget:
             if target.time is None or w.latest is None or target.time > w.latest:
                 raise RestoreError(f"recovery reached the end of the archived WAL before "
@@ -115,7 +127,8 @@ def restore_to(ctx: Context, policy: str, datadir: Path, target: Target, *,
             # it was at the target is the one at the end of that WAL.
             _recovery_settings(datadir, prefetch, policy, Target(latest=True))
             result.reached = ("no transaction committed between the target and the end of "
-                              "the archived WAL, which runs past it: recovered to that end ("
+                              "the archived WAL, which runs unbroken past it: recovered to "
+                              "that end, the cluster as it was at the target ("
                               + _start_and_wait(datadir, result.port, timeout) + ")")
         dbname = _dbname(ctx, policy)
         try:
@@ -281,19 +294,33 @@ def _start_and_wait(datadir: Path, port: int, timeout: float) -> str:
                         "-t", str(int(timeout)), "-o",
                         f"-p {port} -c listen_addresses=127.0.0.1 "
                         f"-c unix_socket_directories={socket_dir}", "start"])
+    import psycopg
+
     offset = log_file.stat().st_size if log_file.exists() else 0
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    text = log_file.read_text(errors="replace")[offset:] if log_file.exists() else ""
-    if proc.returncode != 0:
+
+    def failed(stderr: str = "") -> RestoreError:
+        """Why the server stopped (its FATAL or PANIC line), as the error to raise."""
+        text = log_file.read_text(errors="replace")[offset:] if log_file.exists() else ""
         fatal = [ln for ln in text.splitlines() if "FATAL" in ln or "PANIC" in ln]
         if any("recovery ended before configured recovery target was reached" in ln
                for ln in fatal):
-            raise _EndedBeforeTarget(fatal[-1])
-        raise RestoreError(f"the restored cluster did not start: "
-                           f"{(fatal or [proc.stderr.strip() or 'no message'])[-1]}")
+            return _EndedBeforeTarget(fatal[-1])
+        return RestoreError(f"the restored cluster did not start: "
+                            f"{(fatal or [stderr.strip() or 'no message'])[-1]}")
+
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise failed(proc.stderr)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = _query(port, "SELECT pg_is_in_recovery()")
+        # A server in recovery answers (hot standby) until recovery ends: promoted, or
+        # stopped because it ended before the target.
+        try:
+            rows = _query(port, "SELECT pg_is_in_recovery()")
+        except psycopg.OperationalError:
+            if not (datadir / "postmaster.pid").exists():
+                raise failed() from None
+            rows = []
         if rows and rows[0][0] is False:
             break
         time.sleep(0.2)
