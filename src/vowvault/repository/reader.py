@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -56,6 +57,10 @@ from vowvault.repository.marker import check_marker
 from vowvault.storage import StorageBackend
 
 READ_SIZE = 8 << 20
+READ_AHEAD = 2
+"""Runs of frames loaded and decoded at once while a stream is read (each in a thread of
+its own: decompression releases the GIL, so a restore decodes on two cores)."""
+_counting = threading.Lock()
 """Bytes fetched by one ranged load (several frames)."""
 
 log = logging.getLogger("vowvault")
@@ -183,8 +188,9 @@ class BackupReader:
         return self._order or list(self.copies)
 
     def count_served(self, copy: Copy, kind: str, frames: int) -> None:
-        per = self.served.setdefault(copy.url, {})
-        per[kind] = per.get(kind, 0) + frames
+        with _counting:  # runs are read two at a time
+            per = self.served.setdefault(copy.url, {})
+            per[kind] = per.get(kind, 0) + frames
 
     def entry(self, kind: str) -> ObjectEntry:
         try:
@@ -241,13 +247,16 @@ class Frames:
         self.order = list(reader.order())
 
     def groups(self, first: int = 0, last: int | None = None) -> Iterator[tuple[int, int]]:
-        """Runs of consecutive frames of about ``read_size`` sealed bytes each."""
+        """Runs of consecutive frames of about ``read_size`` sealed bytes each, and of at
+        most twice that in plaintext (what a run decodes to stays bounded however well the
+        data compresses)."""
         last = self.count - 1 if last is None else last
+        most = max(1, 2 * self.read_size // self.frame_size)
         start = first
         size = 0
         for i in range(first, last + 1):
             size += RECORD_LEN.size + self.lengths[i]
-            if size >= self.read_size or i == last:
+            if size >= self.read_size or i - start + 1 >= most or i == last:
                 yield start, i
                 start, size = i + 1, 0
 
@@ -348,17 +357,17 @@ class Frames:
         return self.entry.stored_size
 
     def stream(self) -> Iterator[bytes]:
-        """Every frame in order, the next run fetched while this one is handed out; then the
-        whole object's size and digest against the manifest."""
+        """Every frame in order, the next ``READ_AHEAD`` runs fetched and decoded while this
+        one is handed out; then the whole object's size and digest against the manifest."""
         digest = object_digest(self.entry.algorithm)
         size = 0
-        groups = list(self.groups())
-        with ThreadPoolExecutor(1, thread_name_prefix="vowvault-read") as pool:
-            pending = pool.submit(self.get, *groups[0])
-            for n in range(len(groups)):
-                frames = pending.result()
-                if n + 1 < len(groups):
-                    pending = pool.submit(self.get, *groups[n + 1])
+        groups = deque(self.groups())
+        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="vowvault-read") as pool:
+            pending: deque[Any] = deque()
+            while groups or pending:
+                while groups and len(pending) < READ_AHEAD:
+                    pending.append(pool.submit(self.get, *groups.popleft()))
+                frames = pending.popleft().result()
                 for plain in frames:
                     digest.update(plain)
                     size += len(plain)
