@@ -173,6 +173,11 @@ def wal_status(policy: Annotated[str, typer.Argument(help="The physical policy."
 @wal_app.command("verify")
 def wal_verify(policy: Annotated[str, typer.Argument(help="The physical policy.",
                                                      show_default=False)],
+               skip_proven: Annotated[int | None, typer.Option(
+                   "--skip-proven", metavar="DAYS", min=1,
+                   help="Do not read again the files of archiver passes proven intact "
+                        "within DAYS (the scrub flow uses 7); names are still checked.")]
+               = None,
                json_: Json = False) -> None:
     """Read every archived WAL file the kept base backups need and check it is there and
     intact, with each timeline's history file; a gap is reported with its LSN range,
@@ -185,14 +190,16 @@ def wal_verify(policy: Annotated[str, typer.Argument(help="The physical policy."
 
     ctx = Context.from_settings()
     try:
-        check = wal.verify_wal(ctx, policy)
+        check = wal.verify_wal(ctx, policy, fresh_days=skip_proven)
     finally:
         ctx.close()
     if json_:
         print_json(check)
     else:
         _out.print(f"{policy}: {check.checked} WAL files read ({check.bytes / (1 << 20):.1f} "
-                   f"MiB): " + ("continuous" if check.ok else "NOT continuous"), markup=False)
+                   f"MiB" + (f"; {check.skipped} proven within {skip_proven} days, not read "
+                             f"again" if skip_proven else "")
+                   + "): " + ("continuous" if check.ok else "NOT continuous"), markup=False)
         for gap in check.gaps:
             _out.print(f"  GAP {gap}", markup=False)
         for name, problems in sorted(check.damaged_copies.items()):
