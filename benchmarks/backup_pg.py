@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchproc import CURRENT as _CURRENT
+from benchproc import kill_current, load, shell
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 VOWVAULT = str(BIN / "vowvault")
@@ -343,24 +346,6 @@ def dump_ratio(db: str) -> tuple[int, int, float]:
 # Running and measuring processes.
 # --------------------------------------------------------------------------------------------
 
-_CURRENT: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def kill_current() -> None:
-    """Stop the process groups this script started and that still run."""
-    for proc in list(_CURRENT.values()):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    _CURRENT.clear()
-
-
 def _status_kib(pid: int, key: str) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -470,9 +455,6 @@ def measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
                            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return result
 
-
-def shell(script: str) -> list[str]:
-    return ["bash", "-c", "set -euo pipefail; " + script]
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,10 +704,6 @@ def memory_bound(b: Bench) -> tuple[int, str]:
         ctx.close()
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
-
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
@@ -857,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: cleaning up", file=sys.stderr)
         return 130
     finally:
-        kill_current()
+        kill_current(grace=5)
         with contextlib.suppress(Exception):
             drop_db(bench.empty_db)
         if not args.keep:

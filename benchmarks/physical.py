@@ -69,6 +69,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchproc import CURRENT as _CURRENT
+from benchproc import kill_current, load, shell
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 VOWVAULT = str(BIN / "vowvault")
@@ -86,24 +89,6 @@ DRAIN_TIMEOUT = 120.0
 # --------------------------------------------------------------------------------------------
 # Running and measuring processes.
 # --------------------------------------------------------------------------------------------
-
-_CURRENT: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def kill_current() -> None:
-    """Stop the process groups this script started and that still run."""
-    for proc in list(_CURRENT.values()):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    _CURRENT.clear()
-
 
 def machine_cpu() -> tuple[float, float]:
     """(busy, iowait) CPU seconds of the whole machine since boot."""
@@ -172,9 +157,6 @@ def as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
 
-def shell(script: str) -> list[str]:
-    return ["bash", "-c", "set -euo pipefail; " + script]
-
 
 def install_references(tools: dict[str, str]) -> None:
     """The reference tools from the Debian registry, when missing (one line each)."""
@@ -194,10 +176,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
 
 
 def tree_bytes(path: Path, skip: tuple[str, ...] = ()) -> int:

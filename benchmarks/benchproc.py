@@ -1,0 +1,37 @@
+"""What every benchmark here shares to run reference commands: the process groups it
+started (so a Ctrl-C or SIGTERM stops them all), a bash pipeline, the machine's load."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+
+CURRENT: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes started in a session of their own and not yet waited for, by pid."""
+
+
+def kill_current(grace: float = 10.0) -> None:
+    """Stop the process groups this script started and that still run (SIGTERM, then
+    SIGKILL after ``grace`` seconds)."""
+    for proc in list(CURRENT.values()):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    CURRENT.clear()
+
+
+def shell(script: str) -> list[str]:
+    return ["bash", "-c", "set -euo pipefail; " + script]
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
