@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import os
 import socket
@@ -41,9 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vowvault.errors import BoundaryError, ConfigError, PolicyError
 
@@ -55,28 +53,49 @@ _DSN_KEYS = {"host", "hostaddr", "port", "dbname", "user", "sslmode", "applicati
 would read (``passfile``, ``sslkey``, ``sslcert``, ``sslrootcert``, ``service`` do)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class OrgRules:
+    """What one organization's policies may name (glob patterns)."""
+
+    directories: list[str] = field(default_factory=list)
+    database_hosts: list[str] = field(default_factory=list)
+    storage: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
 
 
-class OrgRules(_Strict):
-    directories: list[str] = Field(default_factory=list)
-    database_hosts: list[str] = Field(default_factory=list)
-    storage: list[str] = Field(default_factory=list)
-    secrets: list[str] = Field(default_factory=list)
-
-
-class WebhookRules(_Strict):
+@dataclass(frozen=True)
+class WebhookRules:
     allow_private: bool = False
-    allow_hosts: list[str] = Field(default_factory=list)
+    allow_hosts: list[str] = field(default_factory=list)
 
 
-class _File(_Strict):
-    version: int = 1
-    audit_key: str | None = None
-    tenant_gateway_roles: list[str] = Field(default_factory=list)
-    webhooks: WebhookRules = Field(default_factory=WebhookRules)
-    organizations: dict[str, OrgRules] = Field(default_factory=dict)
+@functools.cache
+def _file_model() -> Any:
+    """The file's schema (pydantic), built on first use: a command without a service file
+    never imports pydantic or YAML for it (about 0.1 s of start-up)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+    class _Org(_Strict):
+        directories: list[str] = Field(default_factory=list)
+        database_hosts: list[str] = Field(default_factory=list)
+        storage: list[str] = Field(default_factory=list)
+        secrets: list[str] = Field(default_factory=list)
+
+    class _Webhooks(_Strict):
+        allow_private: bool = False
+        allow_hosts: list[str] = Field(default_factory=list)
+
+    class _File(_Strict):
+        version: int = 1
+        audit_key: str | None = None
+        tenant_gateway_roles: list[str] = Field(default_factory=list)
+        webhooks: _Webhooks = Field(default_factory=_Webhooks)
+        organizations: dict[str, _Org] = Field(default_factory=dict)
+
+    return _File
 
 
 @dataclass(frozen=True)
@@ -274,6 +293,9 @@ def load_service_config(home: Path, path: Path | None = None) -> ServiceConfig:
     path = path or _path(home)
     if path is None:
         return ServiceConfig()
+    import yaml
+    from pydantic import ValidationError
+
     try:
         if path.stat().st_size > MAX_BYTES:
             raise ConfigError(f"service configuration {path} is larger than 1 MiB")
@@ -294,13 +316,15 @@ def load_service_config(home: Path, path: Path | None = None) -> ServiceConfig:
                           + (f":{mark.line + 1}" if mark else "")
                           + f" is not valid YAML: {problem}") from None
     try:
-        parsed = _File.model_validate(data or {})
+        parsed = _file_model().model_validate(data or {})
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise ConfigError(f"service configuration {path}: {where}: {err['msg']}") from None
-    return ServiceConfig(path=path, organizations=dict(parsed.organizations),
-                         webhooks=parsed.webhooks,
+    return ServiceConfig(path=path,
+                         organizations={org: OrgRules(**rules.model_dump())
+                                        for org, rules in parsed.organizations.items()},
+                         webhooks=WebhookRules(**parsed.webhooks.model_dump()),
                          tenants=isinstance(data, dict) and "organizations" in data,
                          tenant_gateway_roles=tuple(parsed.tenant_gateway_roles),
                          audit_key=parsed.audit_key)

@@ -14,10 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from vowvault.cli import helpstyle, params
+from vowvault.cli.lazy import Lazy
 from vowvault.cli.tables import Json, key_value_table, print_json
-from vowvault.engine import queries
-from vowvault.engine.context import Context
 from vowvault.errors import ConfigError
+
+Context = Lazy("vowvault.engine.context", "Context")
+queries = Lazy("vowvault.engine.queries")
 
 backup_app = typer.Typer(no_args_is_help=True,
                          help="Backups: run one now, list, show, verify, restore, repair, reap.")

@@ -3,7 +3,8 @@
 ``vowvault wal push`` and ``vowvault wal fetch`` are run by PostgreSQL once per WAL
 segment (``archive_command``, ``restore_command``): they are answered here with the
 standard library alone (``vowvault.walspool``), in milliseconds, before Typer, SQLAlchemy
-or anything else is imported. Every other command goes to ``vowvault.cli.main``.
+or anything else is imported; so is ``vowvault --version``. Every other command goes to
+``vowvault.cli.main``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ def main() -> None:
         from vowvault import walspool
 
         sys.exit(walspool.main(args[1:]))
+    if args == ["--version"]:  # before Typer and Rich: in a few milliseconds
+        from vowvault import __version__
+
+        sys.stdout.write(f"vowvault {__version__}\n")
+        sys.exit(0)
     from vowvault.cli.main import main as full
 
     full()

@@ -9,8 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vowvault.cli import helpstyle
+from vowvault.cli.lazy import Lazy
 from vowvault.cli.tables import Json, print_json
-from vowvault.engine.context import Context
+
+Context = Lazy("vowvault.engine.context", "Context")
 
 gdpr_app = typer.Typer(no_args_is_help=True, help="Erasure requests (GDPR article 17).")
 _out = Console()

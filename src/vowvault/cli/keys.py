@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from vowvault.cli import helpstyle
+from vowvault.cli.lazy import Lazy
 from vowvault.cli.tables import Json, print_json
-from vowvault.engine.context import Context
 from vowvault.errors import ConfigError
+
+Context = Lazy("vowvault.engine.context", "Context")
 
 keys_app = typer.Typer(no_args_is_help=True, help="Organizations' key-encryption keys.")
 _out = Console()

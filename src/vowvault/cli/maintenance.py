@@ -11,9 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vowvault.cli import helpstyle, params
+from vowvault.cli.lazy import Lazy
 from vowvault.cli.tables import Json, print_json
-from vowvault.engine.context import Context
 from vowvault.errors import ConfigError
+
+Context = Lazy("vowvault.engine.context", "Context")
+queries = Lazy("vowvault.engine.queries")
 
 _out = Console()
 
@@ -279,7 +282,6 @@ def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.",
 
     Example: `vowvault webhooks log --limit 50 --json`
     """
-    from vowvault.engine import queries
 
     ctx = Context.from_settings()
     try:

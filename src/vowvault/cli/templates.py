@@ -8,14 +8,20 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
+from vowvault.cli.lazy import Lazy
 from vowvault.errors import ConfigError
-from vowvault.policies import templates
+from vowvault.policies.vendors import DEFAULT_ORG, VENDORS
 from vowvault.settings import default_home
+
+if TYPE_CHECKING:
+    from vowvault.policies.templates import TemplateSource
+
+templates = Lazy("vowvault.policies.templates")
 
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -32,7 +38,7 @@ def register(policies_app: typer.Typer, out: Console | None = None,
 def policies_init(
     vendor: Annotated[str, typer.Option(
         "--vendor", show_default=False,
-        help="Your trade: " + ", ".join(templates.VENDORS) + ".")],
+        help="Your trade: " + ", ".join(VENDORS) + ".")],
     org: Annotated[str | None, typer.Option(
         "--org", show_default=False,
         help="Organization slug: lower-case letters, digits, dashes (default my-studio, "
@@ -64,7 +70,7 @@ def policies_init(
         _write(path, text, force)
     say = _err if to_stdout else _out
     policies = [s.policy for s in found]
-    org_slug = org or templates.DEFAULT_ORG[vendor]
+    org_slug = org or DEFAULT_ORG[vendor]
     if not to_stdout:
         say.print(f"wrote {output}: the {vendor} template for organization {org_slug} "
                   f"({len(policies)} policies: {', '.join(policies)})", markup=False)
@@ -107,7 +113,7 @@ def _write(path: Path, text: str, force: bool) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
-def _prepare(source: templates.TemplateSource, home: Path) -> str:
+def _prepare(source: TemplateSource, home: Path) -> str:
     """Create a missing source directory under VOWVAULT_HOME (a default of the template);
     anywhere else a missing directory is the user's to create (a NAS not mounted yet must
     not become an empty tree that backs up as nothing). What was done, in one line."""

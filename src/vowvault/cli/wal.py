@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vowvault.cli.lazy import Lazy
 from vowvault.cli.tables import Json, print_json
+
+Context = Lazy("vowvault.engine.context", "Context")
 
 wal_app = typer.Typer(no_args_is_help=True,
                       help="Continuous WAL archiving of physical PostgreSQL policies.")
@@ -84,7 +87,6 @@ def wal_archiver(policy: Policy, spool: Spool = None,
     Example: `vowvault wal archiver --policy grand-hall-cluster --spool /var/spool/vowvault`
     """
     from vowvault.engine import wal
-    from vowvault.engine.context import Context
 
     stopping: list[int] = []
     if not once:
@@ -128,7 +130,6 @@ def wal_status(policy: Annotated[str, typer.Argument(help="The physical policy."
     Example: `vowvault wal status grand-hall-cluster --json`
     """
     from vowvault.engine import wal
-    from vowvault.engine.context import Context
 
     ctx = Context.from_settings()
     try:
@@ -186,7 +187,6 @@ def wal_verify(policy: Annotated[str, typer.Argument(help="The physical policy."
     Example: `vowvault wal verify grand-hall-cluster`
     """
     from vowvault.engine import wal
-    from vowvault.engine.context import Context
 
     ctx = Context.from_settings()
     try:

@@ -23,13 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from vowvault.errors import ConfigError
 from vowvault.policies.loader import parse_policy_text
 from vowvault.policies.spec import DirectorySource, PolicyFile, Slug
-
-VENDORS = ("photographer", "venue", "florist", "planner", "platform")
-"""The vendor types with a template (values of ``VendorType``, lower-case)."""
-
-DEFAULT_ORG = {"photographer": "my-studio", "venue": "my-venue", "florist": "my-florist",
-               "planner": "my-planner", "platform": "my-platform"}
-"""The organization slug a template gets when none is given: obviously a placeholder."""
+from vowvault.policies.vendors import DEFAULT_ORG, VENDORS
 
 MAX_NAME = 63
 """Longest slug (organizations and policy names; see ``spec.Slug``)."""
