@@ -53,10 +53,15 @@ _DSN_KEYS = {"host", "hostaddr", "port", "dbname", "user", "sslmode", "applicati
 would read (``passfile``, ``sslkey``, ``sslcert``, ``sslrootcert``, ``service`` do)."""
 
 
+_STRICT = {"extra": "forbid"}
+"""pydantic's configuration of the rules below (a plain dict: no pydantic import here)."""
+
+
 @dataclass(frozen=True)
 class OrgRules:
     """What one organization's policies may name (glob patterns)."""
 
+    __pydantic_config__ = _STRICT
     directories: list[str] = field(default_factory=list)
     database_hosts: list[str] = field(default_factory=list)
     storage: list[str] = field(default_factory=list)
@@ -65,35 +70,24 @@ class OrgRules:
 
 @dataclass(frozen=True)
 class WebhookRules:
+    __pydantic_config__ = _STRICT
     allow_private: bool = False
     allow_hosts: list[str] = field(default_factory=list)
 
 
 @functools.cache
 def _file_model() -> Any:
-    """The file's schema (pydantic), built on first use: a command without a service file
-    never imports pydantic or YAML for it (about 0.1 s of start-up)."""
+    """The file's schema (pydantic, validating the dataclasses above), built on first use:
+    a command without a service file never imports pydantic or YAML (about 0.1 s)."""
     from pydantic import BaseModel, ConfigDict, Field
 
-    class _Strict(BaseModel):
+    class _File(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
-
-    class _Org(_Strict):
-        directories: list[str] = Field(default_factory=list)
-        database_hosts: list[str] = Field(default_factory=list)
-        storage: list[str] = Field(default_factory=list)
-        secrets: list[str] = Field(default_factory=list)
-
-    class _Webhooks(_Strict):
-        allow_private: bool = False
-        allow_hosts: list[str] = Field(default_factory=list)
-
-    class _File(_Strict):
         version: int = 1
         audit_key: str | None = None
         tenant_gateway_roles: list[str] = Field(default_factory=list)
-        webhooks: _Webhooks = Field(default_factory=_Webhooks)
-        organizations: dict[str, _Org] = Field(default_factory=dict)
+        webhooks: WebhookRules = Field(default_factory=WebhookRules)
+        organizations: dict[str, OrgRules] = Field(default_factory=dict)
 
     return _File
 
@@ -320,11 +314,13 @@ def load_service_config(home: Path, path: Path | None = None) -> ServiceConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"service configuration {path}: {where}: {err['msg']}") from None
+        # an unknown key of the rules (dataclasses) reads as one of the file (a model)
+        msg = "Extra inputs are not permitted" if err["type"] == "unexpected_keyword_argument" \
+            else err["msg"]
+        raise ConfigError(f"service configuration {path}: {where}: {msg}") from None
     return ServiceConfig(path=path,
-                         organizations={org: OrgRules(**rules.model_dump())
-                                        for org, rules in parsed.organizations.items()},
-                         webhooks=WebhookRules(**parsed.webhooks.model_dump()),
+                         organizations=dict(parsed.organizations),
+                         webhooks=parsed.webhooks,
                          tenants=isinstance(data, dict) and "organizations" in data,
                          tenant_gateway_roles=tuple(parsed.tenant_gateway_roles),
                          audit_key=parsed.audit_key)

@@ -282,7 +282,6 @@ def webhooks_log(limit: Annotated[int, typer.Option(help="Newest first.",
 
     Example: `vowvault webhooks log --limit 50 --json`
     """
-
     ctx = Context.from_settings()
     try:
         rows = queries.webhook_log(ctx, limit)
