@@ -180,3 +180,52 @@ def test_wrong_password_and_password_from_the_environment(
         text = " ".join(str(j.source_info) + str(j.error_message)
                         for j in s.execute(sa.select(BackupJob)).scalars())
     assert "s3cret" not in text and "not-the-password" not in text
+
+
+def _logging_wrappers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      dump_args: str = '"$@"') -> Path:
+    """pg_dump and pg_restore on PATH that log each run and exec the real tools."""
+    import shutil
+
+    bindir, log = tmp_path / "bin", tmp_path / "tools.log"
+    bindir.mkdir()
+    real = {name: shutil.which(name) for name in ("pg_dump", "pg_restore")}
+    (bindir / "pg_dump").write_text(
+        f'#!/bin/sh\necho "pg_dump $*" >> {log}\nexec {real["pg_dump"]} {dump_args}\n')
+    (bindir / "pg_restore").write_text(
+        f'#!/bin/sh\necho "pg_restore $*" >> {log}\nexec {real["pg_restore"]} "$@"\n')
+    for tool in bindir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_a_dump_the_tap_parsed_is_only_authenticated_on_its_read_back(
+        ctx: Context, policy, venue_db: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tap proves the archive as it streams (every TOC entry and data block), so the
+    backup's own read-back does not decode it again; ``backup verify`` still reads it all
+    with pg_restore."""
+    from vowvault.engine.verify import verify_backup
+
+    log = _logging_wrappers(tmp_path, monkeypatch)
+    result = run_backup(ctx, policy("venue-db", f"{{kind: postgres, dsn: '{venue_db}'}}"))
+    assert result.status == "COMPLETED" and result.tables == 4
+    assert [ln.split()[0] for ln in log.read_text().splitlines()] == ["pg_dump"]
+    verify_backup(ctx, result.job_id)
+    assert "pg_restore --file=/dev/null" in log.read_text()
+
+
+def test_a_dump_the_tap_cannot_parse_is_read_whole_by_pg_restore_before_it_counts(
+        ctx: Context, policy, venue_db: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed archive (here: a pg_dump that ignores --compress=0) has no per-table
+    digests and no in-stream proof: the backup's read-back decodes it and pg_restore reads
+    every entry, and the backup still completes, with a warning."""
+    log = _logging_wrappers(tmp_path, monkeypatch, dump_args='"$@" --compress=6')
+    result = run_backup(ctx, policy("venue-db", f"{{kind: postgres, dsn: '{venue_db}'}}"))
+    assert result.status == "COMPLETED"
+    assert any("per-table checksums unavailable" in w and "compressed" in w
+               for w in result.warnings), result.warnings
+    assert [ln.split()[:2] for ln in log.read_text().splitlines()] == \
+        [["pg_dump", "--format=custom"], ["pg_restore", "--file=/dev/null"]]

@@ -8,6 +8,7 @@ order (20 MB and TOASTed tables included); a partitioned table's data is dumped 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -17,9 +18,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -447,7 +451,10 @@ def _str(value: str | bytes | None) -> bytes:
 
 
 def _synthetic(minor: int, *, algorithm: int = 0, relkind: bool | None = None,
-               rows: bytes = b"1\tone\n\\N\t\\\\.\n", terminator: bool = True) -> bytes:
+               rows: bytes = b"1\tone\n\\N\t\\\\.\n", terminator: bool = True,
+               chunks: list[bytes] | None = None) -> bytes:
+    """An archive of one table (``rows``, one chunk per row as pg_dump writes them, or the
+    given ``chunks``) and two large objects."""
     out = b"PGDMP" + bytes([1, minor, 0, 4, 8, 1])
     out += bytes([algorithm]) if minor >= 15 else _int(-1 if algorithm else 0)
     out += b"".join(_int(v) for v in (1, 2, 3, 4, 5, 124, 0))
@@ -468,7 +475,7 @@ def _synthetic(minor: int, *, algorithm: int = 0, relkind: bool | None = None,
         out += _str("postgres") + _str("false") + _str("1") + _str(None)
         out += bytes([1 if dumper else 3]) + bytes(8)
     out += b"\x01" + _int(7)
-    for row in rows.splitlines(keepends=True):
+    for row in rows.splitlines(keepends=True) if chunks is None else chunks:
         out += _int(len(row)) + row
     if terminator:
         out += _int(5) + b"\\.\n\n\n"
@@ -511,3 +518,108 @@ def test_terminator_is_optional() -> None:
     without = _tap(_synthetic(16, terminator=False), lambda: 2)
     assert without.error is None
     assert without.tables == with_marker.tables
+
+
+# -- the chunk walk: any framing, any feed sizes ----------------------------------------------
+
+_ROW_BYTES = bytes(b for b in range(1, 256) if b not in b"\n\\") + b"\\"
+
+
+@contextlib.contextmanager
+def _vector_walk_from(size: int) -> Iterator[None]:
+    """The walk of whole buffers (``framed_rows``) on buffers this small too."""
+    from vowvault.sources import pgarchive
+
+    with mock.patch.object(pgarchive, "VECTOR_MIN", size):
+        yield
+
+
+@st.composite
+def _framings(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
+    """Rows (lengths whose bytes hold 0x0a next to 0x00, as 10, 266 or 2570 do; the
+    shortest rows; long ones), cut into chunks mostly as pg_dump does (one per row), and
+    sometimes not (several rows in one chunk, a row over two): what the tap must digest
+    whatever the framing."""
+    lengths = draw(st.lists(st.one_of(
+        st.sampled_from([1, 2, 3, 9, 10, 11, 266, 267, 2570, 2571, 0x0A0A]),
+        st.integers(1, 600)), min_size=0, max_size=120))
+    seed = draw(st.integers(0, 2**32))
+    rnd = random.Random(seed)
+    # (no row starts with a backslash: only the end-of-copy marker does in COPY text)
+    rows = [bytes(rnd.choice(_ROW_BYTES[:-1] if k == 0 else _ROW_BYTES) for k in range(n - 1))
+            + b"\n" for n in lengths]
+    text = b"".join(rows)
+    chunks: list[bytes] = []
+    mode = draw(st.sampled_from(["rows", "rows", "mixed", "random"]))
+    for row in rows:
+        if mode == "rows" or (mode == "mixed" and rnd.random() < 0.9):
+            chunks.append(row)
+        elif mode == "mixed" and chunks and rnd.random() < 0.5:
+            chunks[-1] += row
+        else:
+            cut = rnd.randint(1, len(row))
+            chunks.extend(c for c in (row[:cut], row[cut:]) if c)
+    if mode == "random" and text:
+        chunks, at = [], 0
+        while at < len(text):
+            n = rnd.randint(1, 3000)
+            chunks.append(text[at:at + n])
+            at += n
+    return chunks, text
+
+
+@settings(max_examples=150, deadline=None)
+@given(framing=_framings(), feed=st.sampled_from([1, 7, 4096, 65536, 1 << 20]))
+def test_every_framing_and_feed_size_gives_the_rows_digest(
+        framing: tuple[list[bytes], bytes], feed: int) -> None:
+    chunks, text = framing
+    data = _synthetic(14, chunks=chunks)
+    with _vector_walk_from(16):
+        summary = _tap(data, lambda: feed)
+    assert summary.error is None, summary.error
+    assert summary.tables == [TableDigest("public", "t", 'a, "B"', text.count(b"\n"),
+                                          sha256_hex(text))]
+    assert (summary.blobs, summary.blob_bytes) == (2, 5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(framing=_framings(), at=st.integers(0, 1 << 16), value=st.integers(0, 255))
+def test_a_damaged_chunk_header_is_never_digested_as_rows(
+        framing: tuple[list[bytes], bytes], at: int, value: int) -> None:
+    """A byte changed anywhere in the data block: the tap reports an error, or digests
+    exactly the rows the damaged framing holds (a walk chunk by chunk says which)."""
+    chunks, _ = framing
+    if not chunks:
+        return
+    data = bytearray(_synthetic(14, chunks=chunks))
+    start = _synthetic(14, chunks=[]).index(b"\x01" + _int(7)) + 6  # the table's chunks
+    at = start + at % (sum(len(c) + 5 for c in chunks))
+    data[at] = value
+    with _vector_walk_from(16):
+        summary = _tap(bytes(data), lambda: 1 << 20)
+    expected = _walk_one_by_one(bytes(data), start)
+    if summary.error is None:
+        assert expected is not None
+        assert [(t.rows, t.sha256) for t in summary.tables] == [expected]
+
+
+def _walk_one_by_one(data: bytes, pos: int) -> tuple[int, str] | None:
+    """The table's rows and digest as a plain chunk-by-chunk walk reads them, or None when
+    the framing does not end where a table's data may."""
+    text = bytearray()
+    while pos + 5 <= len(data):
+        if data[pos]:
+            return None
+        n = int.from_bytes(data[pos + 1:pos + 5], "little")
+        pos += 5
+        if n == 0:
+            break
+        text += data[pos:pos + n]
+        pos += n
+    body = bytes(text)
+    if body.startswith(b"\\."):
+        return 0, sha256_hex(b"")
+    end = body.find(b"\n\\.")
+    if end >= 0:
+        body = body[:end + 1]
+    return body.count(b"\n"), sha256_hex(body)

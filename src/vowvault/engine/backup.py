@@ -496,7 +496,8 @@ def verify_stage(job_id: str) -> dict[str, Any]:
                         key_opens=lambda key: key.wrapped_dek == wrapped,
                         deep_check=lambda reader, deep=(i == 0): run.driver.check(reader,
                                                                                   deep=deep),
-                        decode=not run.driver.proved_in_stream)
+                        decode=not (run.driver.proved_in_stream
+                                    and run.snapshot.proved))
             for i, copy in enumerate(result.live())]
         _judge_copies(run, result)
     except BaseException as exc:

@@ -56,6 +56,10 @@ class Snapshot(abc.ABC):
         self.sections: dict[str, Any] = {}
         self.references: set[str] = set()
         self.warnings: list[str] = []
+        self.proved = True
+        """For a driver that ``proved_in_stream``: whether this stream did prove its
+        plaintext (a dump the tap could not parse did not: its read-back then decodes and
+        runs the driver's deep check, as for any other source)."""
 
     @abc.abstractmethod
     def streams(self) -> Iterator[tuple[str, Iterable[bytes]]]:
@@ -105,11 +109,12 @@ class SourceDriver(abc.ABC):
     """The object kinds a snapshot stores, besides the key and the manifest."""
     proved_in_stream: ClassVar[bool] = False
     """The snapshot proves its own plaintext as it streams (a base backup: every file
-    against the server's manifest), so what is left to prove after a write is that the
-    stored bytes are the ones sealed and that they decode to that plaintext: each frame
-    goes through the decompressor once before sealing (a round trip), and the read-back
-    after upload authenticates every record without decoding again. ``backup verify``
-    still decodes and checks everything."""
+    against the server's manifest; a dump: every TOC entry and data block parsed by the
+    tap, and pg_dump's exit status), unless ``Snapshot.proved`` says otherwise, so what is
+    left to prove after a write is that the stored bytes are the ones sealed and that they
+    decode to that plaintext: each frame goes through the decompressor once before sealing
+    (a round trip), and the read-back after upload authenticates every record without
+    decoding again. ``backup verify`` still decodes and checks everything."""
 
     @abc.abstractmethod
     def snapshot(self, request: SnapshotRequest) -> Snapshot: ...

@@ -455,6 +455,10 @@ class ArchiveTap:
             # Fast path: every chunk already in the buffer, joined into one call of the sink.
             buf, pos, end = self._buf, self._pos, len(self._buf)
             parts = []
+            if isz == 4 and end - pos >= VECTOR_MIN:
+                pos, rows = framed_rows(buf, pos, end)
+                if rows:
+                    parts.append(rows)
             while pos + head <= end:
                 length = int.from_bytes(buf[pos + 1:pos + head], "little")
                 if buf[pos] or length == 0 or pos + head + length > end:
@@ -471,6 +475,55 @@ class ArchiveTap:
             if length < 0:
                 raise _FormatError(f"negative data chunk length {length} in {self._where}")
             yield from self._stream(length, sink)
+
+
+VECTOR_MIN = 64 << 10
+"""Below this many bytes in the buffer, chunks are walked one by one in Python (and a small
+dump never pays for importing numpy)."""
+
+
+def framed_rows(buf: bytes, pos: int, end: int) -> tuple[int, bytes]:
+    """The chunks from ``pos`` that each end in a newline, found all at once: where the
+    next chunk starts, and their data joined (``pos`` and b"" when none is found).
+
+    pg_dump writes one chunk per COPY row (verified with 15: ``dumpTableData_copy`` hands
+    each row to ``WriteData``), so a chunk's header (a zero sign byte and a 4-byte length)
+    follows a newline, and COPY text holds no NUL byte: the candidates are the NUL bytes
+    after a newline (less those inside another candidate's length bytes, 2 to 4 bytes on).
+    The result does not rest on that guess: it is the run of candidates each of whose
+    length points exactly at the next one, from ``pos``, which is a walk of the chunks
+    proven link by link; whatever does not fit (a chunk of several rows or of part of one,
+    a zero length, the end of the buffer) is left to the walk in Python. About 7 times
+    faster than that walk on rows of a few hundred bytes."""
+    import numpy as np
+
+    n = end - pos
+    if buf[pos]:
+        return pos, b""
+    arr = np.frombuffer(buf, dtype=np.uint8, count=n, offset=pos)
+    nul = np.flatnonzero(arr[1:] == 0)
+    nul += 1
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), nul[arr[nul - 1] == 10]))
+    if len(starts) > 2:
+        inside = np.zeros(len(starts), dtype=bool)
+        inside[1:] = (starts[1:] - starts[:-1]) <= 4
+        inside[2:] |= (starts[2:] - starts[:-2]) <= 4
+        if inside.any():
+            starts = starts[~inside]
+    starts = starts[starts + 5 <= n]
+    if len(starts) < 2:
+        return pos, b""
+    h = arr[starts[:, None] + np.arange(1, 5)].astype(np.int64)
+    lengths = h[:, 0] | (h[:, 1] << 8) | (h[:, 2] << 16) | (h[:, 3] << 24)
+    linked = (starts[1:] == starts[:-1] + 5 + lengths[:-1]) & (lengths[:-1] > 0)
+    if not linked.all():
+        first_broken = int(np.argmin(linked))
+        if first_broken == 0:
+            return pos, b""
+        starts = starts[:first_broken + 1]
+    begin = (starts[:-1] + (pos + 5)).tolist()
+    stop = (starts[1:] + pos).tolist()
+    return stop[-1], b"".join([buf[a:b] for a, b in zip(begin, stop, strict=True)])
 
 
 # -- COPY statements ---------------------------------------------------------------------------

@@ -47,7 +47,14 @@ from vowvault.sources.base import (
     no_progress,
     redact,
 )
-from vowvault.sources.postgres import Drain, PostgresSource, first_error, pg_message, tool
+from vowvault.sources.postgres import (
+    Drain,
+    PostgresSource,
+    first_error,
+    pg_message,
+    tool,
+    widen_pipe,
+)
 from vowvault.sources.tarstream import members
 from vowvault.sources.treewriter import INCOMPLETE, TreeWriter
 
@@ -206,7 +213,7 @@ class BaseBackupSnapshot(Snapshot):
                "--no-password", "--label=vowvault"]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=source.env())
-        _widen_pipe(proc.stdout)
+        widen_pipe(proc.stdout)
         stderr = Drain(proc.stderr)
         try:
             yield DATA, self._tapped(proc, stderr, source, info)
@@ -262,15 +269,6 @@ class BaseBackupSnapshot(Snapshot):
                      "file_checksums": checked.algorithm,
                      "stop_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                      "bytes": checked.bytes}
-
-
-def _widen_pipe(pipe: Any) -> None:
-    """A 1 MiB pipe (Linux, F_SETPIPE_SZ) where the default is 64 KiB: a third of the reads
-    and half their CPU (measured: 0.53 against 1.09 CPU seconds per GiB read)."""
-    import fcntl
-
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
 
 
 def describe_cluster(source: PostgresSource) -> dict[str, Any]:
