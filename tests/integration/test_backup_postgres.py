@@ -229,3 +229,43 @@ def test_a_dump_the_tap_cannot_parse_is_read_whole_by_pg_restore_before_it_count
                for w in result.warnings), result.warnings
     assert [ln.split()[:2] for ln in log.read_text().splitlines()] == \
         [["pg_dump", "--format=custom"], ["pg_restore", "--file=/dev/null"]]
+
+
+def test_psql_readers_take_the_password_from_the_environment_not_the_command_line(
+        password_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation's psql readers log in like the main connection, and a password is never
+    on a command line (where ps shows it)."""
+    import shutil
+    import subprocess
+    from unittest import mock
+
+    from psycopg.conninfo import make_conninfo
+
+    from vowvault.sources import pgarchive
+
+    url, password = str(password_cluster["url"]), str(password_cluster["password"])
+    with psycopg.connect(url, password=password, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS digests")
+        conn.execute("CREATE DATABASE digests")
+    dsn = url.rsplit("/", 1)[0] + "/digests"
+    with psycopg.connect(dsn, password=password, autocommit=True) as conn:
+        conn.execute("CREATE TABLE guests AS SELECT g AS id, md5(g::text) AS name "
+                     "FROM generate_series(1, 5000) g")
+        settings = pgarchive.session_settings(conn)
+    dump = subprocess.run(["pg_dump", "-Fc", "-Z0", f"--dbname={dsn}"], capture_output=True,
+                          check=True, env={**os.environ, "PGPASSWORD": password}).stdout
+    tap = pgarchive.ArchiveTap()
+    tap.feed(dump)
+    summary = tap.finish()
+    summary.settings = settings
+    bindir, log = tmp_path / "bin", tmp_path / "psql.log"
+    bindir.mkdir()
+    (bindir / "psql").write_text(f'#!/bin/sh\necho "psql $*" >> {log}\n'
+                                 f'exec {shutil.which("psql")} "$@"\n')
+    (bindir / "psql").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with mock.patch.object(pgarchive, "PSQL_FROM", 0):
+        got = pgarchive.database_digests(make_conninfo(dsn, password=password), summary)
+    assert got == summary.digests() and got[("public", "guests")][0] == 5000
+    assert "psql" in log.read_text() and password not in log.read_text()

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from vowvault.errors import RestoreError
 from vowvault.sources.pgarchive import (
     ArchiveSummary,
     ArchiveTap,
@@ -283,6 +284,32 @@ def test_restored_database_gives_the_same_digests(rich: Dumped, restored: str) -
     weird = next(t for t in rich.summary.tables if t.schema == "Sales Data")
     assert table_digest(restored, weird.schema, weird.name, weird.columns,
                         rich.summary.settings) == (weird.rows, weird.sha256)
+
+
+def test_psql_readers_give_the_main_connections_digests(rich: Dumped, restored: str) -> None:
+    """Every table read by psql processes beside the main connection (in its snapshot, with
+    its settings) digests as on the main connection alone; a wrong zone shows in both."""
+    from vowvault.sources import pgarchive
+
+    alone = database_digests(restored, rich.summary, workers=0)
+    assert alone == rich.summary.digests()
+    with mock.patch.object(pgarchive, "PSQL_FROM", 0):
+        assert database_digests(restored, rich.summary, workers=3) == alone
+        wrong = {**rich.summary.settings, "TimeZone": "UTC"}
+        assert database_digests(restored, rich.summary, settings=wrong, workers=2) == \
+            database_digests(restored, rich.summary, settings=wrong, workers=0) != alone
+
+
+def test_a_table_missing_from_the_restore_is_named(rich: Dumped, databases) -> None:
+    from vowvault.sources import pgarchive
+
+    url = databases(RESTORE_TZ)
+    _restore(rich.archive, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE public.big")
+    with mock.patch.object(pgarchive, "PSQL_FROM", 0), \
+            pytest.raises(RestoreError, match=r"cannot digest public\.big"):
+        database_digests(url, rich.summary)
 
 
 def test_timezone_must_be_the_sources(rich: Dumped, restored: str) -> None:

@@ -48,8 +48,11 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import re
+import shutil
 from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -702,28 +705,151 @@ def table_digest(dsn: str, schema: str, table: str, columns: str,
         raise RestoreError(f"cannot digest {schema}.{table}: {exc}") from exc
 
 
+PSQL_FROM = 8 << 20
+"""Tables at least this large (on disk) are read by psql processes beside the main
+connection; smaller ones on the main connection, where a process start would cost more
+than the rows."""
+PSQL_READ = 1 << 20
+
+
 def database_digests(dsn: str, summary: ArchiveSummary, settings: dict[str, str] | None = None,
-                     tables: Iterable[TableDigest] | None = None,
+                     tables: Iterable[TableDigest] | None = None, *, workers: int = 2,
                      ) -> dict[tuple[str, str], tuple[int, str]]:
-    """The digest of every table of ``summary`` in the (restored) database, one connection.
+    """The digest of every table of ``summary`` in the (restored) database, all from one
+    snapshot: the main connection holds it (REPEATABLE READ, read only) and exports it, and
+    up to ``workers`` ``psql`` processes import it to read the large tables, largest first,
+    while the main connection reads the small ones. psql hands COPY's text over as it comes
+    (no Python per row), and the server's COPY, which bounds the reading, runs on as many
+    cores as there are readers. Without psql on PATH, or with ``workers=0``, all is read on
+    the main connection.
 
     ``settings`` defaults to ``summary.settings``. Compare the result to ``summary.digests()``.
     """
     import psycopg
 
     settings = summary.settings if settings is None else settings
+    wanted = list(summary.tables if tables is None else tables)
     result: dict[tuple[str, str], tuple[int, str]] = {}
+    psql = shutil.which("psql") if workers > 0 else None
     try:
         with _connect(dsn, settings, summary.encoding) as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot
             conn.read_only = True
             with conn.transaction():
-                for t in summary.tables if tables is None else tables:
+                large: list[TableDigest] = []
+                if psql is not None and wanted:
+                    sizes = _sizes(conn, wanted)
+                    large = sorted((t for t in wanted if sizes.get((t.schema, t.name), 0)
+                                    >= PSQL_FROM),
+                                   key=lambda t: -sizes[(t.schema, t.name)])
+                apart = {(t.schema, t.name) for t in large}
+                small = [t for t in wanted if (t.schema, t.name) not in apart]
+                if not large:
+                    for t in small:
+                        result[(t.schema, t.name)] = _digest_or_raise(conn, t)
+                    return result
+                snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+                script = _session_script(conn, snapshot, settings, summary.encoding)
+                with ThreadPoolExecutor(max(1, workers),
+                                        thread_name_prefix="vowvault-digest") as pool:
+                    futures = {(t.schema, t.name): pool.submit(_psql_digest, psql, dsn, script,
+                                                               t) for t in large}
                     try:
-                        result[(t.schema, t.name)] = _copy_digest(conn, t.schema, t.name,
-                                                                  t.columns)
-                    except psycopg.Error as exc:
-                        raise RestoreError(f"cannot digest {t.schema}.{t.name}: {exc}") from exc
+                        for t in small:
+                            result[(t.schema, t.name)] = _digest_or_raise(conn, t)
+                        for key, future in futures.items():
+                            result[key] = future.result()
+                    finally:
+                        for future in futures.values():
+                            future.cancel()
     except psycopg.Error as exc:
         raise RestoreError(f"cannot digest the restored database: {exc}") from exc
     return result
+
+
+def _digest_or_raise(conn: Any, t: TableDigest) -> tuple[int, str]:
+    import psycopg
+
+    try:
+        return _copy_digest(conn, t.schema, t.name, t.columns)
+    except psycopg.Error as exc:
+        raise RestoreError(f"cannot digest {t.schema}.{t.name}: {exc}") from exc
+
+
+def _sizes(conn: Any, tables: list[TableDigest]) -> dict[tuple[str, str], int]:
+    """Each table's size on disk (0 when it is not there: its digest then says so)."""
+    rows = conn.execute(
+        "SELECT s, n, coalesce(pg_catalog.pg_relation_size(pg_catalog.to_regclass("
+        "pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(n))), 0) "
+        "FROM unnest(%s::text[], %s::text[]) AS t(s, n)",
+        ([t.schema for t in tables], [t.name for t in tables])).fetchall()
+    return {(schema, name): int(size) for schema, name, size in rows}
+
+
+def _session_script(conn: Any, snapshot: str, settings: dict[str, str],
+                    encoding: str | None) -> str:
+    """What a psql reader runs before its COPY: the main connection's snapshot and the
+    settings the digests depend on, read back from the main session (so they are the ones
+    that session could set), every value quoted by psycopg."""
+    from psycopg import sql
+
+    names = [*PG_DUMP_FIXED_SETTINGS, "TimeZone", "bytea_output", "client_encoding",
+             "lc_monetary"]
+    values = dict(conn.execute(
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)",
+        (names,)).fetchall())
+    lines = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;",
+             sql.SQL("SET TRANSACTION SNAPSHOT {};").format(sql.Literal(snapshot)
+                                                            ).as_string(conn)]
+    for name in names:
+        if name in values:
+            lines.append(sql.SQL("SELECT pg_catalog.set_config({}, {}, false) \\g /dev/null"
+                                 ).format(sql.Literal(name), sql.Literal(values[name])
+                                          ).as_string(conn))
+    return "\n".join(lines) + "\n"
+
+
+def _psql_digest(psql: str, dsn: str, script: str, t: TableDigest) -> tuple[int, str]:
+    """(rows, sha256) of one table's COPY text as a psql process streams it."""
+    import subprocess
+    import tempfile
+
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    query = sql.SQL("COPY {} TO STDOUT;").format(sql.Identifier(t.schema, t.name))
+    if t.columns:
+        names = sql.SQL(", ").join(sql.Identifier(c) for c in split_column_list(t.columns))
+        query = sql.SQL("COPY {} ({}) TO STDOUT;").format(sql.Identifier(t.schema, t.name),
+                                                         names)
+    info = conninfo_to_dict(dsn)
+    env = dict(os.environ)
+    password = info.pop("password", None)
+    if password is not None:  # never on a command line, where ps shows it
+        env["PGPASSWORD"] = str(password)
+    command = script + query.as_string(None) + "\nCOMMIT;\n"
+    digest, rows = hashlib.sha256(), 0
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**info), "-f", "-"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env)
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(command.encode())
+            proc.stdin.close()
+            while block := proc.stdout.read1(PSQL_READ):
+                digest.update(block)
+                rows += block.count(b"\n")
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            lines = [ln.strip() for ln in err.read().decode("utf-8", "replace").splitlines()
+                     if ln.strip()]
+            message = lines[0].removeprefix("psql:").strip() if lines else f"exit {rc}"
+            raise RestoreError(f"cannot digest {t.schema}.{t.name}: {message}")
+    return rows, digest.hexdigest()
