@@ -94,7 +94,7 @@ def start(workdir: Path) -> S3Emulator:
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
         env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "TMPDIR": str(workdir),
              "HOME": str(workdir)})
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         found = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", log_path.read_bytes())
         if found:

@@ -122,7 +122,7 @@ def markers(c: Cluster, ids: range) -> dict[int, dt.datetime]:
 
 def wait_spooled(c: Cluster) -> None:
     """Until the server has handed every finished segment to the spool."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while c.sql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
                 )[0][0]:
         assert time.monotonic() < deadline, "the server did not archive its WAL"

@@ -69,7 +69,7 @@ def test_killed_backup_is_reaped_and_leaves_nothing(cli, cli_env, tmp_path: Path
     proc = subprocess.Popen([VOWVAULT, "backup", "run", "photos", "--direct"], env=cli_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = Path(cli_env["VOWVAULT_HOME"]) / "catalog.db"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         written = [p for p in storage.rglob("*") if p.is_file() and p.stat().st_size > 20 * MiB]
         if written:

@@ -118,7 +118,7 @@ def test_130_and_143_a_signal_mid_backup(cli, cli_env, photos, sig: int, code: i
     proc = subprocess.Popen([VOWVAULT, "backup", "run", "photos", "--direct"], env=cli_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = Path(cli_env["VOWVAULT_HOME"]) / "catalog.db"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         with sqlite3.connect(db) as conn:
             running = conn.execute("SELECT count(*) FROM backup_jobs WHERE status = 'IN_PROGRESS'"

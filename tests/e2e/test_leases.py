@@ -57,7 +57,7 @@ def live_backup(env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
     assert vv(env, "policies", "apply", str(policy)).returncode == 0
     proc = subprocess.Popen([VOWVAULT, "backup", "run", "photos", "--direct"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not any(p.name.startswith(".tmp-data.") for p in storage.rglob(".tmp-*")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
         time.sleep(0.02)

@@ -178,7 +178,7 @@ policies:
     catalog.dispose()
 
     def open_when_the_first_attempt_failed() -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             with sqlite3.connect(vv_home / "catalog.db") as db:
                 if db.execute("SELECT count(*) FROM backup_jobs WHERE status = 'FAILED'"

@@ -181,7 +181,7 @@ def test_deploy_to_a_work_pool_and_run_by_priority(prefect_server: str,
                               stdout=open(tmp_path / "worker2.log", "wb"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while not (final := asyncio.run(_runs(prefect_server, [refused.id]))[0]).state.is_final():
             assert time.monotonic() < deadline
             time.sleep(2)
@@ -227,7 +227,7 @@ def test_deploy_then_serve_runs_a_scheduled_backup_on_the_embedded_default(
                              stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 360
         while True:
             with sqlite3.connect(home / "catalog.db") as db:
                 done = db.execute("SELECT count(*) FROM backup_jobs WHERE status = "
