@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,14 +151,33 @@ def _archive_one(ctx: Context, view: PolicyView, key: kek.KeyRecord,
     return outcome, sealed.sha256, sealed.size, len(sealed.blob)
 
 
+class _Unwrapper:
+    """Opens WAL objects' data keys with the organization's KEK versions, read from the
+    catalog once (a recovery opens hundreds of segments: one query, not one each), and
+    again only for a version it has not seen (a rotation since)."""
+
+    def __init__(self, ctx: Context, view: PolicyView) -> None:
+        self.ctx, self.view = ctx, view
+        self._versions: dict[int, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _record(self, version: int) -> Any:
+        with self._lock:
+            if self._versions is None or version not in self._versions:
+                with self.ctx.catalog.read() as s:
+                    self._versions = kek.org_keys(s, self.view.organization_id)
+            return self._versions.get(version)
+
+    def __call__(self, key_object: Any) -> bytes:
+        record = self._record(key_object.version)
+        if record is None:
+            raise IntegrityError(f"WAL object names key version {key_object.version}, "
+                                 f"which {self.view.org_slug} does not have")
+        return kek.unwrap(self.ctx, record, key_object.wrapped_dek, key_object.backup_id)
+
+
 def _unwrap(ctx: Context, view: PolicyView, key_object: Any) -> bytes:
-    with ctx.catalog.read() as s:
-        versions = kek.org_keys(s, view.organization_id)
-    record = versions.get(key_object.version)
-    if record is None:
-        raise IntegrityError(f"WAL object names key version {key_object.version}, which "
-                             f"{view.org_slug} does not have")
-    return kek.unwrap(ctx, record, key_object.wrapped_dek, key_object.backup_id)
+    return _Unwrapper(ctx, view)(key_object)
 
 
 def _recorded_names(ctx: Context, policy_id: uuid.UUID) -> set[str]:
@@ -401,6 +421,7 @@ def verify_wal(ctx: Context, policy_name: str, *, workers: int = 4,
     wanted = [n for n in wanted if recorded[n] not in fresh]
     targets = [(t, ctx.backend(t.url, t.credentials_secret, org=view.org_slug))
                for t in Target.of_policy(view.targets)]
+    unwrap = _Unwrapper(ctx, view)
 
     def one(name: str) -> tuple[str, bool, list[str], int]:
         wid = walobj.wal_id(view.id, name)
@@ -408,7 +429,7 @@ def verify_wal(ctx: Context, policy_name: str, *, workers: int = 4,
         for target, backend in targets:
             try:
                 blob = backend.load(walobj.object_name(view.organization_id, view.id, name))
-                size = len(walobj.open_(blob, wid, lambda k: _unwrap(ctx, view, k)))
+                size = len(walobj.open_(blob, wid, unwrap))
                 intact = True
             except (StorageError, IntegrityError) as exc:
                 bad.append(f"{target.url}: {str(exc).splitlines()[0][:200]}")
@@ -522,6 +543,7 @@ def fetch_all(ctx: Context, policy_name: str, names: list[str], into: Path) -> i
     targets = [(t, ctx.backend(t.url, t.credentials_secret, org=view.org_slug))
                for t in Target.of_policy(view.targets)]
     into.mkdir(parents=True, exist_ok=True)
+    unwrap = _Unwrapper(ctx, view)
 
     def one(name: str) -> bool:
         wid = walobj.wal_id(view.id, name)
@@ -529,7 +551,7 @@ def fetch_all(ctx: Context, policy_name: str, names: list[str], into: Path) -> i
         for target, backend in targets:
             try:
                 blob = backend.load(walobj.object_name(view.organization_id, view.id, name))
-                data = walobj.open_(blob, wid, lambda k: _unwrap(ctx, view, k))
+                data = walobj.open_(blob, wid, unwrap)
             except (StorageError, IntegrityError) as exc:
                 problems.append(f"{target.url}: {exc}")
                 continue
