@@ -169,3 +169,40 @@ def test_shredding_one_organization_leaves_the_others(ctx: Context, policy,
     restore_backup(ctx, ids_b[-1], to_dir=tmp_path / "out-b")
     assert tree_state(tmp_path / "out-b") == tree_state(src_b)
     assert keyring.shred(ctx, "lumiere", "lumiere")["backups"] == 0  # idempotent
+
+
+def test_wal_keys_open_across_a_rotation_with_one_reader(ctx: Context, policy,
+                                                         tmp_path: Path) -> None:
+    """A recovery opens many WAL objects with one unwrapper that reads the KEK versions
+    once: a segment sealed under a version created after that read still opens (the
+    versions are read again), the older one too, and a version the organization never had
+    is refused."""
+    import os
+    from types import SimpleNamespace
+
+    from vowvault.engine import kek
+    from vowvault.engine.wal import _Unwrapper
+    from vowvault.errors import IntegrityError
+
+    make_backups(ctx, policy, tmp_path, 1)
+    with ctx.catalog.read() as s:
+        org_id = s.execute(sa.select(EncryptionKey.organization_id)).scalar_one()
+        first = kek.KeyRecord.of(kek.active(s, org_id), "lumiere")
+
+    def sealed(record: kek.KeyRecord) -> tuple[bytes, object]:
+        dek, segment = os.urandom(32), uuid.uuid4()
+        return dek, record.key_object(segment, kek.wrap(ctx, record, dek, segment))
+
+    unwrap = _Unwrapper(ctx, SimpleNamespace(organization_id=org_id, org_slug="lumiere"))
+    dek1, key1 = sealed(first)
+    assert unwrap(key1) == dek1
+    keyring.rotate(ctx, "lumiere")
+    with ctx.catalog.read() as s:
+        second = kek.KeyRecord.of(kek.active(s, org_id), "lumiere")
+    assert second.version == 2
+    dek2, key2 = sealed(second)
+    assert unwrap(key2) == dek2 and unwrap(key1) == dek1
+    stray = kek.KeyRecord(second.id, org_id, "lumiere", 7, second.provider, second.key_ref,
+                          second.status, None)
+    with pytest.raises(IntegrityError, match="key version 7"):
+        unwrap(stray.key_object(uuid.uuid4(), b"x" * 40))
