@@ -13,7 +13,11 @@
    ``pg_dump -Fc -Z0 | zstd -3 -T2 | openssl enc -aes-256-ctr > file``.
 4. Restore, alternating: ``vowvault restore ID --to-database DSN`` against
    ``openssl enc -d | zstd -dc | pg_restore``.
-5. Prints medians and ratios. vowvault's backup includes its verification (every object
+5. restic (0.14 from the Debian registry, installed when missing): ``pg_dump -Fc -Z0 |
+   restic backup --stdin`` into a fresh repository each run (no deduplication against an
+   earlier run), and ``restic check --read-data`` of it against ``vowvault backup verify``
+   of vowvault's newest backup (both read and authenticate every stored byte).
+6. Prints medians and ratios. vowvault's backup includes its verification (every object
    read back, decrypted and fed to ``pg_restore -f /dev/null``) and its restore includes
    validation (per-table row counts and checksums), which the reference pipelines do not
    do; both are reported separately as well.
@@ -46,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from benchproc import CURRENT as _CURRENT
-from benchproc import kill_current, load, shell
+from benchproc import install_references, kill_current, load, shell
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -59,6 +63,9 @@ MIB = 1 << 20
 GIB = 1 << 30
 TARGET_RATIO = 1.0
 TARGET_RSS_MIB = 64
+TARGET_RESTIC = 0.6      # backup with verify against restic backup --stdin
+TARGET_VERIFY = 1.0      # vowvault backup verify against restic check --read-data
+RESTIC_PASSWORD = "bench"  # noqa: S105 - a fixed benchmark passphrase
 
 # --------------------------------------------------------------------------------------------
 # Test data: three tables of a wedding platform, generated server-side.
@@ -607,6 +614,43 @@ def reference_backup(b: Bench, n: int) -> RefRun:
 
 
 @dataclass
+class ResticRun:
+    wall: float
+    cpu: float
+    stored_bytes: int
+    repo: Path
+
+
+def restic_env(b: Bench) -> dict[str, str]:
+    return dict(b.env, RESTIC_PASSWORD=RESTIC_PASSWORD, RESTIC_CACHE_DIR=str(b.tmp / "rcache"))
+
+
+def restic_backup(b: Bench, n: int) -> ResticRun:
+    """A fresh repository (untimed ``init``), then the dump piped into ``restic backup``."""
+    repo = b.tmp / f"restic-{n}"
+    env = restic_env(b)
+    subprocess.run(["restic", "init", "-q", "--repository-version", "2", "-r", str(repo)],
+                   env=env, check=True, capture_output=True)
+    checkpoint()
+    r = measured(shell(f"pg_dump -Fc -Z0 -d {SERVER}/{b.args.db} | restic -q -r {repo} "
+                       f"backup --stdin --stdin-filename {b.args.db}.dump"), env=env)
+    return ResticRun(r.wall, r.cpu, tree_bytes(repo), repo)
+
+
+def restic_check(b: Bench, run: ResticRun) -> Measured:
+    return measured(["restic", "-q", "-r", str(run.repo), "check", "--read-data"],
+                    env=restic_env(b))
+
+
+def vowvault_verify(b: Bench, job_id: str) -> Measured:
+    return measured([VOWVAULT, "backup", "verify", job_id], env=b.env)
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
 class RestoreRun:
     wall: float
     cpu: float
@@ -722,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.runs < 1 or args.size_gib <= 0:
         p.error("--runs must be >= 1 and --size-gib > 0")
-    for tool in ("pg_dump", "pg_restore", "zstd", "openssl"):
+    install_references({"zstd": "zstd", "restic": "restic"})
+    for tool in ("pg_dump", "pg_restore", "zstd", "openssl", "restic"):
         if shutil.which(tool) is None:
             p.error(f"{tool} is not on PATH")
     sys.path.insert(0, str(ROOT / "src"))
@@ -769,6 +814,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"(sys {r.sys_cpu:.1f}, {r.minflt / 1000:.0f}k minor faults)  "
                   f"(+ fsync {r.fsync:.1f} s)  {r.stored_bytes / MIB:.0f} MiB")
 
+        restics: list[ResticRun] = []
+        verifies: list[Measured] = []
+        checks: list[Measured] = []
+        for i in range(args.runs):
+            rr_ = restic_backup(bench, i)
+            restics.append(rr_)
+            print(f"backup {i + 1}/{args.runs} restic    {rr_.wall:6.1f} s  cpu {rr_.cpu:5.1f} s  "
+                  f"{rr_.stored_bytes / MIB:.0f} MiB")
+            vv_ = vowvault_verify(bench, backups[-1].job_id)
+            verifies.append(vv_)
+            ck = restic_check(bench, rr_)
+            checks.append(ck)
+            print(f"verify {i + 1}/{args.runs} vowvault  {vv_.wall:6.1f} s  cpu {vv_.cpu:5.1f} s"
+                  f"   restic check --read-data {ck.wall:6.1f} s  cpu {ck.cpu:5.1f} s")
+            if i:  # one repository is enough to keep for the next check
+                shutil.rmtree(restics[i - 1].repo, ignore_errors=True)
+
         restores: list[RestoreRun] = []
         ref_restores: list[RestoreRun] = []
         if not args.skip_restore:
@@ -802,6 +864,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{median([x.sys_cpu for x in refs]):.1f}, "
               f"{median([x.minflt for x in refs]) / 1000:.0f}k faults; pg_dump, zstd, openssl);"
               f" PostgreSQL server not counted")
+        rs = median([x.wall for x in restics])
+        vver = median([x.wall for x in verifies])
+        rck = median([x.wall for x in checks])
+        print(f"restic   backup {rs:.1f} s ({spread([x.wall for x in restics])}, "
+              f"{median([x.stored_bytes for x in restics]) / MIB:.0f} MiB stored)  vowvault "
+              f"backup/restic {vb / rs:.2f};  vowvault verify {vver:.1f} s "
+              f"({spread([x.wall for x in verifies])}) against restic check --read-data "
+              f"{rck:.1f} s ({spread([x.wall for x in checks])}) ratio {vver / rck:.2f}")
         if restores:
             vr = median([x.wall for x in restores])
             rr = median([x.wall for x in ref_restores])
@@ -828,6 +898,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{ratio_nv:.2f}: {'met' if ratio_nv <= TARGET_RATIO else 'NOT met'});  "
               f"RSS <= {TARGET_RSS_MIB} MiB: {'met' if rss <= TARGET_RSS_MIB else 'NOT met'} "
               f"({rss:.0f} MiB)")
+        print(f"target   backup <= {TARGET_RESTIC:.1f}x restic: "
+              f"{'met' if vb / rs <= TARGET_RESTIC else 'NOT met'} ({vb / rs:.2f});  verify <= "
+              f"{TARGET_VERIFY:.1f}x restic check --read-data: "
+              f"{'met' if vver / rck <= TARGET_VERIFY else 'NOT met'} ({vver / rck:.2f})")
         print(f"end: {load()}")
         return 0
     except KeyboardInterrupt:

@@ -1,10 +1,12 @@
 """What every benchmark here shares to run reference commands: the process groups it
-started (so a Ctrl-C or SIGTERM stops them all), a bash pipeline, the machine's load."""
+started (so a Ctrl-C or SIGTERM stops them all), a bash pipeline, the machine's load, the
+reference tools installed from the Debian registry."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 
@@ -35,3 +37,16 @@ def shell(script: str) -> list[str]:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
+def install_references(tools: dict[str, str]) -> None:
+    """The reference tools from the Debian registry, when missing (one line each)."""
+    missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    print(f"installing {' '.join(missing)} (apt) ...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

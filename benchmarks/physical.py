@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from benchproc import CURRENT as _CURRENT
-from benchproc import kill_current, load, shell
+from benchproc import install_references, kill_current, load, shell
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -156,19 +156,6 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, check: bool = True
 def as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd]
 
-
-
-def install_references(tools: dict[str, str]) -> None:
-    """The reference tools from the Debian registry, when missing (one line each)."""
-    missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None})
-    if not missing:
-        return
-    print(f"installing {' '.join(missing)} (apt) ...", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def free_port() -> int:
