@@ -23,8 +23,10 @@
    do; both are reported separately as well.
 
 Both sides run with a warm page cache (the database is read once for the ratio check
-first); OS caches are never dropped. Numbers from a shared 2-core machine are noisy: the
-load average is printed at the start and the end.
+first); OS caches are never dropped. Each run also reports the PostgreSQL server's CPU
+seconds meanwhile (/proc, its reaped backends included) and the busy CPU seconds of
+everything else on the machine ("outside": what disturbed the run). Numbers from a shared
+2-core machine are noisy: the load average is printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from benchproc import CURRENT as _CURRENT
-from benchproc import install_references, kill_current, load, shell
+from benchproc import install_references, kill_current, load, machine_cpu, server_cpu, shell
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -431,12 +433,18 @@ class Measured:
     stdout: str
     stderr: str
     returncode: int
+    server: float = 0.0   # CPU seconds of the PostgreSQL server meanwhile
+    outside: float = 0.0  # busy CPU seconds of everything else on the machine meanwhile
+
+    def noise(self) -> str:
+        return f"server {self.server:.1f} s, outside {self.outside:.1f} s"
 
 
 def measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
              check: bool = True) -> Measured:
     """Run ``cmd`` in its own process group; wall time, CPU and peak memory via wait4."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        busy0, server0 = machine_cpu()[0], server_cpu()
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                 cwd=cwd, start_new_session=True)
@@ -448,15 +456,18 @@ def measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
         finally:
             sampler.stop()
         wall = time.perf_counter() - t0
+        busy = machine_cpu()[0] - busy0
+        server = server_cpu() - server0
         proc.returncode = os.waitstatus_to_exitcode(status)
         _CURRENT.pop(proc.pid, None)
         out.seek(0)
         err.seek(0)
-        result = Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_stime,
+        cpu = usage.ru_utime + usage.ru_stime
+        result = Measured(wall, cpu, usage.ru_stime,
                           usage.ru_minflt, usage.ru_maxrss,
                           sampler.own_kib, sampler.children_kib,
                           out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                          proc.returncode)
+                          proc.returncode, server, max(0.0, busy - cpu - server))
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)[:200]} exited {result.returncode}:\n"
                            f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
@@ -567,6 +578,7 @@ class BackupRun:
     source_bytes: int
     stored_bytes: int
     job_id: str
+    noise: str = ""
 
 
 @dataclass
@@ -578,6 +590,7 @@ class RefRun:
     fsync: float
     stored_bytes: int
     path: Path
+    noise: str = ""
 
 
 def vowvault_backup(b: Bench) -> BackupRun:
@@ -592,7 +605,7 @@ def vowvault_backup(b: Bench) -> BackupRun:
     return BackupRun(r.wall, r.cpu, r.sys_cpu, r.minflt, float(stages.get("verify", 0.0)), stages,
                      r.own_kib / 1024, r.maxrss_kib / 1024,
                      {k: v / 1024 for k, v in r.children_kib.items()},
-                     job["source_bytes"], job["stored_bytes"], m.group(1))
+                     job["source_bytes"], job["stored_bytes"], m.group(1), r.noise())
 
 
 def reference_backup(b: Bench, n: int) -> RefRun:
@@ -619,6 +632,7 @@ class ResticRun:
     cpu: float
     stored_bytes: int
     repo: Path
+    noise: str = ""
 
 
 def restic_env(b: Bench) -> dict[str, str]:
@@ -634,7 +648,7 @@ def restic_backup(b: Bench, n: int) -> ResticRun:
     checkpoint()
     r = measured(shell(f"pg_dump -Fc -Z0 -d {SERVER}/{b.args.db} | restic -q -r {repo} "
                        f"backup --stdin --stdin-filename {b.args.db}.dump"), env=env)
-    return ResticRun(r.wall, r.cpu, tree_bytes(repo), repo)
+    return ResticRun(r.wall, r.cpu, tree_bytes(repo), repo, r.noise())
 
 
 def restic_check(b: Bench, run: ResticRun) -> Measured:
@@ -658,6 +672,7 @@ class RestoreRun:
     validated_on: str = ""
     create: float = 0.0
     error: str | None = None
+    noise: str = ""
 
 
 def vowvault_restore(b: Bench, job_id: str) -> RestoreRun:
@@ -665,7 +680,7 @@ def vowvault_restore(b: Bench, job_id: str) -> RestoreRun:
     checkpoint()
     r = measured([VOWVAULT, "backup", "restore", job_id, "--to-database", b.restore_dsn], env=b.env,
                  check=False)
-    run = RestoreRun(r.wall, r.cpu)
+    run = RestoreRun(r.wall, r.cpu, noise=r.noise())
     if r.returncode != 0:
         lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if "error" in ln.lower()]
@@ -715,7 +730,7 @@ def reference_restore(b: Bench, path: Path) -> RestoreRun:
     r = measured(shell(f"openssl enc -d -aes-256-ctr -pbkdf2 -pass {OPENSSL_PASS} < {path} | "
                        f"zstd -dc -q | pg_restore --exit-on-error --no-owner --no-privileges "
                        f"-d {b.restore_dsn}"), env=b.env)
-    return RestoreRun(r.wall, r.cpu, create=create)
+    return RestoreRun(r.wall, r.cpu, create=create, noise=r.noise())
 
 
 def median(values: list[float]) -> float:
@@ -807,12 +822,13 @@ def main(argv: list[str] | None = None) -> int:
                                                           "upload", "record", "wall") if k in st)
                   + f"  rss own {v.own_mib:.0f} MiB (wait4 max {v.maxrss_mib:.0f}, children "
                   + ", ".join(f"{k} {m:.0f}" for k, m in sorted(v.children_mib.items()))
-                  + f")  {v.source_bytes / MIB:.0f} -> {v.stored_bytes / MIB:.0f} MiB")
+                  + f")  {v.source_bytes / MIB:.0f} -> {v.stored_bytes / MIB:.0f} MiB; "
+                  f"{v.noise}")
             r = reference_backup(bench, i)
             refs.append(r)
             print(f"backup {i + 1}/{args.runs} reference {r.wall:6.1f} s  cpu {r.cpu:5.1f} s "
                   f"(sys {r.sys_cpu:.1f}, {r.minflt / 1000:.0f}k minor faults)  "
-                  f"(+ fsync {r.fsync:.1f} s)  {r.stored_bytes / MIB:.0f} MiB")
+                  f"(+ fsync {r.fsync:.1f} s)  {r.stored_bytes / MIB:.0f} MiB; {r.noise}")
 
         restics: list[ResticRun] = []
         verifies: list[Measured] = []
@@ -821,13 +837,14 @@ def main(argv: list[str] | None = None) -> int:
             rr_ = restic_backup(bench, i)
             restics.append(rr_)
             print(f"backup {i + 1}/{args.runs} restic    {rr_.wall:6.1f} s  cpu {rr_.cpu:5.1f} s  "
-                  f"{rr_.stored_bytes / MIB:.0f} MiB")
+                  f"{rr_.stored_bytes / MIB:.0f} MiB; {rr_.noise}")
             vv_ = vowvault_verify(bench, backups[-1].job_id)
             verifies.append(vv_)
             ck = restic_check(bench, rr_)
             checks.append(ck)
             print(f"verify {i + 1}/{args.runs} vowvault  {vv_.wall:6.1f} s  cpu {vv_.cpu:5.1f} s"
-                  f"   restic check --read-data {ck.wall:6.1f} s  cpu {ck.cpu:5.1f} s")
+                  f" ({vv_.noise})   restic check --read-data {ck.wall:6.1f} s  cpu "
+                  f"{ck.cpu:5.1f} s ({ck.noise})")
             if i:  # one repository is enough to keep for the next check
                 shutil.rmtree(restics[i - 1].repo, ignore_errors=True)
 
@@ -839,11 +856,13 @@ def main(argv: list[str] | None = None) -> int:
                 restores.append(v2)
                 print(f"restore {i + 1}/{args.runs} vowvault  {v2.wall:6.1f} s  cpu "
                       f"{v2.cpu:5.1f} s  (validation alone {v2.validation:.1f} s on "
-                      f"{v2.validated_on})" + (f"  FAILED: {v2.error}" if v2.error else ""))
+                      f"{v2.validated_on}); {v2.noise}"
+                      + (f"  FAILED: {v2.error}" if v2.error else ""))
                 r2 = reference_restore(bench, refs[-1].path)
                 ref_restores.append(r2)
                 print(f"restore {i + 1}/{args.runs} reference {r2.wall:6.1f} s  cpu "
-                      f"{r2.cpu:5.1f} s  (+ CREATE DATABASE {r2.create:.1f} s, untimed)")
+                      f"{r2.cpu:5.1f} s  (+ CREATE DATABASE {r2.create:.1f} s, untimed); "
+                      f"{r2.noise}")
 
         vb = median([x.wall for x in backups])
         vv = median([x.verify for x in backups])

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from benchproc import CURRENT as _CURRENT
-from benchproc import install_references, kill_current, load, shell
+from benchproc import install_references, kill_current, load, machine_cpu, shell
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -89,14 +89,6 @@ DRAIN_TIMEOUT = 120.0
 # --------------------------------------------------------------------------------------------
 # Running and measuring processes.
 # --------------------------------------------------------------------------------------------
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, iowait) CPU seconds of the whole machine since boot."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick, v[4] / tick
-
 
 @dataclass
 class Measured:
