@@ -13,7 +13,6 @@ import hashlib
 import json
 import random
 import subprocess
-import tempfile
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
@@ -299,25 +298,6 @@ def test_psql_readers_give_the_main_connections_digests(rich: Dumped, restored: 
         wrong = {**rich.summary.settings, "TimeZone": "UTC"}
         assert database_digests(restored, rich.summary, settings=wrong, workers=2) == \
             database_digests(restored, rich.summary, settings=wrong, workers=0) != alone
-
-
-@pytest.mark.parametrize("workers", [2, 3])
-@pytest.mark.parametrize("split_from", [1 << 16, 1 << 20])
-def test_tables_read_in_page_ranges_digest_as_read_whole(rich: Dumped, restored: str,
-                                                         workers: int, split_from: int) -> None:
-    """Large tables cut into up to 8 page ranges, read by several psql readers at once and
-    spooled, give exactly the digests of one reading (rows of varying widths, TOASTed
-    values, quoted names)."""
-    from vowvault.sources import pgarchive
-
-    alone = database_digests(restored, rich.summary, workers=0)
-    with mock.patch.object(pgarchive, "PSQL_FROM", 0), \
-            mock.patch.object(pgarchive, "SPLIT_FROM", split_from), \
-            mock.patch.object(pgarchive, "_assemble", wraps=pgarchive._assemble) as assemble:
-        assert database_digests(restored, rich.summary, workers=workers) == alone
-    counts = {part.key: part.count for part, _ in assemble.call_args.args[0]}
-    assert counts[("public", "big")] > 1 and counts[("public", "toasty")] >= 1
-    assert not list(Path(tempfile.gettempdir()).glob("vowvault-digest-*"))
 
 
 def test_a_table_missing_from_the_restore_is_named(rich: Dumped, databases) -> None:

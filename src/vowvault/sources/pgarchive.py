@@ -47,17 +47,13 @@ so :attr:`ArchiveSummary.error` says why and the tap ignores the rest of the str
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import os
 import re
 import shutil
-import tempfile
-import uuid
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from vowvault.errors import RestoreError
@@ -736,29 +732,6 @@ PSQL_FROM = 8 << 20
 connection; smaller ones on the main connection, where a process start would cost more
 than the rows."""
 PSQL_READ = 1 << 20
-SPLIT_FROM = 64 << 20
-"""A table at least this large may be read in parts (page ranges) by several psql readers
-at once when the readers would otherwise wait on it alone."""
-MAX_PARTS = 8
-
-
-@dataclass(frozen=True)
-class _Part:
-    """Pages ``lo`` to ``hi`` (None: to the end) of a table: part ``index`` of ``count``.
-    The parts of a table are read in page order by TID range scans, whose rows come in the
-    order a sequential scan from page 0 gives them (synchronize_seqscans is off), so their
-    texts, concatenated in order, are the table's COPY text."""
-
-    table: TableDigest
-    index: int
-    count: int
-    lo: int
-    hi: int | None
-    size: int
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.table.schema, self.table.name)
 
 
 def database_digests(dsn: str, summary: ArchiveSummary, settings: dict[str, str] | None = None,
@@ -769,11 +742,8 @@ def database_digests(dsn: str, summary: ArchiveSummary, settings: dict[str, str]
     up to ``workers`` ``psql`` processes import it to read the large tables, largest first,
     while the main connection reads the small ones. psql hands COPY's text over as it comes
     (no Python per row), and the server's COPY, which bounds the reading, runs on as many
-    cores as there are readers; a table bigger than a reader's share is read in page ranges
-    by several readers at once (``_plan_parts``), the later ranges spooled to a temporary
-    directory until the earlier ones are hashed (at most the table's text on disk, removed
-    at the end). Without psql on PATH, or with ``workers=0``, all is read on the main
-    connection.
+    cores as there are readers. Without psql on PATH, or with ``workers=0``, all is read on
+    the main connection.
 
     ``settings`` defaults to ``summary.settings``. Compare the result to ``summary.digests()``.
     """
@@ -802,18 +772,17 @@ def database_digests(dsn: str, summary: ArchiveSummary, settings: dict[str, str]
                     return result
                 snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
                 script = _session_script(conn, snapshot, settings, summary.encoding)
-                parts = _plan_parts(conn, large, sizes, workers)
-                with tempfile.TemporaryDirectory(prefix="vowvault-digest-") as spool, \
-                        ThreadPoolExecutor(max(1, workers),
-                                           thread_name_prefix="vowvault-digest") as pool:
-                    futures = [(part, pool.submit(_psql_digest, psql, dsn, script, part,
-                                                  Path(spool))) for part in parts]
+                with ThreadPoolExecutor(max(1, workers),
+                                        thread_name_prefix="vowvault-digest") as pool:
+                    futures = {(t.schema, t.name): pool.submit(_psql_digest, psql, dsn, script,
+                                                               t) for t in large}
                     try:
                         for t in small:
                             result[(t.schema, t.name)] = _digest_or_raise(conn, t)
-                        result.update(_assemble([(part, f.result()) for part, f in futures]))
+                        for key, future in futures.items():
+                            result[key] = future.result()
                     finally:
-                        for _, future in futures:
+                        for future in futures.values():
                             future.cancel()
     except psycopg.Error as exc:
         raise RestoreError(f"cannot digest the restored database: {exc}") from exc
@@ -839,62 +808,6 @@ def _sizes(conn: Any, tables: list[TableDigest]) -> dict[tuple[str, str], int]:
     return {(schema, name): int(size) for schema, name, size in rows}
 
 
-def _plan_parts(conn: Any, large: list[TableDigest], sizes: dict[tuple[str, str], int],
-                workers: int) -> list[_Part]:
-    """The reads of the large tables, largest first: a table alone bigger than an even
-    share of the readers' work is cut into page ranges (ordinary tables with a column list,
-    on a server with TID range scans: PostgreSQL 14 and later), so that no reader is left
-    with one table while the others are idle."""
-    total = sum(sizes[(t.schema, t.name)] for t in large)
-    share = max(SPLIT_FROM, total // max(1, 2 * workers))
-    splittable: set[tuple[str, str]] = set()
-    block = 8192
-    if workers >= 2 and conn.info.server_version >= 140000:
-        block = int(conn.execute("SELECT pg_catalog.current_setting('block_size')").fetchone()[0])
-        rows = conn.execute(
-            "SELECT s, n FROM unnest(%s::text[], %s::text[]) AS t(s, n) "
-            "JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass("
-            "pg_catalog.quote_ident(s) || '.' || pg_catalog.quote_ident(n)) "
-            "WHERE c.relkind = 'r'",
-            ([t.schema for t in large], [t.name for t in large])).fetchall()
-        splittable = {(schema, name) for schema, name in rows}
-    parts: list[_Part] = []
-    order = {(t.schema, t.name): n for n, t in enumerate(large)}
-    for t in large:
-        size = sizes[(t.schema, t.name)]
-        count = 1
-        if (t.schema, t.name) in splittable and t.columns and size >= 2 * SPLIT_FROM:
-            count = max(1, min(MAX_PARTS, round(size / share)))
-        pages = -(-size // block)
-        step = -(-pages // count)
-        for i in range(count):
-            parts.append(_Part(t, i, count, i * step, (i + 1) * step if i < count - 1 else None,
-                               size // count))
-    # Largest first; a table's parts in page order, so its first part (the one hashed as it
-    # streams) is never queued behind a later one.
-    return sorted(parts, key=lambda p: (-p.size, order[p.key], p.index))
-
-
-def _assemble(done: list[tuple[_Part, Any]]) -> dict[tuple[str, str], tuple[int, str]]:
-    """Each table's digest from its parts in order: the first part's text was hashed as it
-    came, the others' were spooled to files and are hashed after it."""
-    by_table: dict[tuple[str, str], list[tuple[_Part, Any]]] = {}
-    for part, outcome in done:
-        by_table.setdefault(part.key, []).append((part, outcome))
-    result = {}
-    for key, pieces in by_table.items():
-        pieces.sort(key=lambda item: item[0].index)
-        rows, digest = pieces[0][1]
-        for _, spooled in pieces[1:]:
-            with open(spooled, "rb") as f:
-                while block := f.read(PSQL_READ):
-                    digest.update(block)
-                    rows += block.count(b"\n")
-            os.unlink(spooled)
-        result[key] = (rows, digest.hexdigest())
-    return result
-
-
 def _session_script(conn: Any, snapshot: str, settings: dict[str, str],
                     encoding: str | None) -> str:
     """What a psql reader runs before its COPY: the main connection's snapshot and the
@@ -918,27 +831,19 @@ def _session_script(conn: Any, snapshot: str, settings: dict[str, str],
     return "\n".join(lines) + "\n"
 
 
-def _psql_digest(psql: str, dsn: str, script: str, part: _Part, spool: Path) -> Any:
-    """The first part of a table (or the whole of it): (rows, the SHA-256 object) of its
-    COPY text as a psql process streams it; a later part: the file its text is spooled to."""
+def _psql_digest(psql: str, dsn: str, script: str, t: TableDigest) -> tuple[int, str]:
+    """(rows, sha256) of one table's COPY text as a psql process streams it."""
     import subprocess
+    import tempfile
 
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    t = part.table
     query = sql.SQL("COPY {} TO STDOUT;").format(sql.Identifier(t.schema, t.name))
     if t.columns:
         names = sql.SQL(", ").join(sql.Identifier(c) for c in split_column_list(t.columns))
         query = sql.SQL("COPY {} ({}) TO STDOUT;").format(sql.Identifier(t.schema, t.name),
                                                          names)
-        if part.count > 1:
-            bounds = sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({part.lo},0)"))
-            if part.hi is not None:
-                bounds = sql.SQL("{} AND ctid < {}::tid").format(
-                    bounds, sql.Literal(f"({part.hi},0)"))
-            query = sql.SQL("COPY (SELECT {} FROM ONLY {} WHERE {}) TO STDOUT;").format(
-                names, sql.Identifier(t.schema, t.name), bounds)
     info = conninfo_to_dict(dsn)
     env = dict(os.environ)
     password = info.pop("password", None)
@@ -946,27 +851,22 @@ def _psql_digest(psql: str, dsn: str, script: str, part: _Part, spool: Path) -> 
         env["PGPASSWORD"] = str(password)
     command = script + query.as_string(None) + "\nCOMMIT;\n"
     digest, rows = hashlib.sha256(), 0
-    spooled = spool / f"{part.index}-{uuid.uuid4().hex}" if part.index else None
-    with tempfile.TemporaryFile() as err, \
-            (open(spooled, "wb") if spooled else contextlib.nullcontext()) as out:
+    with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
             [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", make_conninfo(**info), "-f", "-"],
-            stdin=subprocess.PIPE, stdout=out if spooled else subprocess.PIPE, stderr=err,
-            env=env)
-        assert proc.stdin is not None
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env)
+        assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(command.encode())
             proc.stdin.close()
-            if proc.stdout is not None:
-                while block := proc.stdout.read1(PSQL_READ):
-                    digest.update(block)
-                    rows += block.count(b"\n")
+            while block := proc.stdout.read1(PSQL_READ):
+                digest.update(block)
+                rows += block.count(b"\n")
         except BaseException:
             proc.kill()
             raise
         finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+            proc.stdout.close()
             rc = proc.wait()
         if rc != 0:
             err.seek(0)
@@ -974,4 +874,4 @@ def _psql_digest(psql: str, dsn: str, script: str, part: _Part, spool: Path) -> 
                      if ln.strip()]
             message = lines[0].removeprefix("psql:").strip() if lines else f"exit {rc}"
             raise RestoreError(f"cannot digest {t.schema}.{t.name}: {message}")
-    return spooled if spooled else (rows, digest)
+    return rows, digest.hexdigest()
