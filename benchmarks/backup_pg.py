@@ -623,7 +623,7 @@ def reference_backup(b: Bench, n: int) -> RefRun:
     finally:
         os.close(fd)
     return RefRun(r.wall, r.cpu, r.sys_cpu, r.minflt, time.perf_counter() - t0,
-                  path.stat().st_size, path)
+                  path.stat().st_size, path, r.noise())
 
 
 @dataclass
@@ -843,8 +843,8 @@ def main(argv: list[str] | None = None) -> int:
             ck = restic_check(bench, rr_)
             checks.append(ck)
             print(f"verify {i + 1}/{args.runs} vowvault  {vv_.wall:6.1f} s  cpu {vv_.cpu:5.1f} s"
-                  f" ({vv_.noise})   restic check --read-data {ck.wall:6.1f} s  cpu "
-                  f"{ck.cpu:5.1f} s ({ck.noise})")
+                  f" ({vv_.noise()})   restic check --read-data {ck.wall:6.1f} s  cpu "
+                  f"{ck.cpu:5.1f} s ({ck.noise()})")
             if i:  # one repository is enough to keep for the next check
                 shutil.rmtree(restics[i - 1].repo, ignore_errors=True)
 
