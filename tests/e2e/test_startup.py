@@ -45,7 +45,24 @@ def loaded(args: list[str], env: dict[str, str]) -> tuple[int, set[str], str]:
 
 @pytest.fixture
 def env(tmp_path):
-    return {**os.environ, "VOWVAULT_HOME": str(tmp_path / "home"), "COLUMNS": "120"}
+    return {**os.environ, "VOWVAULT_HOME": str(tmp_path / "home"), "COLUMNS": "120",
+            "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+def rendered(args: list[str], env: dict[str, str]) -> tuple[int, str, list[str]]:
+    """Exit code, output, and which of Typer, Click, Rich the command imported."""
+    code = ("import json, sys; sys.argv = ['vowvault', *json.loads(sys.argv[1])]\n"
+            "from vowvault.cli.entry import main\n"
+            "rc = 0\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n"
+            "    rc = exc.code if isinstance(exc.code, int) else 0\n"
+            "sys.stdout.flush()\n"
+            "ui = sorted(m for m in ('typer', 'click', 'rich') if m in sys.modules)\n"
+            "sys.stderr.write('\\nUI=' + json.dumps([rc, ui]) + '\\n')\n")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    rc, ui = json.loads(proc.stderr.rsplit("UI=", 1)[1])
+    return rc, proc.stdout, ui
 
 
 def test_version_imports_nothing_but_the_package(env):
@@ -85,3 +102,47 @@ def test_backup_list_loads_the_catalog_but_not_prefect_or_the_clouds(env):
     assert "sqlalchemy" in heavy
     assert heavy.isdisjoint({"prefect", "boto3", "google.cloud.storage", "azure.storage.blob",
                              "pandas"}), heavy
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backup", "--help"], ["keys", "rotate", "--help"]])
+def test_a_help_page_is_rendered_once_then_read_back_without_typer(env, args):
+    rc, first, ui = rendered(args, env)
+    assert rc == 0 and "Usage" in first and "typer" in ui
+    rc, again, ui = rendered(args, env)
+    assert (rc, again, ui) == (0, first, [])
+    narrow = {**env, "COLUMNS": "72"}  # another width: rendered again, at that width
+    rc, slim, ui = rendered(args, narrow)
+    assert rc == 0 and "typer" in ui and slim != first
+    assert max(len(line) for line in slim.splitlines()) <= 72
+    assert rendered(args, narrow)[1:] == (slim, [])
+
+
+def test_only_a_successful_help_request_is_kept(env, tmp_path):
+    for args in (["no-such-command", "--help"], ["backup", "--limit", "3", "--help"],
+                 ["backup", "list"]):
+        rendered(args, env)
+    assert not (tmp_path / "cache" / "vowvault" / "help").exists() or not list(
+        (tmp_path / "cache" / "vowvault" / "help").iterdir())
+    rc, _, ui = rendered(["no-such-command", "--help"], env)
+    assert rc == 2 and "typer" in ui
+
+
+def test_a_changed_module_or_version_makes_another_key(tmp_path, monkeypatch):
+    import shutil
+
+    from vowvault.cli import helpcache
+
+    root = tmp_path / "vowvault"
+    shutil.copytree(helpcache.PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    before = helpcache.key(["--help"], root)
+    assert helpcache.key(["--help"], root) == before
+    assert helpcache.key(["backup", "--help"], root) != before
+    module = root / "cli" / "backups.py"
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1))
+    assert helpcache.key(["--help"], root) != before
+    after = helpcache.key(["--help"], root)
+    monkeypatch.setattr("vowvault.__version__", "99.0")
+    versioned = helpcache.key(["--help"], root)
+    assert versioned != after
+    monkeypatch.setenv("NO_COLOR", "1")  # renders without colour: another page
+    assert helpcache.key(["--help"], root) != versioned

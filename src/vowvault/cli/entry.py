@@ -3,8 +3,8 @@
 ``vowvault wal push`` and ``vowvault wal fetch`` are run by PostgreSQL once per WAL
 segment (``archive_command``, ``restore_command``): they are answered here with the
 standard library alone (``vowvault.walspool``), in milliseconds, before Typer, SQLAlchemy
-or anything else is imported; so is ``vowvault --version``. Every other command goes to
-``vowvault.cli.main``.
+or anything else is imported; so is ``vowvault --version``, and a ``--help`` page rendered
+before (``vowvault.cli.helpcache``). Every other command goes to ``vowvault.cli.main``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,18 @@ def main() -> None:
 
         sys.stdout.write(f"vowvault {__version__}\n")
         sys.exit(0)
+    from vowvault.cli import helpcache
+
+    if helpcache.is_help_request(args):  # a page rendered before: without Typer or Rich
+        page = helpcache.key(args)
+        text = helpcache.load(page)
+        if text is not None:
+            sys.stdout.write(text)
+            sys.exit(0)
+        from vowvault.cli.main import main as full
+
+        with helpcache.recording(page):
+            full()
     from vowvault.cli.main import main as full
 
     full()
