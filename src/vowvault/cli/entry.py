@@ -23,9 +23,18 @@ def main() -> None:
 
         sys.stdout.write(f"vowvault {__version__}\n")
         sys.exit(0)
+    if args[-1:] == ["--help"]:
+        _help(args)
+    from vowvault.cli.main import main as full
+
+    full()
+
+
+def _help(args: list[str]) -> None:
+    """A page rendered before, without Typer or Rich; else render it and keep it."""
     from vowvault.cli import helpcache
 
-    if helpcache.is_help_request(args):  # a page rendered before: without Typer or Rich
+    if helpcache.is_help_request(args):
         page = helpcache.key(args)
         text = helpcache.load(page)
         if text is not None:
@@ -35,6 +44,3 @@ def main() -> None:
 
         with helpcache.recording(page):
             full()
-    from vowvault.cli.main import main as full
-
-    full()
