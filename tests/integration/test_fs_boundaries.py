@@ -327,3 +327,39 @@ def test_the_walk_checks_the_directory_it_opened_not_the_path(tmp_path: Path) ->
     (allowed / "album").symlink_to(outside)
     with pytest.raises(BoundaryError, match="outside"):
         list(walk(allowed / "album" / "2027", within=str(allowed)))
+
+
+def test_write_behind_keeps_order_and_raises_the_first_error_in_the_caller() -> None:
+    """Large files are written by a thread of their own: every chunk lands in order, all
+    of them before ``write`` returns, and a failed write is the caller's exception, once
+    (the next file writes again)."""
+    import errno as errno_
+
+    from vowvault.sources.treewriter import _WriteBehind
+
+    class Sink:
+        def __init__(self, fail_at: int | None = None) -> None:
+            self.parts: list[bytes] = []
+            self.fail_at = fail_at
+
+        def write(self, data: bytes) -> int:
+            if self.fail_at is not None and len(self.parts) == self.fail_at:
+                raise OSError(errno_.ENOSPC, "No space left on device")
+            self.parts.append(bytes(data))
+            return len(data)
+
+    behind = _WriteBehind(depth=2)
+    try:
+        chunks = [bytes([i]) * (1000 + i) for i in range(50)]
+        sink = Sink()
+        assert behind.write(sink, iter(chunks)) == sum(map(len, chunks))
+        assert sink.parts == chunks  # all written, in order, when write returns
+        failing = Sink(fail_at=3)
+        with pytest.raises(OSError, match="No space left"):
+            behind.write(failing, iter(chunks))
+        assert len(failing.parts) == 3
+        again = Sink()
+        assert behind.write(again, iter(chunks[:5])) == sum(map(len, chunks[:5]))
+        assert again.parts == chunks[:5]
+    finally:
+        behind.stop()

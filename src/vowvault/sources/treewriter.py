@@ -21,10 +21,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import secrets
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from vowvault.errors import IntegrityError, RestoreError, TargetInTheWay
 from vowvault.repository.tree import Entry
@@ -48,6 +51,7 @@ class TreeWriter:
         self._dirs: list[Entry] = []
         self._late: list[tuple[Entry, list[bytes]]] = []
         self._root_seen = False
+        self._behind = _WriteBehind()
         self._write_marker(note or "restore in progress")
 
     # -- where things go ------------------------------------------------------------------
@@ -182,9 +186,12 @@ class TreeWriter:
         written = 0
         try:
             with os.fdopen(fd, "wb", closefd=True) as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                    written += len(chunk)
+                if entry.size >= WRITE_BEHIND_FROM:
+                    written = self._behind.write(f, chunks)
+                else:
+                    for chunk in chunks:
+                        f.write(chunk)
+                        written += len(chunk)
                 f.flush()
                 self._metadata(f.fileno(), entry)
             self._clear_way(parent_fd, name, entry.path, keep_dir=False)
@@ -299,10 +306,67 @@ class TreeWriter:
         self._fds.clear()
 
     def close(self) -> None:
+        self._behind.stop()
         self._close_dirs()
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
+
+
+WRITE_BEHIND_FROM = 4 << 20
+"""Files at least this large are written by a thread of their own while the next chunks
+are read and decoded; smaller ones directly (a thread hand-off per file would cost more
+than it saves on a tree of small files)."""
+
+
+class _WriteBehind:
+    """One thread that writes a file's chunks while the caller produces the next ones: a
+    restore's decoding and its copying into the page cache overlap. At most ``depth``
+    chunks wait (views of immutable bytes: nothing is copied); every queued write is done
+    before ``write`` returns, and the first write error is raised there."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(depth)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            f, data = item
+            if isinstance(data, threading.Event):
+                data.set()
+            elif self._error is None:
+                try:
+                    f.write(data)
+                except BaseException as exc:  # raised in the caller's thread
+                    self._error = exc
+
+    def write(self, f: Any, chunks: Iterable[bytes]) -> int:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="vowvault-write")
+            self._thread.start()
+        written = 0
+        try:
+            for chunk in chunks:
+                if self._error is not None:
+                    break
+                self._queue.put((f, chunk))
+                written += len(chunk)
+        finally:
+            done = threading.Event()
+            self._queue.put((f, done))
+            done.wait()  # nothing is written to ``f`` after this
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return written
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 def remove_tree(parent_fd: int, name: str) -> None:
