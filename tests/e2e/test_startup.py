@@ -146,3 +146,20 @@ def test_a_changed_module_or_version_makes_another_key(tmp_path, monkeypatch):
     assert versioned != after
     monkeypatch.setenv("NO_COLOR", "1")  # renders without colour: another page
     assert helpcache.key(["--help"], root) != versioned
+
+
+def test_backup_list_loads_no_codec_and_no_cipher(env):
+    """Listing reads the catalog only: the frame codec and the key wrapping (zstandard,
+    cryptography) are imported by commands that move or open data."""
+    from vowvault.codec.frames import DEFAULT_FRAME_SIZE
+    from vowvault.engine.context import Context
+
+    assert Context.__dataclass_fields__["frame_size"].default == DEFAULT_FRAME_SIZE
+    code = ("import sys; sys.argv = ['vowvault', 'backup', 'list']\n"
+            "from vowvault.cli.entry import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "sys.stdout.flush()\n"
+            "print(sorted(m for m in ('zstandard', 'cryptography', 'blake3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.splitlines()
+    assert out[-1] == "[]", out

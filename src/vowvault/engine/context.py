@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vowvault.catalog.db import Catalog
-from vowvault.codec.frames import DEFAULT_FRAME_SIZE
 from vowvault.errors import BoundaryError
 from vowvault.keys import KeyProvider, provider
 from vowvault.keys.audit import load_audit_key
@@ -36,7 +35,9 @@ class Context:
     settings: Settings
     catalog: Catalog
     clock: Callable[[], dt.datetime] = utcnow
-    frame_size: int = DEFAULT_FRAME_SIZE
+    frame_size: int = 1 << 20
+    """codec.frames.DEFAULT_FRAME_SIZE, not imported: the codec's libraries (zstandard,
+    cryptography) load only in commands that move data."""
     workers: int = 2
     """Compression threads."""
     queue_depth: int = 4

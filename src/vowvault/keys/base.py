@@ -10,9 +10,6 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from vowvault.errors import KeyUnavailableError
 
 KEY_BYTES = 32
@@ -48,11 +45,18 @@ def _refused(ctx: KeyContext) -> KeyUnavailableError:
 
 def wrap_with(kek: bytes, dek: bytes, ctx: KeyContext) -> bytes:
     """nonce (12) | AES-256-GCM(kek, dek, aad=context)."""
+    # cryptography is imported where a key is used: every command registers the key
+    # providers at start (a 25 ms import for those that touch no key)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = secrets.token_bytes(12)
     return nonce + AESGCM(kek).encrypt(nonce, dek, ctx.aad())
 
 
 def unwrap_with(kek: bytes, wrapped: bytes, ctx: KeyContext) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(kek).decrypt(wrapped[:12], wrapped[12:], ctx.aad())
     except (InvalidTag, ValueError):
