@@ -141,6 +141,11 @@ _Need = Generator[None, None, Any]
 _END_OF_COPY = re.compile(rb"\n\\\.")  # a precompiled search is twice as fast as find()
 
 
+VECTOR_MIN = 64 << 10
+"""Below this many bytes in the buffer, chunks are walked one by one in Python (and a small
+dump never pays for importing numpy)."""
+
+
 def _end_of_copy(data: bytes) -> int:
     """Where ``\\n\\.`` first occurs in ``data`` (-1: nowhere); a buffer at a time in
     numpy when it is large (the backslashes, then their neighbours), 6 times faster."""
@@ -502,11 +507,6 @@ class ArchiveTap:
             yield from self._stream(length, sink)
 
 
-VECTOR_MIN = 64 << 10
-"""Below this many bytes in the buffer, chunks are walked one by one in Python (and a small
-dump never pays for importing numpy)."""
-
-
 def framed_rows(buf: bytes, pos: int, end: int) -> tuple[int, bytes]:
     """The chunks from ``pos`` that each end in a newline, found all at once: where the
     next chunk starts, and their data joined (``pos`` and b"" when none is found).
@@ -687,13 +687,18 @@ def _apply_settings(conn: Any, settings: dict[str, str], encoding: str | None) -
             pass
 
 
-def _copy_digest(conn: Any, schema: str, table: str, columns: str) -> tuple[int, str]:
+def _copy_query(schema: str, table: str, columns: str) -> Any:
+    """``COPY schema.table (columns) TO STDOUT``, every name quoted by psycopg."""
     from psycopg import sql
 
-    query = sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table))
-    if columns:
-        names = sql.SQL(", ").join(sql.Identifier(c) for c in split_column_list(columns))
-        query = sql.SQL("COPY {} ({}) TO STDOUT").format(sql.Identifier(schema, table), names)
+    if not columns:
+        return sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table))
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in split_column_list(columns))
+    return sql.SQL("COPY {} ({}) TO STDOUT").format(sql.Identifier(schema, table), names)
+
+
+def _copy_digest(conn: Any, schema: str, table: str, columns: str) -> tuple[int, str]:
+    query = _copy_query(schema, table, columns)
     digest, rows = hashlib.sha256(), 0
     with conn.cursor() as cur, cur.copy(query) as copy:
         for data in copy:
@@ -765,20 +770,19 @@ def database_digests(dsn: str, summary: ArchiveSummary, settings: dict[str, str]
                                     >= PSQL_FROM),
                                    key=lambda t: -sizes[(t.schema, t.name)])
                 apart = {(t.schema, t.name) for t in large}
-                small = [t for t in wanted if (t.schema, t.name) not in apart]
-                if not large:
-                    for t in small:
-                        result[(t.schema, t.name)] = _digest_or_raise(conn, t)
-                    return result
-                snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
-                script = _session_script(conn, snapshot, settings, summary.encoding)
                 with ThreadPoolExecutor(max(1, workers),
                                         thread_name_prefix="vowvault-digest") as pool:
-                    futures = {(t.schema, t.name): pool.submit(_psql_digest, psql, dsn, script,
-                                                               t) for t in large}
+                    futures = {}
+                    if large:
+                        snapshot = conn.execute(
+                            "SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+                        script = _session_script(conn, snapshot)
+                        futures = {(t.schema, t.name): pool.submit(_psql_digest, psql, dsn,
+                                                                   script, t) for t in large}
                     try:
-                        for t in small:
-                            result[(t.schema, t.name)] = _digest_or_raise(conn, t)
+                        for t in wanted:
+                            if (t.schema, t.name) not in apart:
+                                result[(t.schema, t.name)] = _digest_or_raise(conn, t)
                         for key, future in futures.items():
                             result[key] = future.result()
                     finally:
@@ -808,8 +812,7 @@ def _sizes(conn: Any, tables: list[TableDigest]) -> dict[tuple[str, str], int]:
     return {(schema, name): int(size) for schema, name, size in rows}
 
 
-def _session_script(conn: Any, snapshot: str, settings: dict[str, str],
-                    encoding: str | None) -> str:
+def _session_script(conn: Any, snapshot: str) -> str:
     """What a psql reader runs before its COPY: the main connection's snapshot and the
     settings the digests depend on, read back from the main session (so they are the ones
     that session could set), every value quoted by psycopg."""
@@ -836,20 +839,15 @@ def _psql_digest(psql: str, dsn: str, script: str, t: TableDigest) -> tuple[int,
     import subprocess
     import tempfile
 
-    from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    query = sql.SQL("COPY {} TO STDOUT;").format(sql.Identifier(t.schema, t.name))
-    if t.columns:
-        names = sql.SQL(", ").join(sql.Identifier(c) for c in split_column_list(t.columns))
-        query = sql.SQL("COPY {} ({}) TO STDOUT;").format(sql.Identifier(t.schema, t.name),
-                                                         names)
+    query = _copy_query(t.schema, t.name, t.columns)
     info = conninfo_to_dict(dsn)
     env = dict(os.environ)
     password = info.pop("password", None)
     if password is not None:  # never on a command line, where ps shows it
         env["PGPASSWORD"] = str(password)
-    command = script + query.as_string(None) + "\nCOMMIT;\n"
+    command = script + query.as_string(None) + ";\nCOMMIT;\n"
     digest, rows = hashlib.sha256(), 0
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
