@@ -142,7 +142,7 @@ def _archive_one(ctx: Context, view: PolicyView, key: kek.KeyRecord,
         except ObjectNotFound:
             existing = None
         if existing is not None:
-            held = walobj.open_(existing, wid, lambda k: _unwrap(ctx, view, k))
+            held = walobj.open_(existing, wid, _Unwrapper(ctx, view))
             if hashlib.sha256(held).hexdigest() != sealed.sha256:
                 raise _Conflict(f"{target.url} already holds {path.name} with other contents")
             outcome = "already"
@@ -175,9 +175,6 @@ class _Unwrapper:
                                  f"which {self.view.org_slug} does not have")
         return kek.unwrap(self.ctx, record, key_object.wrapped_dek, key_object.backup_id)
 
-
-def _unwrap(ctx: Context, view: PolicyView, key_object: Any) -> bytes:
-    return _Unwrapper(ctx, view)(key_object)
 
 
 def _recorded_names(ctx: Context, policy_id: uuid.UUID) -> set[str]:
