@@ -143,7 +143,8 @@ def deploy(ctx: Context, pool: str | None = None,
             deployment.apply()
             names.append(f"{deployment.flow_name}/{deployment.name}")
     else:
-        job_variables = {"env": env or {}, "working_dir": str(PROJECT_DIR)}
+        job_variables = {"env": env or {}, "working_dir": str(PROJECT_DIR),
+                         "command": launcher_command()}
         for p in plans:
             _from_source(BACKUP_ENTRYPOINT).deploy(
                 name=p.name, work_pool_name=pool, work_queue_name=p.queue,
@@ -160,6 +161,15 @@ def deploy(ctx: Context, pool: str | None = None,
             names.append(f"{flow.name}/{m.name}")
     paused = [f"backup/{p.name}" for p in plans if p.paused]
     return DeploySummary(names, paused, sorted(limits), created)
+
+
+def launcher_command() -> str:
+    """The flow-run command of the work pool's runs: Prefect's engine, forked from a warm
+    process when it can be (deployments/launcher.py), else started as Prefect would."""
+    import shlex
+    import sys
+
+    return shlex.join([sys.executable, "-m", "deployments.launcher"])
 
 
 def _from_source(entrypoint: str) -> Any:

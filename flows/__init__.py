@@ -11,17 +11,24 @@ import logging
 import os
 from pathlib import Path
 
-_home = Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
-for _name, _value in {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "vowvault",
-    # vowvault logs outside flow runs too (CLI restores): those stay on the console.
-    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-    "PREFECT_HOME": str(_home / "prefect"),
-}.items():
-    os.environ.setdefault(_name, _value)
+
+def offline_defaults() -> None:
+    """Set the defaults this package sets on import (deployments/launcher.py sets them
+    again in a run it forks, whose environment is the worker's)."""
+    home = Path(os.environ.get("VOWVAULT_HOME") or Path.home() / ".vowvault").expanduser()
+    for name, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "vowvault",
+        # vowvault logs outside flow runs too (CLI restores): those stay on the console.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "PREFECT_HOME": str(home / "prefect"),
+    }.items():
+        os.environ.setdefault(name, value)
+
+
+offline_defaults()
 
 # Prefect gives the "vowvault" logger its handlers (console and the UI); the level is ours.
 logging.getLogger("vowvault").setLevel(os.environ.get("VOWVAULT_LOG_LEVEL", "INFO"))
