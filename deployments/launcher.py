@@ -328,6 +328,10 @@ def warm(fp: str, watch: int) -> dict[str, Any]:
     started = time.monotonic()
     _warm_up()
     stamps = _loaded_files()
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what was imported is never collected: forks do not copy it to scan it
     path = where / f"{fp}.sock"
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
