@@ -73,18 +73,22 @@ def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     return proc
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one command, which must succeed."""
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, float]:
+    """Wall seconds, peak RSS (MiB), CPU seconds of one command (which must succeed), and
+    the CPU seconds the rest of the machine used meanwhile."""
+    busy0 = benchproc.machine_cpu()[0]
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     out = proc.stdout.read() if proc.stdout else b""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
+    cpu = usage.ru_utime + usage.ru_stime
+    outside = benchproc.machine_cpu()[0] - busy0 - cpu
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{' '.join(argv)} failed:\n{out.decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, cpu, outside
 
 
 async def _flow_run(api: str, deployment: str, job_variables: dict[str, Any] | None
@@ -92,6 +96,7 @@ async def _flow_run(api: str, deployment: str, job_variables: dict[str, Any] | N
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    busy0 = benchproc.machine_cpu()[0]
     with temporary_settings({PREFECT_API_URL: api}):
         async with get_client() as client:
             d = await client.read_deployment_by_name(deployment)
@@ -109,12 +114,14 @@ async def _flow_run(api: str, deployment: str, job_variables: dict[str, Any] | N
                 raise SystemExit(f"flow run {run.id} ended {fr.state.name}: "
                                  f"{fr.state.message}")
             states = {s.name: s.timestamp for s in await client.read_flow_run_states(run.id)}
+    machine = benchproc.machine_cpu()[0] - busy0
 
     def gap(a: str, b: str) -> float:
         return (states[b] - states[a]).total_seconds()
 
     return {"poll": gap("Scheduled", "Pending"), "start": gap("Pending", "Running"),
-            "prefect": gap("Running", "Completed"), "whole": gap("Pending", "Completed")}
+            "prefect": gap("Running", "Completed"), "whole": gap("Pending", "Completed"),
+            "machine_cpu": machine}
 
 
 def _median(xs: list[float]) -> float:
@@ -183,18 +190,23 @@ def main() -> None:
               f"whole {first['whole']:.2f} s", flush=True)
         time.sleep(5)  # the warm process imports before it serves
         rows: dict[str, list[float]] = {k: [] for k in (
-            "direct", "direct_rss", "cli_flow", "cli_flow_rss")}
+            "direct", "direct_rss", "direct_cpu", "direct_outside", "cli_flow",
+            "cli_flow_rss", "cli_flow_cpu", "cli_flow_outside")}
         forked: list[dict[str, float]] = []
         fresh: list[dict[str, float]] = []
         for i in range(args.runs):
-            d, d_rss = _timed([vv, "backup", "run", "photos", "--direct"], env)
+            d, d_rss, d_cpu, d_out = _timed([vv, "backup", "run", "photos", "--direct"], env)
             f = asyncio.run(_flow_run(api, "backup/photos", None))
             p = asyncio.run(_flow_run(api, "backup/photos", off))
-            c, c_rss = _timed([vv, "backup", "run", "photos"], env)
+            c, c_rss, c_cpu, c_out = _timed([vv, "backup", "run", "photos"], env)
             rows["direct"].append(d)
             rows["direct_rss"].append(d_rss)
             rows["cli_flow"].append(c)
             rows["cli_flow_rss"].append(c_rss)
+            rows["direct_cpu"].append(d_cpu)
+            rows["direct_outside"].append(d_out)
+            rows["cli_flow_cpu"].append(c_cpu)
+            rows["cli_flow_outside"].append(c_out)
             forked.append(f)
             fresh.append(p)
             print(f"round {i + 1}: direct {d:.2f} s | forked run: poll {f['poll']:.2f} start "
@@ -205,18 +217,22 @@ def main() -> None:
         print(f"\nmedians of {args.runs} rounds (Prefect server on {args.prefect_db}, worker "
               f"polling every {args.poll_seconds:g} s; {args.mib} MiB tree):")
         print(f"  --direct                      {direct:6.2f} s   peak RSS "
-              f"{_median(rows['direct_rss']):.0f} MiB")
+              f"{_median(rows['direct_rss']):.0f} MiB, CPU {_median(rows['direct_cpu']):.2f} s "
+              f"(outside it {_median(rows['direct_outside']):.2f} s: server, worker, the rest)")
         for name, runs in (("flow run, forked (launcher)", forked),
                            ("flow run, fresh engine", fresh)):
             m = {k: _median([r[k] for r in runs]) for k in ("poll", "start", "prefect",
-                                                           "whole")}
+                                                           "whole", "machine_cpu")}
             print(f"  {name:29} start-to-end {m['prefect']:5.2f} s ({m['prefect'] - direct:+.2f}"
                   f" s vs --direct); pending-to-end {m['whole']:5.2f} s "
                   f"({m['whole'] - direct:+.2f} s, {m['whole'] / direct:.2f}x); of which "
-                  f"process start {m['start']:.2f} s; poll latency {m['poll']:.2f} s apart")
+                  f"process start {m['start']:.2f} s; poll latency {m['poll']:.2f} s apart; "
+                  f"machine CPU from trigger to end {m['machine_cpu']:.2f} s")
         c = _median(rows["cli_flow"])
         print(f"  CLI flow on the running server {c:5.2f} s ({c - direct:+.2f} s, "
-              f"{c / direct:.2f}x)   peak RSS {_median(rows['cli_flow_rss']):.0f} MiB")
+              f"{c / direct:.2f}x)   peak RSS {_median(rows['cli_flow_rss']):.0f} MiB, CPU "
+              f"{_median(rows['cli_flow_cpu']):.2f} s (outside it "
+              f"{_median(rows['cli_flow_outside']):.2f} s)")
         print(f"  {_warm_rss()}")
     finally:
         benchproc.kill_current()
