@@ -9,24 +9,13 @@ import sqlite3
 import subprocess
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prefectproc import BIN, OFFLINE, free_port, start_server, stop
+from prefectproc import BIN, OFFLINE, stop
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    proc = start_server(home, port, env)
-    yield f"http://127.0.0.1:{port}/api"
-    stop(proc)
 
 
 def policy_file(path: Path, src: Path, bulk_cron: str = "0 2 * * *") -> Path:

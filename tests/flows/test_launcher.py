@@ -14,27 +14,17 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from prefectproc import BIN, OFFLINE, free_port, start_server, stop
+from prefectproc import BIN, OFFLINE, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from deployments import launcher  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    proc = start_server(home, port, env)
-    yield f"http://127.0.0.1:{port}/api"
-    stop(proc)
 
 
 def _policy(path: Path, src: Path, dsn: str) -> Path:
