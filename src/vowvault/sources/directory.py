@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -72,6 +73,12 @@ class WalkReport:
     hardlinks: int = 0
     changed: list[str] = field(default_factory=list)
     """Entries swapped or replaced between lstat and open: not followed, not backed up."""
+    files_moved: int = 0
+    """Files found elsewhere in the parent (moved, renamed, copied with their times) and
+    referenced, not stored again."""
+    bytes_read_twice: int = 0
+    """Bytes of files read to compare with a parent's file of the same size and mtime, and
+    then stored after all (their content differed)."""
 
 
 def _excluded(rel: str, patterns: list[str]) -> bool:
@@ -240,9 +247,13 @@ class DirectorySnapshot:
     to a spool (memory up to 8 MiB, then a temporary file: it is metadata only)."""
 
     def __init__(self, root: Path, *, exclude: list[str] | None = None,
-                 one_file_system: bool = True, parent: Iterator[Entry] | None = None,
+                 one_file_system: bool = True,
+                 parent: Callable[[], Iterator[Entry]] | None = None,
                  strict: bool = True, progress: Callable[[int], None] | None = None,
                  within: str | None = None) -> None:
+        """``parent``: a new iterator over the parent backup's entries (resolved) each
+        call; called once for the merge and, if a file is new at its path, once more to
+        find it elsewhere in the parent."""
         self.root = root
         self.within = within
         self.exclude = exclude or []
@@ -275,8 +286,16 @@ class DirectorySnapshot:
         self.report.changed.append(message)
 
     def data(self) -> Iterator[bytes]:
+        self._elsewhere: _Elsewhere | None = None
+        try:
+            yield from self._data()
+        finally:
+            if self._elsewhere is not None:
+                self._elsewhere.close()
+
+    def _data(self) -> Iterator[bytes]:
         offset = 0
-        parents = _Lookahead(self.parent) if self.parent is not None else None
+        parents = _Lookahead(self.parent()) if self.parent is not None else None
         linked: dict[tuple[int, int], str] = {}
         """(device, inode) -> the path a file with more than one link was stored under."""
         for found in walk(self.root, self.exclude, self.one_file_system, self._unreadable,
@@ -313,17 +332,26 @@ class DirectorySnapshot:
                 entry.size = st.st_size
                 previous = parents.find(entry.key()) if parents else None
                 if previous is not None and _unchanged(previous, st):
-                    entry.sha256, entry.size = previous.sha256, previous.size
-                    entry.backup, entry.offset = previous.backup, previous.offset
-                    self.references.add(str(previous.backup))
+                    self._refer(entry, previous)
                     self.report.files_unchanged += 1
-                    self.report.bytes_referenced += entry.size
                 else:
-                    entry.offset = offset
-                    read = yield from self._file(found, entry)
-                    if read is None:
-                        continue
-                    offset += read
+                    moved = None
+                    if self.parent is not None and st.st_size > 0 and (
+                            previous is None or previous.inode != st.st_ino):
+                        # New at this path (not the same file written in place): it may
+                        # have been moved, renamed or copied from elsewhere in the tree.
+                        if self._elsewhere is None:
+                            self._elsewhere = _Elsewhere(self.parent())
+                        moved = self._find_moved(found, self._elsewhere)
+                    if moved is not None:
+                        self._refer(entry, moved)
+                        self.report.files_moved += 1
+                    else:
+                        entry.offset = offset
+                        read = yield from self._file(found, entry)
+                        if read is None:
+                            continue
+                        offset += read
                 if st.st_nlink > 1:
                     linked[(st.st_dev, st.st_ino)] = rel
                 self.report.files += 1
@@ -332,6 +360,53 @@ class DirectorySnapshot:
                 continue
             self.index.write(entry.to_line())
         self.report.bytes_stored = offset
+
+    def _refer(self, entry: Entry, held: Entry) -> None:
+        """``entry``'s content is ``held``'s, in the backup that stores it."""
+        entry.sha256, entry.size = held.sha256, held.size
+        entry.backup, entry.offset = held.backup, held.offset
+        self.references.add(str(held.backup))
+        self.report.bytes_referenced += entry.size
+
+    def _find_moved(self, found: Found, elsewhere: _Elsewhere) -> Entry | None:
+        """The parent's file holding what ``found`` holds, if any. The same inode, size,
+        mtime and ctime (a file of a moved or renamed directory) is the same file, as an
+        unchanged one is at its own path; a file of the same size and mtime (renamed
+        itself, moved across file systems, copied with its times) is read and hashed
+        first, and is that file only if its SHA-256 is the same."""
+        st = found.st
+        same = elsewhere.same_file(st)
+        if same is not None:
+            return same
+        candidates = elsewhere.same_size_and_mtime(st)
+        if not candidates:
+            return None
+        digest, read = self._hash(found)
+        for held in candidates:
+            if digest is not None and held.sha256 == digest and held.size == read:
+                return held
+        self.report.bytes_read_twice += read
+        return None
+
+    def _hash(self, found: Found) -> tuple[str | None, int]:
+        """SHA-256 and size of what ``found`` holds now (None: it could not be read here;
+        the normal read reports why)."""
+        digest = hashlib.sha256()
+        read = 0
+        try:
+            fd = open_found(found)
+        except (Changed, OSError):
+            return None, 0
+        try:
+            os.set_blocking(fd, True)
+            while chunk := os.read(fd, READ_CHUNK):
+                digest.update(chunk)
+                read += len(chunk)
+        except OSError:
+            return None, read
+        finally:
+            os.close(fd)
+        return digest.hexdigest(), read
 
     def _file(self, found: Found, entry: Entry) -> Iterator[bytes]:
         """Yield one file's bytes; return how many were read (None: unreadable, changed
@@ -397,6 +472,57 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+class _Elsewhere:
+    """The parent backup's files by inode and by size and mtime, in a temporary SQLite
+    file (memory stays flat however large the tree), loaded once, when the walk first
+    meets a file that is new at its path."""
+
+    def __init__(self, entries: Iterator[Entry]) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="vowvault-parent-")
+        self._db = sqlite3.connect(os.path.join(self._dir.name, "files.db"))
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE f (inode INTEGER, size INTEGER, mtime INTEGER, "
+                         "ctime INTEGER, sha256 TEXT, backup TEXT, off INTEGER)")
+        rows = ((_i64(e.inode), e.size, e.mtime_ns, e.ctime_ns, e.sha256, e.backup, e.offset)
+                for e in entries
+                if e.type == "file" and e.sha256 is not None and e.backup is not None
+                and e.size > 0)
+        self._db.executemany("INSERT INTO f VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.execute("CREATE INDEX f_inode ON f (inode)")
+        self._db.execute("CREATE INDEX f_size ON f (size, mtime)")
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> Entry:
+        return Entry(path="", type="file", mode=0, uid=0, gid=0, mtime_ns=row[2],
+                     ctime_ns=row[3], inode=row[0] % (1 << 64), size=row[1], sha256=row[4],
+                     backup=row[5], offset=row[6])
+
+    def same_file(self, st: os.stat_result) -> Entry | None:
+        row = self._db.execute("SELECT inode, size, mtime, ctime, sha256, backup, off FROM f "
+                               "WHERE inode = ? AND size = ? AND mtime = ? AND ctime = ? "
+                               "LIMIT 1", (_i64(st.st_ino), st.st_size, st.st_mtime_ns,
+                                           st.st_ctime_ns)).fetchone()
+        return self._entry(row) if row else None
+
+    def same_size_and_mtime(self, st: os.stat_result, limit: int = 8) -> list[Entry]:
+        """Distinct contents of that size and mtime (a few: each costs nothing to compare
+        once the file is hashed)."""
+        rows = self._db.execute("SELECT inode, size, mtime, ctime, sha256, backup, off FROM f "
+                                "WHERE size = ? AND mtime = ? GROUP BY sha256 LIMIT ?",
+                                (st.st_size, st.st_mtime_ns, limit)).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+
+def _i64(inode: int) -> int:
+    """An inode number (up to 2**64 - 1 on some file systems) as SQLite's signed integer."""
+    return inode - (1 << 64) if inode >= 1 << 63 else inode
+
+
 class _Lookahead:
     """Merge-join helper over the parent's entries (same walk order)."""
 
@@ -435,7 +561,7 @@ class TreeSnapshot(Snapshot):
         parent = self.request.parent
         snap = DirectorySnapshot(Path(config["path"]), exclude=config.get("exclude") or [],
                                  one_file_system=config.get("one_file_system", True),
-                                 parent=TreeReader(parent).entries(resolved=True)
+                                 parent=(lambda: TreeReader(parent).entries(resolved=True))
                                  if parent is not None else None,
                                  strict=config.get("on_unreadable", "fail") != "warn",
                                  within=self.request.within)
@@ -454,6 +580,8 @@ class TreeSnapshot(Snapshot):
         self.info = {"kind": "directory", "path": config["path"], "files": report.files,
                      "dirs": report.dirs, "symlinks": report.symlinks,
                      "files_unchanged": report.files_unchanged,
+                     "files_moved": report.files_moved,
+                     "bytes_read_twice": report.bytes_read_twice,
                      "bytes_referenced": report.bytes_referenced,
                      "hardlinks": report.hardlinks,
                      "unreadable": report.unreadable, "skipped": report.skipped,
