@@ -329,37 +329,74 @@ def test_the_walk_checks_the_directory_it_opened_not_the_path(tmp_path: Path) ->
         list(walk(allowed / "album" / "2027", within=str(allowed)))
 
 
-def test_write_behind_keeps_order_and_raises_the_first_error_in_the_caller() -> None:
-    """Large files are written by a thread of their own: every chunk lands in order, all
-    of them before ``write`` returns, and a failed write is the caller's exception, once
-    (the next file writes again)."""
+def test_files_written_by_threads_land_whole_in_order_and_fail_loudly(tmp_path: Path) -> None:
+    """Files are written by writer threads: every file is whole and in place when
+    ``finish`` returns, whatever thread wrote it; a file whose chunks failed (a checksum
+    that did not match) is never placed; a writer's failure is the caller's exception,
+    at the next ``add`` and every one after, and nothing is placed after it."""
     import errno as errno_
 
-    from vowvault.sources.treewriter import _WriteBehind
+    from vowvault.repository.tree import Entry
+    from vowvault.sources.treewriter import TreeWriter
 
-    class Sink:
-        def __init__(self, fail_at: int | None = None) -> None:
-            self.parts: list[bytes] = []
-            self.fail_at = fail_at
+    def entry(path: str, kind: str = "file", size: int = 0) -> Entry:
+        return Entry(path=path, type=kind, mode=0o40755 if kind == "dir" else 0o100644,
+                     uid=os.getuid(), gid=os.getgid(), mtime_ns=1_700_000_000_000_000_000,
+                     size=size)
 
-        def write(self, data: bytes) -> int:
-            if self.fail_at is not None and len(self.parts) == self.fail_at:
-                raise OSError(errno_.ENOSPC, "No space left on device")
-            self.parts.append(bytes(data))
-            return len(data)
+    rng = __import__("random").Random(5)
+    files = {f"d{i % 7}/f{i:03d}": rng.randbytes(rng.randrange(0, 50_000)) for i in range(120)}
+    out = tmp_path / "out"
+    w = TreeWriter(out)
+    w.add(entry("", "dir"))
+    for d in range(7):
+        w.add(entry(f"d{d}", "dir"))
+    for path, data in files.items():
+        w.add(entry(path, size=len(data)),
+              (data[i:i + 4096] for i in range(0, len(data), 4096)))
+    w.finish()
+    for path, data in files.items():
+        assert (out / path).read_bytes() == data
+    assert not [p for p in out.rglob(".vowvault-tmp*")]
 
-    behind = _WriteBehind(depth=2)
-    try:
-        chunks = [bytes([i]) * (1000 + i) for i in range(50)]
-        sink = Sink()
-        assert behind.write(sink, iter(chunks)) == sum(map(len, chunks))
-        assert sink.parts == chunks  # all written, in order, when write returns
-        failing = Sink(fail_at=3)
-        with pytest.raises(OSError, match="No space left"):
-            behind.write(failing, iter(chunks))
-        assert len(failing.parts) == 3
-        again = Sink()
-        assert behind.write(again, iter(chunks[:5])) == sum(map(len, chunks[:5]))
-        assert again.parts == chunks[:5]
-    finally:
-        behind.stop()
+    def bad_chunks():
+        yield b"half of a photo"
+        raise __import__("vowvault.errors", fromlist=["x"]).IntegrityError("checksum differs")
+
+    out2 = tmp_path / "out2"
+    w = TreeWriter(out2)
+    w.add(entry("", "dir"))
+    with pytest.raises(Exception, match="checksum differs"):
+        w.add(entry("broken.jpg", size=30), bad_chunks())
+    w.add(entry("fine.txt", size=2), iter([b"ok"]))
+    w.finish()
+    assert not (out2 / "broken.jpg").exists() and (out2 / "fine.txt").read_bytes() == b"ok"
+    assert not [p for p in out2.iterdir() if p.name.startswith(".vowvault-tmp")]
+
+    out3 = tmp_path / "out3"
+    w = TreeWriter(out3)
+    w.add(entry("", "dir"))
+    real = w._place_file
+    calls = {"n": 0}
+
+    def failing(dir_fd, name, e, chunks):
+        calls["n"] += 1
+        if name == "f005":
+            for _ in chunks:
+                pass
+            raise OSError(errno_.ENOSPC, "No space left on device")
+        return real(dir_fd, name, e, chunks)
+
+    w._writers._place = failing
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(200):
+            w.add(entry(f"f{i:03d}", size=3), iter([b"abc"]))
+    placed = calls["n"]
+    with pytest.raises(OSError, match="No space left"):
+        w.add(entry("after", size=3), iter([b"abc"]))
+    with pytest.raises(OSError, match="No space left"):
+        w.finish()
+    assert calls["n"] == placed  # nothing placed after the failure
+    assert not (out3 / "after").exists()
+    w.fail(OSError("disk full"), clear=True)
+    assert [p.name for p in out3.iterdir()] == [".vowvault-incomplete"]

@@ -245,6 +245,9 @@ class Frames:
         self.name = reader.location.name(kind)
         self.opener = Opener(reader.dek, reader.location.backup_id, kind, entry.frame_size)
         self.order = list(reader.order())
+        self.ahead = max([READ_AHEAD] + [c.backend.properties().read_ahead
+                                         for c in self.order[:1]])
+        """Runs in flight: more where each load waits on a service's latency."""
 
     def groups(self, first: int = 0, last: int | None = None) -> Iterator[tuple[int, int]]:
         """Runs of consecutive frames of about ``read_size`` sealed bytes each, and of at
@@ -346,26 +349,26 @@ class Frames:
 
     def authenticate(self) -> int:
         """Read every stored record and check its tag, position and length without decoding
-        it (two runs in flight); the stored size."""
+        it (``ahead`` runs in flight); the stored size."""
         groups = deque(self.groups())
-        with ThreadPoolExecutor(2, thread_name_prefix="vowvault-read") as pool:
+        with ThreadPoolExecutor(self.ahead, thread_name_prefix="vowvault-read") as pool:
             pending: deque[Any] = deque()
             while groups or pending:
-                while groups and len(pending) < 2:
+                while groups and len(pending) < self.ahead:
                     pending.append(pool.submit(self.fetch, *groups.popleft(), False))
                 pending.popleft().result()
         return self.entry.stored_size
 
     def stream(self) -> Iterator[bytes]:
-        """Every frame in order, the next ``READ_AHEAD`` runs fetched and decoded while this
+        """Every frame in order, the next ``ahead`` runs fetched and decoded while this
         one is handed out; then the whole object's size and digest against the manifest."""
         digest = object_digest(self.entry.algorithm)
         size = 0
         groups = deque(self.groups())
-        with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="vowvault-read") as pool:
+        with ThreadPoolExecutor(self.ahead, thread_name_prefix="vowvault-read") as pool:
             pending: deque[Any] = deque()
             while groups or pending:
-                while groups and len(pending) < READ_AHEAD:
+                while groups and len(pending) < self.ahead:
                     pending.append(pool.submit(self.get, *groups.popleft()))
                 frames = pending.popleft().result()
                 for plain in frames:

@@ -25,7 +25,7 @@ import queue
 import secrets
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class TreeWriter:
         self._dirs: list[Entry] = []
         self._late: list[tuple[Entry, list[bytes]]] = []
         self._root_seen = False
-        self._behind = _WriteBehind()
+        self._writers = _Writers(self._place_file)
         self._write_marker(note or "restore in progress")
 
     # -- where things go ------------------------------------------------------------------
@@ -119,7 +119,11 @@ class TreeWriter:
     # -- entries --------------------------------------------------------------------------
 
     def add(self, entry: Entry, chunks: Iterable[bytes] | None = None) -> int:
-        """Place one entry (a file's bytes from ``chunks``); bytes written."""
+        """Place one entry (a file's bytes from ``chunks``, consumed before this returns);
+        bytes taken. Files are written by writer threads: a file is in place once
+        ``finish`` returns, and a writer's error is raised by a later ``add`` or by
+        ``finish``."""
+        self._writers.check()
         if entry.path == "":
             if entry.type != "dir" or self._root_seen:
                 raise IntegrityError(f"index holds the target itself as a {entry.type}"
@@ -148,11 +152,12 @@ class TreeWriter:
             self._fifo(parent_fd, name, entry)
             return 0
         if entry.type == "hardlink":
+            self._writers.drain()  # the file it names is in place first
             self._hardlink(entry, name)
             return 0
         if entry.type != "file":
             raise IntegrityError(f"index holds {entry.path!r} of unknown type {entry.type!r}")
-        return self._file(parent_fd, name, entry, chunks or ())
+        return self._writers.write(os.dup(parent_fd), name, entry, chunks or ())
 
     def _temp(self, name: str) -> str:
         return f".vowvault-tmp.{secrets.token_hex(8)}"  # short: any name may be 255 bytes
@@ -179,19 +184,19 @@ class TreeWriter:
         finally:
             os.close(source_fd)
 
-    def _file(self, parent_fd: int, name: str, entry: Entry, chunks: Iterable[bytes]) -> int:
+    def _place_file(self, parent_fd: int, name: str, entry: Entry,
+                    chunks: Iterable[bytes]) -> int:
+        """Write a file under a temporary name and rename it into place; a failure (of a
+        write, or of ``chunks``: a checksum that does not match) leaves no file."""
         tmp = self._temp(name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=parent_fd)
         written = 0
         try:
             with os.fdopen(fd, "wb", closefd=True) as f:
-                if entry.size >= WRITE_BEHIND_FROM:
-                    written = self._behind.write(f, chunks)
-                else:
-                    for chunk in chunks:
-                        f.write(chunk)
-                        written += len(chunk)
+                for chunk in chunks:
+                    f.write(chunk)
+                    written += len(chunk)
                 f.flush()
                 self._metadata(f.fileno(), entry)
             self._clear_way(parent_fd, name, entry.path, keep_dir=False)
@@ -230,8 +235,9 @@ class TreeWriter:
     # -- the end --------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Symlinks, then directories' metadata (children first), then (replacing) what the
-        backup does not hold goes, then the marker."""
+        """Every file written, then symlinks, then directories' metadata (children first),
+        then (replacing) what the backup does not hold goes, then the marker."""
+        self._writers.stop()
         for entry in self._links:
             parent_fd, name = self._dir_fd(entry.path.rpartition("/")[0]), \
                 entry.path.rpartition("/")[2]
@@ -249,13 +255,14 @@ class TreeWriter:
             self._metadata(self._dir_fd(entry.path), entry)
         os.unlink(INCOMPLETE, dir_fd=self.root_fd)
         for entry, data in self._late:
-            self._file(self.root_fd, INCOMPLETE, entry, data)
+            self._place_file(self.root_fd, INCOMPLETE, entry, data)
         self.close()
 
     def fail(self, error: BaseException, *, clear: bool) -> None:
         """Leave the marker saying why; with ``clear`` (the target was empty) remove
         everything else, so that nothing looks like a finished restore."""
         try:
+            self._writers.stop(quiet=True)
             if clear:
                 for name in os.listdir(self.root_fd):
                     if name != INCOMPLETE:
@@ -306,67 +313,128 @@ class TreeWriter:
         self._fds.clear()
 
     def close(self) -> None:
-        self._behind.stop()
+        self._writers.stop(quiet=True)
         self._close_dirs()
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
 
 
-WRITE_BEHIND_FROM = 4 << 20
-"""Files at least this large are written by a thread of their own while the next chunks
-are read and decoded; smaller ones directly (a thread hand-off per file would cost more
-than it saves on a tree of small files)."""
+WRITERS = 2
+"""Threads that create and write files (file creation and the copy into the page cache
+are the kernel's work, and most of a restore's: two threads use both cores)."""
 
 
-class _WriteBehind:
-    """One thread that writes a file's chunks while the caller produces the next ones: a
-    restore's decoding and its copying into the page cache overlap. At most ``depth``
-    chunks wait (views of immutable bytes: nothing is copied); every queued write is done
-    before ``write`` returns, and the first write error is raised there."""
+class _Abort(Exception):
+    """The caller's chunks failed: the file being written must not be placed."""
 
-    def __init__(self, depth: int = 8) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(depth)
-        self._thread: threading.Thread | None = None
+
+_END = object()
+_ABORT = object()
+
+
+class _Writers:
+    """Files written by ``WRITERS`` threads, each from a bounded queue of its own: a job
+    (the file's directory, as a descriptor of its own, its name and entry), its chunks,
+    then the end (or an abort, when the chunks failed). Each file goes to the least busy
+    thread; at most ``depth`` chunks (views of immutable bytes: nothing is copied) wait
+    per thread. The first error of a writer is kept and raised by ``check`` in the
+    caller's thread, then and every time after; writers only discard what they are
+    given after it."""
+
+    def __init__(self, place: Any, depth: int = 8, threads: int = WRITERS) -> None:
+        self._place = place
+        self._depth, self._count = depth, threads
+        self._queues: list[queue.Queue[Any]] = []
+        self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
+        """The first failure of a writer: nothing is placed after it."""
+        self._broken = False
+        self._lock = threading.Lock()
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            f, data = item
-            if isinstance(data, threading.Event):
-                data.set()
-            elif self._error is None:
-                try:
-                    f.write(data)
-                except BaseException as exc:  # raised in the caller's thread
-                    self._error = exc
+    def _start(self) -> None:
+        for i in range(self._count):
+            q: queue.Queue[Any] = queue.Queue(self._depth)
+            t = threading.Thread(target=self._run, args=(q,), daemon=True,
+                                 name=f"vowvault-write-{i}")
+            self._queues.append(q)
+            self._threads.append(t)
+            t.start()
 
-    def write(self, f: Any, chunks: Iterable[bytes]) -> int:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name="vowvault-write")
-            self._thread.start()
-        written = 0
+    def _run(self, q: queue.Queue[Any]) -> None:
+        while (item := q.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            dir_fd, name, entry = item
+            chunks = self._chunks(q)
+            try:
+                if not self._broken:
+                    self._place(dir_fd, name, entry, chunks)
+            except _Abort:
+                pass  # the caller has the error
+            except BaseException as exc:
+                with self._lock:
+                    if not self._broken:
+                        self._error, self._broken = exc, True
+            finally:
+                with contextlib.suppress(_Abort):
+                    for _ in chunks:  # the rest of this file's items
+                        pass
+                os.close(dir_fd)
+
+    @staticmethod
+    def _chunks(q: queue.Queue[Any]) -> Iterator[bytes]:
+        while (item := q.get()) is not _END:
+            if item is _ABORT:
+                raise _Abort
+            yield item
+
+    def write(self, dir_fd: int, name: str, entry: Entry, chunks: Iterable[bytes]) -> int:
+        """Queue one file (``dir_fd`` is the writer's to close); the bytes taken."""
+        if not self._threads:
+            self._start()
+        q = min(self._queues, key=lambda x: x.qsize())
+        q.put((dir_fd, name, entry))
+        taken, ended = 0, False
         try:
             for chunk in chunks:
-                if self._error is not None:
+                if self._broken:
                     break
-                self._queue.put((f, chunk))
-                written += len(chunk)
+                q.put(chunk)
+                taken += len(chunk)
+            ended = True
         finally:
-            done = threading.Event()
-            self._queue.put((f, done))
-            done.wait()  # nothing is written to ``f`` after this
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
-        return written
+            q.put(_END if ended else _ABORT)
+        self.check()
+        return taken
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def check(self) -> None:
+        """Raise the first failure of a writer (every time: the restore cannot go on)."""
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        """Wait until every file queued so far is written (or failed); raise the first
+        error."""
+        if self._threads:
+            marks = [threading.Event() for _ in self._queues]
+            for q, mark in zip(self._queues, marks, strict=True):
+                q.put(mark)
+            for mark in marks:
+                mark.wait()
+        self.check()
+
+    def stop(self, *, quiet: bool = False) -> None:
+        """Drain, then end the threads; the first error is raised unless ``quiet``."""
+        threads, self._threads = self._threads, []
+        queues, self._queues = self._queues, []
+        for q in queues:
+            q.put(None)
+        for t in threads:
+            t.join()
+        if not quiet:
+            self.check()
 
 
 def remove_tree(parent_fd: int, name: str) -> None:

@@ -84,6 +84,7 @@ from vowvault.errors import (
     TransientStorageError,
 )
 from vowvault.storage.base import (
+    CLOUD_READ_AHEAD,
     ErrorCodes,
     ObjectInfo,
     Properties,
@@ -135,6 +136,9 @@ class AzureConfig:
     """A secret reference whose value is a connection string (see the module docstring)."""
     part_size: int = 8 << 20
     max_connections: int = 4
+    upload_concurrency: int = 4
+    """Blocks of one blob staged at once (at most ``max_connections``); each holds
+    ``part_size`` bytes in memory while it travels."""
     rehydrate_priority: str = "Standard"
     """"Standard" or "High" (faster, dearer): how ``start_restore`` rehydrates."""
 
@@ -170,7 +174,11 @@ class AzureBackend(StorageBackend):
         return Properties(provider="azure", archive_needs_restore=True,
                           min_storage_days=MIN_STORAGE_DAYS, legal_hold=False,
                           max_connections=self.config.max_connections,
-                          part_size=self.config.part_size)
+                          part_size=self.config.part_size,
+                          parts_in_flight=max(1, min(self.config.upload_concurrency,
+                                                     self.config.max_connections)),
+                          read_ahead=max(2, min(CLOUD_READ_AHEAD,
+                                                self.config.max_connections)))
 
     def _key(self, name: str) -> str:
         check_name(self.url, name)

@@ -20,6 +20,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vowvault.domain import Tier
 from vowvault.errors import (
@@ -61,7 +62,13 @@ class Properties:
     """Requests to the service at once, from one process (the wrapper holds callers to it)."""
     part_size: int = 8 << 20
     """``save`` cuts streams into parts of this size (the last may be smaller); a part is
-    the unit a retry resends, so at most one part per upload is held in memory."""
+    the unit a retry resends."""
+    parts_in_flight: int = 1
+    """Parts of one upload ``save`` sends at once (the backend's ``Upload`` takes parts
+    from several threads): at most this many parts, and the one being cut, are held in
+    memory per upload."""
+    read_ahead: int = 2
+    """Ranged loads a stream's reader keeps in flight (each of about 8 MiB)."""
 
 
 class Upload(abc.ABC):
@@ -109,10 +116,15 @@ class StorageBackend(abc.ABC):
         """Store the concatenation of ``chunks`` under ``name``, streaming: memory use does
         not depend on the object's size (one part at most). Consumes ``chunks`` exactly
         once. On any failure, including one raised by ``chunks``, the upload is aborted."""
+        props = self.properties()
         upload = self.begin_upload(name, tier=tier)
         try:
-            for number, part in enumerate(parts(chunks, self.properties().part_size)):
-                upload.write_part(number, part)
+            cut = parts(chunks, props.part_size)
+            if props.parts_in_flight <= 1:
+                for number, part in enumerate(cut):
+                    upload.write_part(number, part)
+            else:
+                write_parts(upload, cut, props.parts_in_flight)
             return upload.commit()
         except BaseException:
             upload.abort()
@@ -160,6 +172,37 @@ class StorageBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""
+
+
+CLOUD_READ_AHEAD = 4
+"""Ranged loads in flight when a stream is read from a cloud service (latency, not
+bandwidth, bounds one request at a time)."""
+
+
+def write_parts(upload: Upload, cut: Iterable[bytes], at_once: int) -> None:
+    """``upload.write_part`` of every part of ``cut``, ``at_once`` parts in flight: the next
+    part is cut while earlier ones travel, and a part waits for a free slot. Returns once
+    every part is written; on the first failure (of a part, or of ``cut`` itself) no new
+    part starts, the parts in flight finish, and the error is raised: nothing is written
+    to ``upload`` after this returns or raises, so an abort that follows is the last word."""
+    import collections
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(at_once, thread_name_prefix="vowvault-part")
+    pending: collections.deque[Any] = collections.deque()
+    try:
+        for number, part in enumerate(cut):
+            while pending and (len(pending) >= at_once or pending[0].done()):
+                pending.popleft().result()
+            for task in pending:  # a later part that failed already stops the upload too
+                if task.done() and task.exception() is not None:
+                    task.result()
+            pending.append(pool.submit(upload.write_part, number, part))
+            del part  # held by the task alone
+        while pending:
+            pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

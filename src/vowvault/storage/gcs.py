@@ -49,6 +49,7 @@ from vowvault.errors import (
     TransientStorageError,
 )
 from vowvault.storage.base import (
+    CLOUD_READ_AHEAD,
     ObjectInfo,
     Properties,
     StorageBackend,
@@ -181,7 +182,7 @@ class GCSBackend(StorageBackend):
     def properties(self) -> Properties:
         return Properties(provider="gcs", archive_needs_restore=False,
                           min_storage_days=MIN_STORAGE_DAYS, legal_hold=False,
-                          part_size=self.config.part_size)
+                          part_size=self.config.part_size, read_ahead=CLOUD_READ_AHEAD)
 
     def _key(self, name: str) -> str:
         key = self.config.prefix + check_name(self.url, name)

@@ -57,6 +57,7 @@ from vowvault.errors import (
     TransientStorageError,
 )
 from vowvault.storage.base import (
+    CLOUD_READ_AHEAD,
     ErrorCodes,
     ObjectInfo,
     Properties,
@@ -160,6 +161,9 @@ class S3Config:
         default_factory=lambda: dict(DEFAULT_STORAGE_CLASSES))
     part_size: int = 8 * MiB
     max_pool_connections: int = 10
+    upload_concurrency: int = 4
+    """Parts of one object uploaded at once (at most ``max_pool_connections``); each holds
+    ``part_size`` bytes in memory while it travels."""
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     checksum_algorithm: str | None = "CRC32"
@@ -252,7 +256,11 @@ class S3Backend(StorageBackend):
         return Properties(provider="s3", archive_needs_restore=True,
                           min_storage_days=MIN_STORAGE_DAYS, legal_hold=True,
                           max_connections=self.config.max_pool_connections,
-                          part_size=self.config.part_size)
+                          part_size=self.config.part_size,
+                          parts_in_flight=max(1, min(self.config.upload_concurrency,
+                                                     self.config.max_pool_connections)),
+                          read_ahead=max(2, min(CLOUD_READ_AHEAD,
+                                                self.config.max_pool_connections)))
 
     def _key(self, name: str) -> str:
         return self._root + check_name(self.url, name)
