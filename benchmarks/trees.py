@@ -22,7 +22,7 @@ Prints medians, the ratios against the targets of issue 20 (full <= 0.6x restic 
 the tar pipeline, incremental and no-change <= 0.8x restic, restore <= 0.7x restic), bytes
 added per run, peak RSS and CPU of each side, the busy CPU of the rest of the machine while
 each ran, and vowvault's stage seconds. restic (0.14) comes from the Debian registry when
-missing. About 3 minutes and 5 GB of temporary disk for 1 GiB and 3 runs.
+missing. About 3 minutes and 8 GB of temporary disk for 1 GiB and 3 runs.
 """
 
 from __future__ import annotations
