@@ -70,6 +70,7 @@ TARGET_COMPRESSION = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NCPU = os.cpu_count() or 1
 BACKENDS = ("s3", "gcs", "azure", "local")
+TARGET_VERIFY_DOWNLOAD = 1.5
 
 for _path in (ROOT / "src", ROOT / "tests", ROOT / "tests" / "contract"):
     if str(_path) not in sys.path:
@@ -615,6 +616,7 @@ class SDK:
     def __init__(self, b: Backend, args: argparse.Namespace) -> None:
         self.b, self.args = b, args
         self.gcs_transfer_manager = False
+        self.last_download: Usage | None = None
         if b.name == "s3":
             b.sdk = (f"boto3 upload_fileobj, TransferConfig(multipart_chunksize=8 MiB, "
                      f"max_concurrency={args.s3_concurrency})")
@@ -659,21 +661,77 @@ class SDK:
             probe.unlink()
             empty_target(self.b, target)
 
-    def upload(self, path: Path, size: int) -> Usage:
+    def upload(self, path: Path, size: int, *, download: bool = False) -> Usage:
+        """The SDK's bulk upload of ``path``; with ``download``, then its plain download of
+        the same object (into /dev/null), kept in ``last_download``."""
         b = self.b
         target = b.new_target()
         bucket, prefix = split_target(target)
         key = prefix + "sdk-bulk"
         try:
             if b.name == "s3":
-                return self._s3(path, bucket, key)
-            if b.name == "gcs":
-                return self._gcs(path, size, bucket, key)
-            if b.name == "azure":
-                return self._azure(path, size, bucket, key)
-            return self._local(path, urlsplit(target).path)
+                up = self._s3(path, bucket, key)
+            elif b.name == "gcs":
+                up = self._gcs(path, size, bucket, key)
+            elif b.name == "azure":
+                up = self._azure(path, size, bucket, key)
+            else:
+                up = self._local(path, urlsplit(target).path)
+            if download:
+                self.last_download = self._download(bucket, key, urlsplit(target).path)
+            return up
         finally:
             empty_target(b, target)
+
+    def _download(self, bucket: str, key: str, directory: str) -> Usage:
+        """The SDK's plain download of one object: boto3 download_fileobj (the upload's
+        TransferConfig), GCS blob.download_to_file, Azure download_blob(max_concurrency)."""
+        with open(os.devnull, "wb") as sink:
+            if self.b.name == "s3":
+                import boto3
+                import emu_s3
+                from boto3.s3.transfer import TransferConfig
+                from botocore.config import Config
+
+                n = self.args.s3_concurrency
+                client = boto3.session.Session(
+                    aws_access_key_id=emu_s3.ACCESS_KEY,
+                    aws_secret_access_key=emu_s3.SECRET_KEY,
+                    region_name=emu_s3.REGION).client(
+                    "s3", endpoint_url=self.b.emu.url,
+                    config=Config(s3={"addressing_style": "path"},
+                                  max_pool_connections=max(10, n)))
+                try:
+                    s0 = snap(self.b.pid)
+                    client.download_fileobj(bucket, key, sink, Config=TransferConfig(
+                        multipart_threshold=PART, multipart_chunksize=PART,
+                        max_concurrency=n))
+                    s1 = snap(self.b.pid)
+                finally:
+                    client.close()
+            elif self.b.name == "gcs":
+                client = self._gcs_client()
+                try:
+                    s0 = snap(self.b.pid)
+                    client.bucket(bucket).blob(key).download_to_file(sink)
+                    s1 = snap(self.b.pid)
+                finally:
+                    client.close()
+            elif self.b.name == "azure":
+                from azure.storage.blob import BlobClient
+
+                conn = self.b.env()["AZURE_STORAGE_CONNECTION_STRING"]
+                with BlobClient.from_connection_string(conn, bucket, key) as client:
+                    s0 = snap(self.b.pid)
+                    client.download_blob(max_concurrency=self.args.azure_concurrency
+                                         ).readinto(sink)
+                    s1 = snap(self.b.pid)
+            else:
+                s0 = snap(None)
+                with open(Path(directory) / "sdk-bulk", "rb") as f:
+                    shutil.copyfileobj(f, sink, PART)
+                s1 = snap(None)
+        return Usage.between(s0, s1)
 
     def _s3(self, path: Path, bucket: str, key: str) -> Usage:
         import boto3
@@ -764,6 +822,7 @@ class Results:
     save: list[Usage] = field(default_factory=list)
     sdk: list[Usage] = field(default_factory=list)
     sdk_source: list[Usage] = field(default_factory=list)
+    sdk_download: list[Usage] = field(default_factory=list)
 
 
 def med(values: list[float]) -> float:
@@ -810,6 +869,16 @@ def report(all_results: list[Results], source: Source, stored: int, args: argpar
           "alone storing the SDK's file; over local = vowvault without verify minus the same "
           "on the local disk (what the target adds to the engine's own CPU-bound pipeline)")
     print()
+    print(f"{'backend':<8} {'vowvault verify':>16} {'SDK download':>13} {'ratio':>6}  (verify "
+          f"reads back every stored byte of the backup and authenticates it; the SDK downloads "
+          f"the same number of bytes; target <= {TARGET_VERIFY_DOWNLOAD}x)")
+    for r in all_results:
+        ver = med([x.verify for x in r.vv])
+        down = med([u.wall for u in r.sdk_download])
+        ratio = ver / down if down else float("nan")
+        print(f"{r.backend.name:<8} {ver:>14.1f} s {down:>11.1f} s {ratio:>6.2f}  "
+              f"{'met' if ratio <= TARGET_VERIFY_DOWNLOAD else 'NOT met'}")
+    print()
     print("throughput (medians): vowvault in MiB/s of source, with and without verify; "
           "vowvault's upload and the SDK in MiB/s of stored bytes over the wire")
     print(f"{'backend':<8} {'vowvault':>13} {'no verify':>13} {'verify':>7} {'vv wire':>13} "
@@ -834,7 +903,8 @@ def report(all_results: list[Results], source: Source, stored: int, args: argpar
         sides = [("vowvault upload", median_usage([x.pipeline for x in r.vv])),
                  ("vowvault verify", median_usage([x.verify_usage for x in r.vv])),
                  ("backend save", median_usage(r.save)),
-                 ("SDK bulk", median_usage(r.sdk))]
+                 ("SDK bulk", median_usage(r.sdk)),
+                 ("SDK download", median_usage(r.sdk_download))]
         if r.sdk_source:
             sides.append(("SDK source size", median_usage(r.sdk_source)))
         for label, u in sides:
@@ -922,9 +992,11 @@ def run_backend(bench: Bench, name: str, stored_file: Path, stored: int,
             res.save.append(u)
             print_side(b, i, runs, "backend", u, stored)
             checkpoint()
-            u = sdk.upload(stored_file, stored)
+            u = sdk.upload(stored_file, stored, download=True)
             res.sdk.append(u)
             print_side(b, i, runs, "SDK", u, stored)
+            res.sdk_download.append(sdk.last_download)
+            print_side(b, i, runs, "SDK get", sdk.last_download, stored)
             checkpoint()
             if source_file is not None:
                 u = sdk.upload(source_file, bench.source.size)

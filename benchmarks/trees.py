@@ -18,6 +18,9 @@ repository (version 2, compression auto), the order of the two tools swapped eve
 5. restore of the newest backup: ``vowvault backup restore ID --to-dir`` and
    ``restic restore latest --target`` (each into a new directory, all removed at the end).
 
+With ``--sizes 256,512,1024,2048`` it measures instead how cost grows: a full backup of a
+tree of each size by both tools, with the per-GiB slope and peak RSS (memory flat in size).
+
 Prints medians, the ratios against the targets of issue 20 (full <= 0.6x restic and <= 1.2x
 the tar pipeline, incremental and no-change <= 0.8x restic, restore <= 0.7x restic), bytes
 added per run, peak RSS and CPU of each side, the busy CPU of the rest of the machine while
@@ -328,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of the bytes in incompressible photos (default 0.7)")
     p.add_argument("--change", type=float, default=0.02,
                    help="share of the files rewritten before the incremental (default 0.02)")
+    p.add_argument("--sizes", metavar="MIB,MIB,...",
+                   help="instead of the rounds: how cost grows, a full backup (vowvault "
+                        "and restic) of a tree of each size, with the per-GiB slope")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -339,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vv-trees-"))
     print(f"{load()}; restic {_version(['restic', 'version'])}; temporary {tmp}", flush=True)
     try:
+        if args.sizes:
+            return growth(tmp, [int(x) for x in args.sizes.split(",")], args)
         source = tmp / "source"
         texts = build_tree(source, args.mib, args.photo_share)
         results: dict[str, dict[str, list[Side]]] = {s: {} for s in STEPS}
@@ -356,6 +364,48 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def growth(tmp: Path, sizes: list[int], args: argparse.Namespace) -> int:
+    """Full backups of trees of each size (the same generator): time, CPU and peak RSS of
+    both tools, ``--runs`` each, and the least-squares slope in seconds per GiB."""
+    rows: list[tuple[int, float, float, float, float]] = []
+    for mib in sizes:
+        source = tmp / f"source-{mib}"
+        build_tree(source, mib, args.photo_share)
+        vv: list[Side] = []
+        rs: list[Side] = []
+        for n in range(args.runs):
+            r = Round(tmp, n + 1000 * mib, source)
+            for tool in (("vowvault", "restic") if n % 2 == 0 else ("restic", "vowvault")):
+                (vv if tool == "vowvault" else rs).append(r.vowvault() if tool == "vowvault"
+                                                          else r.restic())
+            shutil.rmtree(r.dir, ignore_errors=True)
+        rows.append((mib, med(vv), med(rs), med(vv, "rss"), med(rs, "rss")))
+        print(f"  {mib:6d} MiB  vowvault {med(vv):6.2f} s (cpu {med(vv, 'cpu'):.1f} s, rss "
+              f"{med(vv, 'rss'):.0f} MiB)  restic {med(rs):6.2f} s (cpu {med(rs, 'cpu'):.1f} s, "
+              f"rss {med(rs, 'rss'):.0f} MiB)", flush=True)
+        shutil.rmtree(source, ignore_errors=True)
+
+    def slope(ys: list[float]) -> tuple[float, float]:
+        xs = [r[0] / 1024 for r in rows]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+        return b, my - b * mx
+
+    print(f"\nfull backup of a tree, medians of {args.runs} (photos {args.photo_share:.0%})")
+    print("  size MiB   vowvault s   restic s   ratio   vv rss MiB   restic rss MiB")
+    for mib, v, r_, vr, rr in rows:
+        print(f"  {mib:8d} {v:12.2f} {r_:10.2f} {v / r_:7.2f} {vr:12.0f} {rr:16.0f}")
+    for name, col in (("vowvault", 1), ("restic", 2)):
+        b, a = slope([row[col] for row in rows])
+        print(f"  {name:<9} {b:.2f} s per GiB + {a:.2f} s fixed "
+              f"({1024 / b if b else 0:.0f} MiB/s marginal)")
+    rss = [row[3] for row in rows]
+    print(f"  vowvault peak RSS {min(rss):.0f}-{max(rss):.0f} MiB over "
+          f"{sizes[0]}-{sizes[-1]} MiB of tree")
+    return 0
 
 
 def _version(cmd: list[str]) -> str:

@@ -400,3 +400,102 @@ def test_files_written_by_threads_land_whole_in_order_and_fail_loudly(tmp_path: 
     assert not (out3 / "after").exists()
     w.fail(OSError("disk full"), clear=True)
     assert [p.name for p in out3.iterdir()] == [".vowvault-incomplete"]
+
+
+def test_a_file_in_flight_when_another_writer_fails_is_never_placed_part_written(
+        tmp_path: Path) -> None:
+    """Writer threads: one fails (a full disk) while another is in the middle of a file; the
+    file in the middle is abandoned, never renamed into place part-written, so a replacing
+    restore leaves the user's own file as it was (found by review)."""
+    import errno as errno_
+    import time
+
+    from vowvault.repository.tree import Entry
+    from vowvault.sources.treewriter import TreeWriter
+
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "b").write_bytes(b"the user's own guest list\n")
+    w = TreeWriter(root, replace=True)
+    real = w._writers._place
+
+    def place(dir_fd, name, entry, chunks):
+        if name == "a":
+            time.sleep(0.3)  # a's chunks stay queued: b goes to the other writer
+            for _ in chunks:
+                pass
+            raise OSError(errno_.ENOSPC, "No space left on device")
+        return real(dir_fd, name, entry, chunks)
+
+    w._writers._place = place
+
+    def entry(path: str, size: int) -> Entry:
+        return Entry(path=path, type="file", mode=0o100644, uid=os.getuid(),
+                     gid=os.getgid(), mtime_ns=0, size=size)
+
+    def b_chunks():
+        yield b"first half|"
+        while not w._writers._broken:
+            time.sleep(0.01)
+        yield b"second half\n"
+
+    with pytest.raises(OSError, match="No space left"):
+        w.add(Entry(path="", type="dir", mode=0o40755, uid=os.getuid(), gid=os.getgid(),
+                    mtime_ns=0))
+        w.add(entry("a", 2), [b"a", b"a"])
+        w.add(entry("b", 23), b_chunks())
+        w.finish()
+    w.fail(OSError("disk full"), clear=False)
+    assert (root / "b").read_bytes() == b"the user's own guest list\n"
+    assert not [n for n in os.listdir(root) if n.startswith(".vowvault-tmp")]
+
+
+def test_an_interrupt_in_the_middle_of_a_file_stops_the_writers(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM (raised in the main thread) while a file's end is being queued:
+    ``fail`` still returns, promptly, and the part-written file is not placed."""
+    import queue as queue_
+    import threading
+    import time
+
+    from vowvault.repository.tree import Entry
+    from vowvault.sources import treewriter
+
+    w = treewriter.TreeWriter(tmp_path / "t")
+    real = w._writers._place
+
+    def slow(dir_fd, name, entry, chunks):
+        time.sleep(0.02)  # a slow disk: the queues fill up
+        return real(dir_fd, name, entry, chunks)
+
+    w._writers._place = slow
+    original = queue_.Queue.put
+    count = {"n": 0}
+
+    def put(self, item, *a, **k):
+        if item is treewriter._END and threading.current_thread() is threading.main_thread():
+            count["n"] += 1
+            if count["n"] == 30:
+                raise KeyboardInterrupt
+        return original(self, item, *a, **k)
+
+    def entry(path: str) -> Entry:
+        return Entry(path=path, type="file", mode=0o100644, uid=os.getuid(), gid=os.getgid(),
+                     mtime_ns=0, size=1)
+
+    queue_.Queue.put = put
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            w.add(Entry(path="", type="dir", mode=0o40755, uid=os.getuid(), gid=os.getgid(),
+                        mtime_ns=0))
+            for i in range(100):
+                w.add(entry(f"f{i:03d}"), [b"x"])
+    finally:
+        queue_.Queue.put = original
+    done = threading.Thread(target=w.fail, args=(KeyboardInterrupt(),),
+                            kwargs={"clear": False}, daemon=True)
+    done.start()
+    done.join(20)
+    assert not done.is_alive(), "the writers did not stop"
+    placed = sorted(n for n in os.listdir(tmp_path / "t") if n.startswith("f"))
+    assert placed == [f"f{i:03d}" for i in range(len(placed))]  # whole files, in order
+    assert "f029" not in placed  # the one whose end never came

@@ -193,3 +193,45 @@ def test_random_moves_copies_and_edits_restore_every_backup_of_the_chain(
         taken.append((result.job_id, state))
     for job_id, state in taken:
         restores_to(ctx, job_id, state, tmp_path / f"out-{job_id[:8]}")
+
+
+def test_a_file_replaced_under_its_name_with_its_size_and_mtime_is_read(
+        ctx: Context, policy, tmp_path: Path) -> None:
+    """An editor's save (a new file renamed over the old one) that keeps the size and puts
+    the mtime back: another inode at the same path is never taken for the old file; its
+    bytes are read and stored."""
+    src = tmp_path / "src"
+    src.mkdir()
+    plan = src / "seating.txt"
+    plan.write_bytes(b"table 1: Ada, Grace\n" * 100)
+    name = policy("plans", source_yaml(src), backup_type="incremental")
+    run_backup(ctx, name)
+    st = plan.stat()
+    tmp = src / ".seating.txt.swp"
+    tmp.write_bytes(b"table 1: Ada, Alan!\n" * 100)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    tmp.rename(plan)
+    state = tree_state(src)
+    inc = run_backup(ctx, name)
+    assert inc.source_bytes == 2000
+    restores_to(ctx, inc.job_id, state, tmp_path / "out")
+
+
+def test_a_moved_file_is_taken_without_reading_only_under_its_own_name(tmp_path: Path) -> None:
+    """The no-read match needs the name too: inode numbers are not stable on every file
+    system (FAT, exFAT, sshfs number files anew at each mount)."""
+    from vowvault.repository.tree import Entry
+    from vowvault.sources.directory import _Elsewhere
+
+    held = Entry(path="2027/IMG_0001.CR3", type="file", mode=0o644, uid=0, gid=0,
+                 mtime_ns=10, ctime_ns=20, inode=77, size=5, sha256="a" * 64, backup="P",
+                 offset=0)
+    where = _Elsewhere(iter([held]))
+    try:
+        from types import SimpleNamespace
+
+        st = SimpleNamespace(st_ino=77, st_size=5, st_mtime_ns=10, st_ctime_ns=20)
+        assert where.same_file(st, "IMG_0001.CR3") is not None
+        assert where.same_file(st, "IMG_0002.CR3") is None
+    finally:
+        where.close()

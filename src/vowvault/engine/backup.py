@@ -299,7 +299,11 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                      target_id=job_id, organization_id=view.organization_id,
                      summary=f"backup of {view.name} started ({backup_type.value})"
                      + (f", attempt {attempt}" if attempt > 1 else ""))
-    request = SnapshotRequest(view.source, password, within, parent_reader)
+    request = SnapshotRequest(view.source, password, within, parent_reader,
+                              backup_id=str(job_id),
+                              parent_references=objects.open_references(
+                                  ctx, parent.references, kinds=["index"])
+                              if parent is not None and parent.references else None)
     launch(ctx, prepared, driver, driver.snapshot(request), copies, request)
     log.info("backup %s of policy %s started: %s to %s", job_id, view.name, backup_type.value,
              ", ".join(t.url for t in targets))

@@ -181,10 +181,11 @@ def open_reader(ctx: Context, stored: StoredBackup) -> BackupReader:
                         expected_manifest_sha=stored.manifest_sha256)
 
 
-def open_references(ctx: Context, ids: list[str], *,
-                    archive_wait: float = 0.0) -> dict[str, BackupReader]:
+def open_references(ctx: Context, ids: list[str], *, archive_wait: float = 0.0,
+                    kinds: list[str] | None = None) -> dict[str, BackupReader]:
     """Readers of the backups a file tree refers to (read in one transaction, opened
-    outside it); a reference that is gone is an error naming it."""
+    outside it), their ``kinds`` of objects (default: data) made readable; a reference that
+    is gone is an error naming it."""
     with ctx.catalog.read() as s:
         found = {}
         for ref in ids:
@@ -196,7 +197,7 @@ def open_references(ctx: Context, ids: list[str], *,
     readers = {}
     for ref, stored in found.items():
         reader = open_reader(ctx, stored)
-        reader.ensure_readable(wait=archive_wait, kinds=["data"])
+        reader.ensure_readable(wait=archive_wait, kinds=kinds or ["data"])
         readers[ref] = reader
     return readers
 

@@ -16,8 +16,10 @@ import binascii
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from vowvault.errors import IntegrityError
 from vowvault.repository.layout import DATA, INDEX
@@ -93,16 +95,154 @@ def shown(name: str) -> str:
 
 
 def parse_index(chunks: Iterator[bytes]) -> Iterator[Entry]:
-    """Entries from an index stream (JSON lines)."""
+    """Entries from an index stream (JSON lines) that holds no references."""
+    for _offset, line in index_lines(chunks):
+        if is_ref(line):
+            raise IntegrityError("index refers to another backup's index where it may not")
+        yield Entry.from_line(line)
+
+
+def index_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(offset in the stream, line with its newline) of every non-empty line."""
     rest = b""
+    pos = 0
     for chunk in chunks:
         rest += chunk
         *lines, rest = rest.split(b"\n")
         for line in lines:
             if line:
-                yield Entry.from_line(line)
+                yield pos, line + b"\n"
+            pos += len(line) + 1
     if rest.strip():
-        yield Entry.from_line(rest)
+        yield pos, rest + b"\n"
+
+
+# -- index chunks ---------------------------------------------------------------------------
+#
+# An index is cut into chunks at lines chosen by their content (``Chunker``), so that an
+# unchanged stretch of a tree gives the same chunks in every backup. A chunk the parent
+# backup's index already holds is not written again: a ``ref`` line names the backup whose
+# index holds its bytes, where, and their BLAKE3 (docs/FORMAT.md, "Index references").
+
+CHUNK_AVERAGE = 64
+"""Lines per chunk on average (a power of two)."""
+CHUNK_MIN = 16
+CHUNK_MAX = 1024
+
+
+class Chunker:
+    """Where an index is cut: after a line whose CRC-32 has its low bits set, once at least
+    ``CHUNK_MIN`` lines are in the chunk, and after ``CHUNK_MAX`` lines at most. The same
+    lines in the same order are always cut the same way, by the writer and by readers."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self._mask = CHUNK_AVERAGE - 1
+
+    def cut_after(self, line: bytes) -> bool:
+        self.lines += 1
+        if self.lines >= CHUNK_MAX or (
+                self.lines >= CHUNK_MIN and zlib.crc32(line) & self._mask == self._mask):
+            self.lines = 0
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class Held:
+    """Where a chunk's bytes are: the index of ``backup``, ``[offset, offset + length)``."""
+
+    backup: str
+    offset: int
+    length: int
+
+
+def is_ref(line: bytes) -> bool:
+    return line.startswith(b'{"ref":')
+
+
+def ref_line(held: Held, digest: str) -> bytes:
+    return json.dumps({"ref": {"backup": held.backup, "offset": held.offset,
+                               "length": held.length, "blake3": digest}},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+def _parse_ref(line: bytes) -> tuple[Held, str]:
+    try:
+        ref = json.loads(line)["ref"]
+        held = Held(str(ref["backup"]), int(ref["offset"]), int(ref["length"]))
+        digest = str(ref["blake3"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"index holds an unreadable reference: {exc}") from None
+    if held.offset < 0 or held.length <= 0:
+        raise IntegrityError("index holds a reference to an empty or negative range")
+    return held, digest
+
+
+def _blake3() -> Any:
+    import blake3
+
+    return blake3.blake3()
+
+
+class IndexWriter:
+    """Writes an index to ``out``: entry lines, cut into chunks as readers cut them; a chunk
+    whose BLAKE3 ``table`` (the parent's ``chunk_table``) holds becomes a reference, and
+    references to consecutive bytes of one backup's index merge into one; every other
+    chunk is written as it is. ``holders``: the backups referenced."""
+
+    def __init__(self, out: Any, table: dict[str, Held] | None = None) -> None:
+        self.out = out
+        self.table = table or {}
+        self.holders: set[str] = set()
+        self.references = self.literal_bytes = self.referenced_bytes = 0
+        self._chunker = Chunker()
+        self._lines: list[bytes] = []
+        self._run: Held | None = None
+        self._run_hash: Any = None
+
+    def add(self, line: bytes) -> None:
+        self._lines.append(line)
+        if self._chunker.cut_after(line):
+            self._chunk()
+
+    def _chunk(self) -> None:
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines = []
+        held = None
+        if self.table:
+            h = _blake3()
+            h.update(data)
+            held = self.table.get(h.hexdigest())
+            if held is not None and held.length != len(data):
+                held = None
+        if held is None:
+            self._end_run()
+            self.out.write(data)
+            self.literal_bytes += len(data)
+            return
+        run = self._run
+        if run is not None and run.backup == held.backup and \
+                run.offset + run.length == held.offset:
+            self._run = Held(run.backup, run.offset, run.length + held.length)
+        else:
+            self._end_run()
+            self._run, self._run_hash = held, _blake3()
+        self._run_hash.update(data)
+        self.referenced_bytes += len(data)
+
+    def _end_run(self) -> None:
+        if self._run is not None:
+            self.out.write(ref_line(self._run, self._run_hash.hexdigest()))
+            self.holders.add(self._run.backup)
+            self.references += 1
+            self._run = None
+
+    def close(self) -> None:
+        self._chunk()
+        self._end_run()
 
 
 Chunks = Iterator[bytes]
@@ -114,19 +254,82 @@ class TreeReader:
     reader, resolved by the caller)."""
 
     def __init__(self, reader: BackupReader,
-                 references: dict[str, BackupReader] | None = None) -> None:
+                 references: dict[str, BackupReader] | None = None, *,
+                 expand: bool = True) -> None:
+        """``expand``: read the chunks the index takes from other backups' indexes (from
+        ``references``); without it they are passed over (the entries of this backup's own
+        files are never among them: a check of its own data needs nothing else)."""
         self.reader = reader
         self.references = references or {}
+        self.expand = expand
         self._ranges: dict[str, RangeReader] = {}
+        self._index_ranges: dict[str, RangeReader] = {}
         self.own_id = str(reader.backup_id)
+
+    def lines(self) -> Iterator[tuple[bytes, Held]]:
+        """Every entry line of the index, references expanded, with where its bytes are."""
+        for offset, line in index_lines(self.reader.stream(INDEX)):
+            if not is_ref(line):
+                yield line, Held(self.own_id, offset, len(line))
+                continue
+            if not self.expand:
+                continue
+            held, digest = _parse_ref(line)
+            yield from self._chunk(held, digest)
+
+    def _chunk(self, held: Held, digest: str) -> Iterator[tuple[bytes, Held]]:
+        other = self.references.get(held.backup)
+        if other is None:
+            raise IntegrityError(f"index takes entries from backup {held.backup}'s index, "
+                                 f"which is not among this backup's references")
+        ranges = self._index_ranges.get(held.backup)
+        if ranges is None:
+            ranges = self._index_ranges[held.backup] = other.ranges(INDEX)
+        data = b"".join(ranges.read(held.offset, held.length))
+        h = _blake3()
+        h.update(data)
+        if len(data) != held.length or h.hexdigest() != digest:
+            raise IntegrityError(f"entries taken from backup {held.backup}'s index do not "
+                                 f"match their recorded BLAKE3")
+        for rel, line in index_lines(iter([data])):
+            if is_ref(line):
+                raise IntegrityError(f"entries taken from backup {held.backup}'s index hold "
+                                     f"a reference themselves")
+            yield line, Held(held.backup, held.offset + rel, len(line))
 
     def entries(self, *, resolved: bool = False) -> Iterator[Entry]:
         """The index. ``resolved``: every file's ``backup`` names the backup holding its
-        bytes (this one included), as an incremental backup built on this one needs."""
-        for entry in parse_index(self.reader.stream(INDEX)):
-            if resolved and entry.type == "file" and entry.backup is None:
-                entry.backup = self.own_id
+        bytes (this one included), as an incremental backup built on this one needs. An
+        entry taken from another backup's index that names no backup is that backup's."""
+        for line, held in self.lines():
+            entry = Entry.from_line(line)
+            if entry.type == "file" and entry.backup is None and (
+                    resolved or held.backup != self.own_id):
+                entry.backup = held.backup
             yield entry
+
+    def chunk_table(self) -> dict[str, Held]:
+        """BLAKE3 -> where its bytes are, of every chunk of this index (cut as the writer
+        cut it) whose bytes lie in one place: what a backup built on this one need not
+        write again."""
+        table: dict[str, Held] = {}
+        chunker = Chunker()
+        h, first, end, whole = _blake3(), None, 0, True
+        for line, held in self.lines():
+            if first is None:
+                first, end = held, held.offset
+            if held.backup != first.backup or held.offset != end:
+                whole = False  # the chunk is not in one place: not reusable
+            end = held.offset + held.length
+            h.update(line)
+            if chunker.cut_after(line):
+                if whole:
+                    table.setdefault(h.hexdigest(), Held(first.backup, first.offset,
+                                                         end - first.offset))
+                h, first, whole = _blake3(), None, True
+        if first is not None and whole:
+            table.setdefault(h.hexdigest(), Held(first.backup, first.offset, end - first.offset))
+        return table
 
     def walk(self, *, withhold: Callable[[Entry], bool] | None = None,
              referenced: bool = True) -> Iterator[tuple[Entry, Chunks | None]]:
@@ -139,7 +342,7 @@ class TreeReader:
         data = _Sequential(self.reader.stream(DATA))
         offset = 0
         for entry in self.entries():
-            own = entry.type == "file" and entry.backup is None
+            own = entry.type == "file" and entry.backup in (None, self.own_id)
             if own and entry.offset != offset:
                 raise IntegrityError(f"index places {entry.path} at {entry.offset}, data has "
                                      f"it at {offset}")
@@ -171,7 +374,7 @@ class TreeReader:
         not read); the bytes read."""
         read = 0
         for entry in self.entries():
-            if entry.type == "file" and entry.backup is not None:
+            if entry.type == "file" and entry.backup not in (None, self.own_id):
                 for chunk in _checked(entry, self._range(entry).read(int(entry.offset or 0),
                                                                     entry.size)):
                     read += len(chunk)

@@ -45,6 +45,10 @@ class SnapshotRequest:
     """An incremental or differential backup: the backup it builds on (the source decides
     what it needs of it: a tree's index, say)."""
     progress: Progress = no_progress
+    backup_id: str | None = None
+    """The backup being taken (a tree's index names it beside the files it stores)."""
+    parent_references: dict[str, BackupReader] | None = None
+    """Readers of the backups the parent takes files or index entries from."""
 
 
 class Snapshot(abc.ABC):

@@ -40,7 +40,7 @@ from vowvault.errors import (
 )
 from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.reader import BackupReader
-from vowvault.repository.tree import Entry, TreeReader, shown
+from vowvault.repository.tree import Entry, Held, IndexWriter, TreeReader, shown
 from vowvault.sources.base import (
     ErasureSpec,
     Progress,
@@ -250,10 +250,14 @@ class DirectorySnapshot:
                  one_file_system: bool = True,
                  parent: Callable[[], Iterator[Entry]] | None = None,
                  strict: bool = True, progress: Callable[[int], None] | None = None,
-                 within: str | None = None) -> None:
+                 within: str | None = None, own_id: str | None = None,
+                 parent_chunks: dict[str, Held] | None = None) -> None:
         """``parent``: a new iterator over the parent backup's entries (resolved) each
         call; called once for the merge and, if a file is new at its path, once more to
-        find it elsewhere in the parent."""
+        find it elsewhere in the parent. ``own_id``: this backup's id, named by the entries
+        of the files it stores (so that an index chunk means the same in any backup);
+        ``parent_chunks``: the parent index's chunks (``TreeReader.chunk_table``), not
+        written again."""
         self.root = root
         self.within = within
         self.exclude = exclude or []
@@ -264,6 +268,8 @@ class DirectorySnapshot:
         self.report = WalkReport()
         self.references: set[str] = set()
         self.index: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=INDEX_SPOOL)  # noqa: SIM115
+        self.own_id = own_id
+        self.index_writer = IndexWriter(self.index, parent_chunks)
 
     def estimate(self) -> tuple[int, int]:
         """(files, bytes) under the root: a quick pre-walk for progress reporting."""
@@ -326,7 +332,7 @@ class DirectorySnapshot:
                 if first is not None:  # another name of a file already stored
                     entry.type, entry.target = "hardlink", first
                     self.report.hardlinks += 1
-                    self.index.write(entry.to_line())
+                    self._indexed(entry)
                     continue
                 entry.type = "file"
                 entry.size = st.st_size
@@ -342,7 +348,8 @@ class DirectorySnapshot:
                         # have been moved, renamed or copied from elsewhere in the tree.
                         if self._elsewhere is None:
                             self._elsewhere = _Elsewhere(self.parent())
-                        moved = self._find_moved(found, self._elsewhere)
+                        moved = self._find_moved(found, self._elsewhere,
+                                                 new_here=previous is None)
                     if moved is not None:
                         self._refer(entry, moved)
                         self.report.files_moved += 1
@@ -358,8 +365,15 @@ class DirectorySnapshot:
             else:
                 self.report.skipped.append(f"{shown(rel)}: {_kind(mode)} not backed up")
                 continue
-            self.index.write(entry.to_line())
+            self._indexed(entry)
         self.report.bytes_stored = offset
+        self.index_writer.close()
+        self.references |= self.index_writer.holders
+
+    def _indexed(self, entry: Entry) -> None:
+        if entry.type == "file" and entry.backup is None and self.own_id is not None:
+            entry.backup = self.own_id
+        self.index_writer.add(entry.to_line())
 
     def _refer(self, entry: Entry, held: Entry) -> None:
         """``entry``'s content is ``held``'s, in the backup that stores it."""
@@ -368,14 +382,16 @@ class DirectorySnapshot:
         self.references.add(str(held.backup))
         self.report.bytes_referenced += entry.size
 
-    def _find_moved(self, found: Found, elsewhere: _Elsewhere) -> Entry | None:
-        """The parent's file holding what ``found`` holds, if any. The same inode, size,
-        mtime and ctime (a file of a moved or renamed directory) is the same file, as an
-        unchanged one is at its own path; a file of the same size and mtime (renamed
-        itself, moved across file systems, copied with its times) is read and hashed
-        first, and is that file only if its SHA-256 is the same."""
+    def _find_moved(self, found: Found, elsewhere: _Elsewhere, *,
+                    new_here: bool) -> Entry | None:
+        """The parent's file holding what ``found`` holds, if any. At a path new in the
+        tree, the same name, inode, size, mtime and ctime (a file of a moved or renamed
+        directory) is the same file, as an unchanged one is at its own path; a file of the
+        same size and mtime (renamed itself, moved across file systems, copied with its
+        times, or a path whose file was replaced) is read and hashed first, and is that
+        file only if its SHA-256 is the same."""
         st = found.st
-        same = elsewhere.same_file(st)
+        same = elsewhere.same_file(st, found.name) if new_here else None
         if same is not None:
             return same
         candidates = elsewhere.same_size_and_mtime(st)
@@ -479,18 +495,27 @@ class _Elsewhere:
 
     def __init__(self, entries: Iterator[Entry]) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="vowvault-parent-")
-        self._db = sqlite3.connect(os.path.join(self._dir.name, "files.db"))
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE f (inode INTEGER, size INTEGER, mtime INTEGER, "
-                         "ctime INTEGER, sha256 TEXT, backup TEXT, off INTEGER)")
-        rows = ((_i64(e.inode), e.size, e.mtime_ns, e.ctime_ns, e.sha256, e.backup, e.offset)
-                for e in entries
-                if e.type == "file" and e.sha256 is not None and e.backup is not None
-                and e.size > 0)
-        self._db.executemany("INSERT INTO f VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        self._db.execute("CREATE INDEX f_inode ON f (inode)")
-        self._db.execute("CREATE INDEX f_size ON f (size, mtime)")
+        try:
+            # The walk's generator may be closed from another thread than the one that
+            # opened this: the connection is used by one thread at a time.
+            self._db = sqlite3.connect(os.path.join(self._dir.name, "files.db"),
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute("CREATE TABLE f (inode INTEGER, size INTEGER, mtime INTEGER, "
+                             "ctime INTEGER, name TEXT, sha256 TEXT, backup TEXT, "
+                             "off INTEGER)")
+            rows = ((_i64(e.inode), e.size, e.mtime_ns, e.ctime_ns, e.path.rpartition("/")[2],
+                     e.sha256, e.backup, e.offset)
+                    for e in entries
+                    if e.type == "file" and e.sha256 is not None and e.backup is not None
+                    and e.size > 0)
+            self._db.executemany("INSERT INTO f VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("CREATE INDEX f_inode ON f (inode)")
+            self._db.execute("CREATE INDEX f_size ON f (size, mtime)")
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> Entry:
@@ -498,11 +523,15 @@ class _Elsewhere:
                      ctime_ns=row[3], inode=row[0] % (1 << 64), size=row[1], sha256=row[4],
                      backup=row[5], offset=row[6])
 
-    def same_file(self, st: os.stat_result) -> Entry | None:
+    def same_file(self, st: os.stat_result, name: str) -> Entry | None:
+        """The parent's file of that name with the same inode, size, mtime and ctime (a
+        file of a moved or renamed folder; the name too, as inode numbers are not stable
+        on every file system: FAT, exFAT or sshfs number files anew at each mount)."""
         row = self._db.execute("SELECT inode, size, mtime, ctime, sha256, backup, off FROM f "
                                "WHERE inode = ? AND size = ? AND mtime = ? AND ctime = ? "
-                               "LIMIT 1", (_i64(st.st_ino), st.st_size, st.st_mtime_ns,
-                                           st.st_ctime_ns)).fetchone()
+                               "AND name = ? LIMIT 1",
+                               (_i64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                name)).fetchone()
         return self._entry(row) if row else None
 
     def same_size_and_mtime(self, st: os.stat_result, limit: int = 8) -> list[Entry]:
@@ -514,8 +543,12 @@ class _Elsewhere:
         return [self._entry(r) for r in rows]
 
     def close(self) -> None:
-        self._db.close()
-        self._dir.cleanup()
+        try:
+            db = getattr(self, "_db", None)
+            if db is not None:
+                db.close()
+        finally:
+            self._dir.cleanup()
 
 
 def _i64(inode: int) -> int:
@@ -559,12 +592,15 @@ class TreeSnapshot(Snapshot):
     def streams(self) -> Iterator[tuple[str, Iterable[bytes]]]:
         config, progress = self.request.config, self.request.progress
         parent = self.request.parent
+        refs = self.request.parent_references or {}
         snap = DirectorySnapshot(Path(config["path"]), exclude=config.get("exclude") or [],
                                  one_file_system=config.get("one_file_system", True),
-                                 parent=(lambda: TreeReader(parent).entries(resolved=True))
-                                 if parent is not None else None,
+                                 parent=(lambda: TreeReader(parent, refs).entries(
+                                     resolved=True)) if parent is not None else None,
                                  strict=config.get("on_unreadable", "fail") != "warn",
-                                 within=self.request.within)
+                                 within=self.request.within, own_id=self.request.backup_id,
+                                 parent_chunks=TreeReader(parent, refs).chunk_table()
+                                 if parent is not None else None)
         _files, total = snap.estimate()
         done = 0
 
@@ -581,6 +617,8 @@ class TreeSnapshot(Snapshot):
                      "dirs": report.dirs, "symlinks": report.symlinks,
                      "files_unchanged": report.files_unchanged,
                      "files_moved": report.files_moved,
+                     "index_bytes_written": snap.index_writer.literal_bytes,
+                     "index_bytes_referenced": snap.index_writer.referenced_bytes,
                      "bytes_read_twice": report.bytes_read_twice,
                      "bytes_referenced": report.bytes_referenced,
                      "hardlinks": report.hardlinks,
@@ -650,7 +688,7 @@ class DirectoryDriver(SourceDriver):
     def check(self, reader: BackupReader, *, deep: bool) -> set[str]:
         """Every file this backup stores, in data order, against its SHA-256 and the
         index's offsets (the data and index objects are read whole on the way)."""
-        for _entry, chunks in TreeReader(reader).walk(referenced=False):
+        for _entry, chunks in TreeReader(reader, expand=False).walk(referenced=False):
             for _ in chunks or ():
                 pass
         return {DATA, INDEX}

@@ -346,7 +346,7 @@ class _Writers:
         self._place = place
         self._depth, self._count = depth, threads
         self._queues: list[queue.Queue[Any]] = []
-        self._threads: list[threading.Thread] = []
+        self._threads: list[tuple[threading.Thread, threading.Event]] = []
         self._error: BaseException | None = None
         """The first failure of a writer: nothing is placed after it."""
         self._broken = False
@@ -355,24 +355,32 @@ class _Writers:
     def _start(self) -> None:
         for i in range(self._count):
             q: queue.Queue[Any] = queue.Queue(self._depth)
-            t = threading.Thread(target=self._run, args=(q,), daemon=True,
+            ended = threading.Event()
+            t = threading.Thread(target=self._run, args=(q, ended), daemon=True,
                                  name=f"vowvault-write-{i}")
             self._queues.append(q)
-            self._threads.append(t)
+            self._threads.append((t, ended))
             t.start()
 
-    def _run(self, q: queue.Queue[Any]) -> None:
-        while (item := q.get()) is not None:
+    def _run(self, q: queue.Queue[Any], ended: threading.Event) -> None:
+        try:
+            self._serve(q)
+        finally:
+            ended.set()
+
+    def _serve(self, q: queue.Queue[Any]) -> None:
+        stop = [False]
+        while not stop[0] and (item := q.get()) is not None:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
             dir_fd, name, entry = item
-            chunks = self._chunks(q)
+            chunks = self._chunks(q, stop)
             try:
                 if not self._broken:
                     self._place(dir_fd, name, entry, chunks)
             except _Abort:
-                pass  # the caller has the error
+                pass  # the caller has the error, or is stopping
             except BaseException as exc:
                 with self._lock:
                     if not self._broken:
@@ -384,26 +392,43 @@ class _Writers:
                 os.close(dir_fd)
 
     @staticmethod
-    def _chunks(q: queue.Queue[Any]) -> Iterator[bytes]:
-        while (item := q.get()) is not _END:
-            if item is _ABORT:
-                raise _Abort
-            yield item
+    def _chunks(q: queue.Queue[Any], stop: list[bool]) -> Iterator[bytes]:
+        """A file's chunks, up to its end; anything but a chunk or the end (an abort, the
+        stop of a caller interrupted in the middle of a file, a drain mark) means the file
+        is incomplete and must not be placed."""
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, bytes | memoryview):
+                yield item
+                continue
+            if item is None:
+                stop[0] = True
+            elif isinstance(item, threading.Event):
+                item.set()
+            raise _Abort
 
     def write(self, dir_fd: int, name: str, entry: Entry, chunks: Iterable[bytes]) -> int:
-        """Queue one file (``dir_fd`` is the writer's to close); the bytes taken."""
-        if not self._threads:
-            self._start()
-        q = min(self._queues, key=lambda x: x.qsize())
-        q.put((dir_fd, name, entry))
+        """Queue one file (``dir_fd`` is the writer's to close, whatever happens); the bytes
+        taken. The file is written only if every chunk came and none failed."""
+        try:
+            if not self._threads:
+                self._start()
+            q = min(self._queues, key=lambda x: x.qsize())
+            q.put((dir_fd, name, entry))
+        except BaseException:
+            os.close(dir_fd)
+            raise
         taken, ended = 0, False
         try:
             for chunk in chunks:
-                if self._broken:
+                if self._broken:  # a writer failed: this file is not finished either
                     break
                 q.put(chunk)
                 taken += len(chunk)
-            ended = True
+            else:
+                ended = True
         finally:
             q.put(_END if ended else _ABORT)
         self.check()
@@ -426,13 +451,22 @@ class _Writers:
         self.check()
 
     def stop(self, *, quiet: bool = False) -> None:
-        """Drain, then end the threads; the first error is raised unless ``quiet``."""
-        threads, self._threads = self._threads, []
-        queues, self._queues = self._queues, []
-        for q in queues:
-            q.put(None)
-        for t in threads:
-            t.join()
+        """Drain, then end the threads; the first error is raised unless ``quiet``. A
+        signal while waiting does not cut the wait short: nothing may still be writing
+        when a failed restore clears its target (the signal is raised after)."""
+        interrupted: BaseException | None = None
+        if self._queues:
+            for q in self._queues:
+                q.put(None)
+            self._queues = []
+        while self._threads:
+            try:
+                self._threads[0][1].wait()  # an Event: an interrupted join would lie
+                self._threads.pop(0)
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
         if not quiet:
             self.check()
 

@@ -114,8 +114,9 @@ class StorageBackend(abc.ABC):
 
     def save(self, name: str, chunks: Iterable[bytes], *, tier: Tier = Tier.HOT) -> ObjectInfo:
         """Store the concatenation of ``chunks`` under ``name``, streaming: memory use does
-        not depend on the object's size (one part at most). Consumes ``chunks`` exactly
-        once. On any failure, including one raised by ``chunks``, the upload is aborted."""
+        not depend on the object's size (``parts_in_flight`` parts and the one being cut).
+        Consumes ``chunks`` exactly once. On any failure, including one raised by
+        ``chunks``, the upload is aborted, after every part in flight has ended."""
         props = self.properties()
         upload = self.begin_upload(name, tier=tier)
         try:
@@ -186,7 +187,7 @@ def write_parts(upload: Upload, cut: Iterable[bytes], at_once: int) -> None:
     part starts, the parts in flight finish, and the error is raised: nothing is written
     to ``upload`` after this returns or raises, so an abort that follows is the last word."""
     import collections
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     pool = ThreadPoolExecutor(at_once, thread_name_prefix="vowvault-part")
     pending: collections.deque[Any] = collections.deque()
@@ -202,7 +203,21 @@ def write_parts(upload: Upload, cut: Iterable[bytes], at_once: int) -> None:
         while pending:
             pending.popleft().result()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        for task in pending:
+            task.cancel()  # those not started yet
+        interrupted: BaseException | None = None
+        while True:
+            # A signal while waiting must not let the abort overtake a part. (Waiting on
+            # the futures, not joining the threads: an interrupted Thread.join marks a
+            # running thread stopped on Python 3.11.)
+            try:
+                wait(pending)
+                break
+            except BaseException as exc:
+                interrupted = interrupted or exc
+        pool.shutdown(wait=False)
+        if interrupted is not None:
+            raise interrupted
 
 
 def parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:

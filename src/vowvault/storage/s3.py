@@ -585,6 +585,7 @@ class _S3Upload(Upload):
         self.parts: dict[int, dict[str, str]] = {}
         self.sizes: dict[int, int] = {}
         self.done: ObjectInfo | None = None
+        self.aborted = False
         self.lock = threading.RLock()
 
     def _call(self, operation: str, **kw: Any) -> Any:
@@ -599,6 +600,9 @@ class _S3Upload(Upload):
                 f"{self.backend._where(self.name)}: part {number + 1} is beyond S3's "
                 f"{MAX_PARTS} parts; objects this large need a larger part_size")
         with self.lock:
+            if self.aborted:  # a part still in flight when the upload was given up
+                raise StorageError(f"{self.backend._where(self.name)}: the upload was "
+                                   f"aborted")
             if number == 0 and self.upload_id is None \
                     and len(data) < self.backend.config.part_size:
                 self.small = data
@@ -678,6 +682,7 @@ class _S3Upload(Upload):
 
     def abort(self) -> None:
         with self.lock:
+            self.aborted = True
             self.small = None
             upload_id, self.upload_id = self.upload_id, None
         if upload_id is not None and self.done is None:
