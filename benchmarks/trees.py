@@ -18,8 +18,10 @@ repository (version 2, compression auto), the order of the two tools swapped eve
 5. restore of the newest backup: ``vowvault backup restore ID --to-dir`` and
    ``restic restore latest --target`` (each into a new directory, all removed at the end).
 
-With ``--sizes 256,512,1024,2048`` it measures instead how cost grows: a full backup of a
-tree of each size by both tools, with the per-GiB slope and peak RSS (memory flat in size).
+With ``--index-files 100000`` it measures what each run adds for a tree of that many small
+files (full, unchanged, 1 % changed). With ``--sizes 256,512,1024,2048`` it measures how
+cost grows: a full backup of a tree of each size by both tools, with the per-GiB slope and
+peak RSS (memory flat in size).
 
 Prints medians, the ratios against the targets of issue 20 (full <= 0.6x restic and <= 1.2x
 the tar pipeline, incremental and no-change <= 0.8x restic, restore <= 0.7x restic), bytes
@@ -334,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", metavar="MIB,MIB,...",
                    help="instead of the rounds: how cost grows, a full backup (vowvault "
                         "and restic) of a tree of each size, with the per-GiB slope")
+    p.add_argument("--index-files", type=int, metavar="N",
+                   help="instead of the rounds: what each run adds for a tree of N small "
+                        "files (full, no change, 1%% of the files changed), both tools")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -347,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.sizes:
             return growth(tmp, [int(x) for x in args.sizes.split(",")], args)
+        if args.index_files:
+            return index_growth(tmp, args.index_files)
         source = tmp / "source"
         texts = build_tree(source, args.mib, args.photo_share)
         results: dict[str, dict[str, list[Side]]] = {s: {} for s in STEPS}
@@ -405,6 +412,35 @@ def growth(tmp: Path, sizes: list[int], args: argparse.Namespace) -> int:
     rss = [row[3] for row in rows]
     print(f"  vowvault peak RSS {min(rss):.0f}-{max(rss):.0f} MiB over "
           f"{sizes[0]}-{sizes[-1]} MiB of tree")
+    return 0
+
+
+def index_growth(tmp: Path, files: int) -> int:
+    """A tree of ``files`` small files in folders of 100: the bytes each run adds to each
+    repository, and its time: full, unchanged (twice), then 1 % of the files rewritten
+    (spread over the tree), then unchanged again."""
+    rng = random.Random(files)
+    source = tmp / "many"
+    paths = []
+    for d in range(max(1, files // 100)):
+        folder = source / f"wedding-{d:05d}"
+        folder.mkdir(parents=True)
+        for i in range(min(100, files - d * 100)):
+            path = folder / f"rsvp-{i:03d}.json"
+            path.write_bytes(rng.randbytes(rng.randrange(200, 2000)))
+            paths.append(path)
+    print(f"source: {len(paths)} files in {len(paths) // 100} folders", flush=True)
+    r = Round(tmp, 0, source)
+    steps = [("full", None), ("no change", None), ("no change again", None),
+             ("1% changed", 0.01), ("no change after", None)]
+    print(f"  {'run':<18} {'vowvault s':>10} {'added':>12} {'restic s':>9} {'added':>12}")
+    for label, share in steps:
+        if share:
+            for path in rng.sample(paths, int(len(paths) * share)):
+                path.write_bytes(rng.randbytes(rng.randrange(200, 2000)))
+        v, rs = r.vowvault(), r.restic()
+        print(f"  {label:<18} {v.m.wall:10.2f} {size(v.added):>12} {rs.m.wall:9.2f} "
+              f"{size(rs.added):>12}", flush=True)
     return 0
 
 

@@ -240,3 +240,63 @@ def test_chunks_are_cut_alike_by_writer_and_reader(monkeypatch: pytest.MonkeyPat
         for digest, where in child.chunk_table().items():
             src = parent.index if where.backup == "P" else out.getvalue()
             assert _digest(src[where.offset:where.offset + where.length]) == digest
+
+
+def test_scrub_does_not_bring_back_a_backup_whose_index_holder_is_damaged(
+        ctx: Context, policy, tmp_path: Path) -> None:
+    """Scrub reads a backup's own objects only: a dependant of a damaged backup stays
+    CORRUPTED until that one is restorable again (found by review)."""
+    from vowvault.domain import BackupStatus
+    from vowvault.engine import scrub
+
+    src = tmp_path / "src"
+    many_files(src, 5, 40, random.Random(4))
+    name = policy("lists", source_yaml(src), backup_type="incremental")
+    full = run_backup(ctx, name)
+    inc = run_backup(ctx, name)
+    index = next(p for p in (tmp_path / "storage").rglob("index") if full.job_id in str(p))
+    blob = bytearray(index.read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    index.write_bytes(bytes(blob))
+    verify_backup(ctx, full.job_id, raise_on_problem=False)
+    plans = scrub.plan(ctx)
+    for p in plans:
+        p.todo = [c for c in p.copies if c.backup_id == inc.job_id]
+    scrub.run(ctx, plans)
+    with ctx.catalog.read() as s:
+        assert s.get(BackupJob, uuid.UUID(inc.job_id)).status == BackupStatus.CORRUPTED
+    with pytest.raises(VowvaultError):
+        restore_backup(ctx, inc.job_id, to_dir=tmp_path / "out")
+
+
+def test_references_are_bounded_and_exact_to_the_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Merged references cover at most RUN_MAX bytes and readers refuse a range larger than
+    REF_MAX (memory stays bounded); an index whose last line has no newline is referenced
+    to its exact bytes (found by review)."""
+    import io
+
+    monkeypatch.setattr(tree_format, "CHUNK_AVERAGE", 4)
+    monkeypatch.setattr(tree_format, "CHUNK_MIN", 2)
+    monkeypatch.setattr(tree_format, "CHUNK_MAX", 9)
+    monkeypatch.setattr(tree_format, "RUN_MAX", 2000)
+    lines = [_line(f"f{i:04d}", "P") for i in range(200)]
+    parent = _Reader("P", b"".join(lines)[:-1])  # no newline at the very end
+    table = tree_format.TreeReader(parent).chunk_table()
+    for digest, where in table.items():
+        assert _digest(parent.index[where.offset:where.offset + where.length]) == digest
+    out = io.BytesIO()
+    w = tree_format.IndexWriter(out, table)
+    for ln in lines[:-1]:  # all but the last line: every chunk is referenced
+        w.add(ln)
+    w.close()
+    refs = [ln for ln in out.getvalue().splitlines() if tree_format.is_ref(ln + b"\n")]
+    assert len(refs) > 1
+    biggest = max(h.length for h in table.values())
+    for ref in refs:
+        held = tree_format._parse_ref(ref)[0]
+        assert held.length <= max(2000, biggest)
+    child = tree_format.TreeReader(_Reader("N", out.getvalue()), {"P": parent})
+    assert [ln for ln, _ in child.lines()] == lines[:-1]
+    huge = tree_format.ref_line(tree_format.Held("P", 0, tree_format.REF_MAX + 1), "0" * 64)
+    with pytest.raises(IntegrityError, match="oversized"):
+        list(tree_format.TreeReader(_Reader("N", huge), {"P": parent}).entries())

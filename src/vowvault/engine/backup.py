@@ -281,6 +281,9 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
     dek = new_dek()
     wrapped = kek.wrap(ctx, key, dek, job_id)
     parent_reader = objects.open_reader(ctx, parent) if parent is not None else None
+    # What the parent takes files and index entries from (its index refers to theirs).
+    parent_references = objects.open_references(ctx, parent.references, kinds=["index"]) \
+        if parent is not None and parent.references else None
     prepared = Prepared(job_id, view, backup_type, parent_id, targets, dek, key, wrapped,
                         warnings=warnings)
     with ctx.catalog.session() as s:
@@ -300,10 +303,7 @@ def start(ctx: Context, policy_name: str, *, flow_run_id: str | None = None,
                      summary=f"backup of {view.name} started ({backup_type.value})"
                      + (f", attempt {attempt}" if attempt > 1 else ""))
     request = SnapshotRequest(view.source, password, within, parent_reader,
-                              backup_id=str(job_id),
-                              parent_references=objects.open_references(
-                                  ctx, parent.references, kinds=["index"])
-                              if parent is not None and parent.references else None)
+                              backup_id=str(job_id), parent_references=parent_references)
     launch(ctx, prepared, driver, driver.snapshot(request), copies, request)
     log.info("backup %s of policy %s started: %s to %s", job_id, view.name, backup_type.value,
              ", ".join(t.url for t in targets))

@@ -58,6 +58,9 @@ class StoredBackup:
     object_names: dict[str, list[str]] = field(default_factory=dict)
     """Target URL -> object names the catalog records there."""
     references: list[str] = field(default_factory=list)
+    data_references: list[str] | None = None
+    """Those of ``references`` whose data it takes files from (None: all of them; the
+    others hold only index entries it takes)."""
     created_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
     error_message: str | None = None
@@ -101,6 +104,7 @@ def read_stored(session: Session, job_or_id: BackupJob | uuid.UUID) -> StoredBac
         key=read_key(session, job.encryption_key_id), wrapped_dek=job.wrapped_dek,
         manifest_sha256=job.manifest_sha256, targets=readable, all_targets=every,
         object_names=names, references=list((job.source_info or {}).get("references") or []),
+        data_references=(job.source_info or {}).get("data_references"),
         created_at=job.created_at, completed_at=job.completed_at,
         error_message=job.error_message)
 
@@ -182,10 +186,12 @@ def open_reader(ctx: Context, stored: StoredBackup) -> BackupReader:
 
 
 def open_references(ctx: Context, ids: list[str], *, archive_wait: float = 0.0,
-                    kinds: list[str] | None = None) -> dict[str, BackupReader]:
+                    kinds: list[str] | None = None, data_ids: list[str] | None = None
+                    ) -> dict[str, BackupReader]:
     """Readers of the backups a file tree refers to (read in one transaction, opened
-    outside it), their ``kinds`` of objects (default: data) made readable; a reference that
-    is gone is an error naming it."""
+    outside it), their ``kinds`` of objects (default: data; only the index of those not in
+    ``data_ids`` when it is given) made readable; a reference that is gone is an error
+    naming it."""
     with ctx.catalog.read() as s:
         found = {}
         for ref in ids:
@@ -197,7 +203,8 @@ def open_references(ctx: Context, ids: list[str], *, archive_wait: float = 0.0,
     readers = {}
     for ref, stored in found.items():
         reader = open_reader(ctx, stored)
-        reader.ensure_readable(wait=archive_wait, kinds=kinds or ["data"])
+        wanted = kinds or (["data"] if data_ids is None or ref in data_ids else ["index"])
+        reader.ensure_readable(wait=archive_wait, kinds=wanted)
         readers[ref] = reader
     return readers
 
@@ -206,7 +213,8 @@ def open_tree(ctx: Context, stored: StoredBackup, reader: BackupReader | None = 
               ) -> TreeReader:
     """The tree reader of a file-tree backup, its references resolved."""
     return TreeReader(reader or open_reader(ctx, stored),
-                      open_references(ctx, stored.references))
+                      open_references(ctx, stored.references,
+                                      data_ids=stored.data_references))
 
 
 def remove_objects(ctx: Context, stored: StoredBackup, *, reason: str,

@@ -118,7 +118,8 @@ def restore_backup(ctx: Context, backup_ref: str, *, to_dir: Path | None = None,
         reader.ensure_readable(wait=archive_wait)
         driver = sources.driver(reader.manifest.source_kind)
         references = objects.open_references(ctx, stored.references,
-                                             archive_wait=archive_wait)
+                                             archive_wait=archive_wait,
+                                             data_ids=stored.data_references)
         outcome = driver.restore(reader, references, target,
                                  [] if erasures_replayed_by_caller else erasures, ctx.progress)
         validation = {**outcome.validation, "erasures_applied": len(outcome.erasures_applied)}

@@ -54,6 +54,9 @@ class VerifyReport:
     """Why it is not restorable."""
     together: bool = False
     """Restorable only with the copies helping each other (no single copy is intact)."""
+    references_checked: bool = True
+    """False: only the backup's own objects were read (scrub, repair), not what it takes
+    from earlier backups (their files, their index chunks)."""
 
     @property
     def intact(self) -> bool:
@@ -106,7 +109,7 @@ def verify_stored(ctx: Context, stored: objects.StoredBackup, keys: dict[int, Ke
             return sources.driver(reader.manifest.source_kind).check(reader, deep=first)
         return check
 
-    report = VerifyReport(str(stored.id))
+    report = VerifyReport(str(stored.id), references_checked=references or not stored.references)
     available, unavailable = objects.readable_copies(ctx, stored)
     if only is not None:
         available = [c for c in available if c.url in only]
@@ -147,7 +150,8 @@ def _check_references(ctx: Context, stored: objects.StoredBackup, copies: list[A
     helping each other): (restorable, why not). A referenced backup found wanting is
     verified and recorded; an outage there leaves the question open."""
     try:
-        refs = objects.open_references(ctx, stored.references)
+        refs = objects.open_references(ctx, stored.references,
+                                       data_ids=stored.data_references)
     except (RestoreError, VowvaultError) as exc:
         return False, str(exc)
     reader = BackupReader(stored.location, dek, copies,
@@ -204,7 +208,14 @@ def record(ctx: Context, report: VerifyReport, job_id: uuid.UUID) -> None:
                 BackupStorage.status.in_([CopyStatus.STORED, CopyStatus.VERIFIED]))
                 .values(**values))
         good = sum(c.ok for c in report.copies)
-        if report.restorable is None:
+        broken_ref = None if report.references_checked else _corrupted_reference(s, job)
+        if report.restorable and broken_ref is not None:
+            # Its own objects read back intact, but it was not read with what it takes from
+            # a backup known damaged: it stays as it is until that one is restorable again.
+            action = "backup.verified_own_objects"
+            summary = (f"own objects intact on {good} of {len(report.copies)} copies; still "
+                       f"depends on backup {broken_ref}, which is damaged")
+        elif report.restorable is None:
             action = "backup.verify_unreachable"
             summary = "no copy could be reached: " + "; ".join(
                 f"{c.url}: {c.problem}" for c in report.copies)
@@ -239,6 +250,17 @@ def record(ctx: Context, report: VerifyReport, job_id: uuid.UUID) -> None:
     if event is not None:
         org_id, payload, escalation = event
         webhooks.emit(ctx, org_id, "verification_failed", payload, escalation=escalation)
+
+
+def _corrupted_reference(s: Session, job: BackupJob) -> str | None:
+    """A backup ``job`` takes files or index entries from that is CORRUPTED, if any."""
+    refs = [uuid.UUID(r) for r in (job.source_info or {}).get("references", [])]
+    if not refs:
+        return None
+    found = s.execute(sa.select(BackupJob.id).where(
+        BackupJob.id.in_(refs), BackupJob.status == BackupStatus.CORRUPTED).limit(1)
+    ).scalar_one_or_none()
+    return str(found) if found is not None else None
 
 
 def _dependants(s: Session, job: BackupJob, now: Any, *, restored: bool) -> None:

@@ -114,7 +114,7 @@ def index_lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
                 yield pos, line + b"\n"
             pos += len(line) + 1
     if rest.strip():
-        yield pos, rest + b"\n"
+        yield pos, rest  # its bytes as stored: a reference's length counts these
 
 
 # -- index chunks ---------------------------------------------------------------------------
@@ -128,6 +128,12 @@ CHUNK_AVERAGE = 64
 """Lines per chunk on average (a power of two)."""
 CHUNK_MIN = 16
 CHUNK_MAX = 1024
+RUN_MAX = 4 << 20
+"""References to consecutive bytes merge while they cover at most this much (a reader holds
+one reference's bytes at a time)."""
+REF_MAX = 16 << 20
+"""The largest range a reader takes for one reference (a chunk of ``CHUNK_MAX`` lines of the
+longest names fits); anything larger is refused, so memory stays bounded."""
 
 
 class Chunker:
@@ -174,8 +180,9 @@ def _parse_ref(line: bytes) -> tuple[Held, str]:
         digest = str(ref["blake3"])
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"index holds an unreadable reference: {exc}") from None
-    if held.offset < 0 or held.length <= 0:
-        raise IntegrityError("index holds a reference to an empty or negative range")
+    if held.offset < 0 or not 0 < held.length <= REF_MAX:
+        raise IntegrityError("index holds a reference to an empty, negative or oversized "
+                             "range")
     return held, digest
 
 
@@ -225,7 +232,8 @@ class IndexWriter:
             return
         run = self._run
         if run is not None and run.backup == held.backup and \
-                run.offset + run.length == held.offset:
+                run.offset + run.length == held.offset and \
+                run.length + held.length <= RUN_MAX:
             self._run = Held(run.backup, run.offset, run.length + held.length)
         else:
             self._end_run()

@@ -267,6 +267,7 @@ class DirectorySnapshot:
         self.progress = progress
         self.report = WalkReport()
         self.references: set[str] = set()
+        self.data_references: set[str] = set()
         self.index: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=INDEX_SPOOL)  # noqa: SIM115
         self.own_id = own_id
         self.index_writer = IndexWriter(self.index, parent_chunks)
@@ -368,6 +369,7 @@ class DirectorySnapshot:
             self._indexed(entry)
         self.report.bytes_stored = offset
         self.index_writer.close()
+        self.data_references = set(self.references)
         self.references |= self.index_writer.holders
 
     def _indexed(self, entry: Entry) -> None:
@@ -617,6 +619,7 @@ class TreeSnapshot(Snapshot):
                      "dirs": report.dirs, "symlinks": report.symlinks,
                      "files_unchanged": report.files_unchanged,
                      "files_moved": report.files_moved,
+                     "data_references": sorted(snap.data_references),
                      "index_bytes_written": snap.index_writer.literal_bytes,
                      "index_bytes_referenced": snap.index_writer.referenced_bytes,
                      "bytes_read_twice": report.bytes_read_twice,
