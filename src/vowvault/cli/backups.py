@@ -424,7 +424,8 @@ def restore(
     finally:
         ctx.close()
     v = result.validation
-    checked = (f"{v.get('files')} files, SHA-256 of each checked" if "files" in v else
+    checked = (f"{v.get('files')} files, {v.get('checksum_per_file', 'SHA-256')} of each "
+               f"checked" if "files" in v else
                f"{v.get('tables')} tables, {v.get('rows')} rows, row counts and checksums "
                f"checked" if v.get("checked") else f"not validated: {v.get('reason')}")
     for skipped in result.skipped_copies:

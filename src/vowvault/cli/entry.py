@@ -4,7 +4,9 @@
 segment (``archive_command``, ``restore_command``): they are answered here with the
 standard library alone (``vowvault.walspool``), in milliseconds, before Typer, SQLAlchemy
 or anything else is imported; so is ``vowvault --version``, and a ``--help`` page rendered
-before (``vowvault.cli.helpcache``). Every other command goes to ``vowvault.cli.main``.
+before (``vowvault.cli.helpcache``). Every other command goes to ``vowvault.cli.main``: in a
+fork of this environment's warm process if one runs (``vowvault.warm``, ``vowvault warm``),
+else here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ def main() -> None:
         sys.exit(0)
     if args[-1:] == ["--help"]:
         _help(args)
+    if args:
+        from vowvault import warm
+
+        warm.cli_forward(args)  # forked from a warm process, if one runs: ends there
     from vowvault.cli.main import main as full
 
     full()

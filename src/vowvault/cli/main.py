@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -53,9 +53,26 @@ ALIASES = {"backups": "backup", "db": "catalog", "verify": "backup verify",
            "restore": "backup restore", "repair": "backup repair"}
 """Old spellings that still work for one release, and what they are now."""
 
-# Wide when piped (tests, logs), the terminal's width otherwise.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _console_settings() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Wide when piped (tests, logs), the terminal's width otherwise."""
+    return ({"highlight": False, "soft_wrap": True,
+             "width": None if sys.stdout.isatty() else 200},
+            {"stderr": True, "highlight": False, "soft_wrap": True})
+
+
+out = Console(**_console_settings()[0])
+err = Console(**_console_settings()[1])
+
+
+def fresh_consoles() -> None:
+    """Look at the terminal again: a command forked from a warm process (vowvault.warm)
+    has other standard streams than the process that imported this module. Every command
+    module holds these two objects, so they are made again in place."""
+    out_kw, err_kw = _console_settings()
+    out.__init__(**out_kw)  # type: ignore[misc]
+    err.__init__(**err_kw)  # type: ignore[misc]
 
 from vowvault.cli import backups as _backups  # noqa: E402 - needs out/err above
 

@@ -361,20 +361,35 @@ class Frames:
 
     def stream(self) -> Iterator[bytes]:
         """Every frame in order, the next ``ahead`` runs fetched and decoded while this
-        one is handed out; then the whole object's size and digest against the manifest."""
+        one is handed out; then the whole object's size and digest against the manifest.
+
+        The digest is taken on a thread of its own, run by run in order (one worker: the
+        order of submission is the order of hashing), so the consumer's thread only hands
+        frames out; at most ``ahead`` runs wait to be hashed."""
         digest = object_digest(self.entry.algorithm)
         size = 0
         groups = deque(self.groups())
-        with ThreadPoolExecutor(self.ahead, thread_name_prefix="vowvault-read") as pool:
+
+        def take(frames: list[bytes]) -> None:
+            for plain in frames:
+                digest.update(plain)
+
+        with ThreadPoolExecutor(self.ahead, thread_name_prefix="vowvault-read") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="vowvault-digest") as hasher:
             pending: deque[Any] = deque()
+            hashing: deque[Any] = deque()
             while groups or pending:
                 while groups and len(pending) < self.ahead:
                     pending.append(pool.submit(self.get, *groups.popleft()))
                 frames = pending.popleft().result()
+                hashing.append(hasher.submit(take, frames))
+                while len(hashing) > self.ahead:
+                    hashing.popleft().result()
                 for plain in frames:
-                    digest.update(plain)
                     size += len(plain)
                     yield plain
+            for job in hashing:
+                job.result()
         if size != self.entry.plaintext_size or digest.hexdigest() != self.entry.digest:
             raise IntegrityError(f"{self.kind} object holds {size} bytes with another "
                                  f"checksum than the manifest records")
