@@ -358,6 +358,10 @@ class Vowvault:
                         PATH=f"{BIN}:{PG_BIN}:{os.environ['PATH']}")
         self.env.pop("VOWVAULT_DATABASE_URL", None)
         self.env.pop("VOWVAULT_WAL_SPOOL", None)
+        self.env.pop("VOWVAULT_WARM", None)
+        # Commands measured cold, and everything not measured, start cold; the ones
+        # measured warm fork from the `vowvault warm` process of self.env.
+        self.cold_env = {**self.env, "VOWVAULT_WARM": "off"}
         self.archive_command = ""
 
     def setup(self) -> None:
@@ -368,24 +372,32 @@ class Vowvault:
         policy = self.root / "policies.yaml"
         policy.write_text(POLICY_FILE.format(policy=POLICY, dsn=self.cluster.dsn,
                                              store=self.store))
-        out = run([VOWVAULT, "policies", "apply", str(policy)], env=self.env).stdout
+        out = run([VOWVAULT, "policies", "apply", str(policy)], env=self.cold_env).stdout
         print("policies apply: " + " ".join(out.split()))
         out = run([VOWVAULT, "wal", "install-command", str(self.bindir), "--policy", POLICY,
-                   "--spool", str(self.spool)], env=self.env).stdout
+                   "--spool", str(self.spool)], env=self.cold_env).stdout
         m = re.search(r"archive_command = '(.*)'", out)
         if not m:
             raise RuntimeError(f"no archive_command in: {out}")
         self.archive_command = m.group(1)
         print(f"vowvault archive_command: {self.archive_command}")
 
-    def backup(self) -> tuple[Measured, dict[str, Any], float]:
+    def start_warm(self) -> str:
+        """`vowvault warm` for the measured environment (not timed)."""
+        return " ".join(run([VOWVAULT, "warm", "--idle", "7200"], env=self.env).stdout.split())
+
+    def stop_warm(self) -> None:
+        run([VOWVAULT, "warm", "--stop"], env=self.env, check=False)
+
+    def backup(self, warm: bool = False) -> tuple[Measured, dict[str, Any], float]:
         """The run, the job as `backup show --json` gives it, and how long that show took
-        (a command's fixed cost: interpreter, imports, catalog)."""
-        m = measured([VOWVAULT, "backup", "run", POLICY, "--direct"], env=self.env)
+        (a command's fixed cost: interpreter, imports, catalog; forked, or cold)."""
+        env = self.env if warm else self.cold_env
+        m = measured([VOWVAULT, "backup", "run", POLICY, "--direct"], env=env)
         found = re.search(r"backup ([0-9a-f-]{36}) of", " ".join(m.stdout.split()))
         if not found:
             raise RuntimeError(f"cannot find the backup id in: {m.stdout}")
-        show = measured([VOWVAULT, "backup", "show", found.group(1), "--json"], env=self.env)
+        show = measured([VOWVAULT, "backup", "show", found.group(1), "--json"], env=env)
         job = json.loads(show.stdout)
         return m, job.get("backup", job), show.wall
 
@@ -394,19 +406,19 @@ class Vowvault:
                 *(["--once"] if once else [])]
 
     def archive_once(self) -> str:
-        return " ".join(run(self.archiver_cmd(True), env=self.env).stdout.split())
+        return " ".join(run(self.archiver_cmd(True), env=self.cold_env).stdout.split())
 
     def start_archiver(self) -> subprocess.Popen[bytes]:
         with open(self.root / "archiver.log", "ab") as log:
-            proc = subprocess.Popen(self.archiver_cmd(False), env=self.env, stdout=log,
+            proc = subprocess.Popen(self.archiver_cmd(False), env=self.cold_env, stdout=log,
                                     stderr=log, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         _CURRENT[proc.pid] = proc
         return proc
 
-    def restore(self, datadir: Path) -> Measured:
+    def restore(self, datadir: Path, warm: bool = False) -> Measured:
         return measured([VOWVAULT, "backup", "restore", "--policy", POLICY, "--latest",
-                         "--to-datadir", str(datadir)], env=self.env)
+                         "--to-datadir", str(datadir)], env=self.env if warm else self.cold_env)
 
     def archived(self) -> set[str]:
         """Segments recorded in the catalog: the archiver leaves a receipt only then."""
@@ -424,7 +436,7 @@ class Vowvault:
 
     def wal_status(self) -> dict[str, Any] | None:
         out = run([VOWVAULT, "wal", "status", POLICY, "--spool", str(self.spool), "--json"],
-                  env=self.env, check=False)
+                  env=self.cold_env, check=False)
         try:
             return json.loads(out.stdout)
         except ValueError:
@@ -895,6 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="vv-physical-", dir="/tmp"))
     os.chmod(root, 0o755)  # noqa: S103 - the server (postgres) and this script (root) share it
     shutil.chown(root, "postgres", "postgres")
+    vv: Vowvault | None = None
     try:
         c = init_cluster(root)
         filled = fill(c, args.size_mib)
@@ -910,14 +923,16 @@ def main(argv: list[str] | None = None) -> int:
 
         vv = Vowvault(root, c)
         vv.setup()
+        print(f"vowvault warm: {vv.start_warm()}")
         br = PgBackRest(root, c)
         br.setup()
 
         # Base backups, alternating, each side with its own archive_command as deployed.
         vbs: list[Measured] = []
+        wbs: list[Measured] = []
         rbs: list[Measured] = []
         jobs: list[dict[str, Any]] = []
-        fixed = 0.0
+        fixed = fixed_warm = 0.0
         for i in range(args.runs):
             n = f"{i + 1}/{args.runs}"
             c.set_archive_command(vv.archive_command)
@@ -930,6 +945,15 @@ def main(argv: list[str] | None = None) -> int:
                   + " ".join(f"{k} {v:.1f}" for k, v in (job.get("stage_durations") or {}
                                                          ).items())
                   + f"\n           {vb.cpu_line()}")
+            print(f"           then `wal archiver --once`: {vv.archive_once()}")
+            c.sql("CHECKPOINT")
+            wb, wjob, fixed_warm = vv.backup(warm=True)
+            wbs.append(wb)
+            print(f"backup {n} vowvault forked from `vowvault warm` {wb.wall:6.1f} s; stages "
+                  + " ".join(f"{k} {v:.1f}" for k, v in (wjob.get("stage_durations") or {}
+                                                         ).items())
+                  + f"\n           machine busy {wb.machine:.1f} s of {2 * wb.wall:.1f} (the "
+                    f"fork is the warm process's child: its CPU is not the client's)")
             print(f"           then `wal archiver --once`: {vv.archive_once()}")
             c.set_archive_command(br.archive_command)
             if i == 0:
@@ -947,6 +971,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Restores into new directories, alternating; each started and promoted the same way.
         vrs: list[Measured] = []
+        wrs: list[Measured] = []
         rrs: list[Measured] = []
         vss: list[Started] = []
         rss: list[Started] = []
@@ -964,6 +989,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"\n            {vr.cpu_line()}")
             vss.append(start_restored(root, vdir, "restored-vowvault"))
             print(f"            {started_line(vss[-1], filled['notes'])}")
+            for d in (vdir, root / "restored-vowvault.wal"):
+                shutil.rmtree(d, ignore_errors=True)
+            wr = vv.restore(vdir, warm=True)
+            wrs.append(wr)
+            print(f"restore {n} vowvault forked from `vowvault warm` {wr.wall:6.1f} s; machine "
+                  f"busy {wr.machine:.1f} s of {2 * wr.wall:.1f}")
             for d in (vdir, root / "restored-vowvault.wal"):
                 shutil.rmtree(d, ignore_errors=True)
             rr = br.restore(rdir)
@@ -1016,6 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{handed(bb)}")
 
         vb, rb, vr, rr = mid(vbs), mid(rbs), mid(vrs), mid(rrs)
+        wb, wr = mid(wbs), mid(wrs)
+        warm_backup_ratio = wb.wall / rb.wall
+        warm_restore_ratio = wr.wall / rr.wall
         vs_s = statistics.median(x.seconds for x in vss)
         rs_s = statistics.median(x.seconds for x in rss)
         vready = statistics.median(a.wall + b.seconds for a, b in zip(vrs, vss, strict=True))
@@ -1033,12 +1067,18 @@ def main(argv: list[str] | None = None) -> int:
               f"  <= {TARGET_BACKUP:.1f}: {verdict(backup_ratio <= TARGET_BACKUP)}")
         print(f"{'  without vowvault verify (s)':34}{vb.wall - verify:10.1f}{rb.wall:12.1f}"
               f"{(vb.wall - verify) / rb.wall:8.2f}")
+        print(f"{'  forked from vowvault warm (s)':34}{wb.wall:10.1f}{rb.wall:12.1f}"
+              f"{warm_backup_ratio:8.2f}  <= {TARGET_BACKUP:.1f}: "
+              f"{verdict(warm_backup_ratio <= TARGET_BACKUP)}")
         if "wall" in stages:
             print(f"{'  vowvault engine only (s)':34}{stages['wall']:10.1f}{rb.wall:12.1f}"
                   f"{stages['wall'] / rb.wall:8.2f}  (the job's own wall: no CLI start-up)")
         print(f"{'restore to a data dir (s)':34}{vr.wall:10.1f}{rr.wall:12.1f}"
               f"{restore_ratio:8.2f}  <= {TARGET_RESTORE:.1f}: "
               f"{verdict(restore_ratio <= TARGET_RESTORE)}")
+        print(f"{'  forked from vowvault warm (s)':34}{wr.wall:10.1f}{rr.wall:12.1f}"
+              f"{warm_restore_ratio:8.2f}  <= {TARGET_RESTORE:.1f}: "
+              f"{verdict(warm_restore_ratio <= TARGET_RESTORE)}")
         if restore_engine is not None:
             print(f"{'  vowvault engine only (s)':34}{restore_engine:10.1f}{rr.wall:12.1f}"
                   f"{restore_engine / rr.wall:8.2f}  (restore_to's own duration)")
@@ -1065,8 +1105,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{(lv.drain if lv.drain is not None else float('nan')):10.1f}"
               f"{(lb.drain if lb.drain is not None else float('nan')):12.1f}")
         print(f"targets  base backup <= {TARGET_BACKUP}x: {verdict(backup_ratio <= TARGET_BACKUP)}"
-              f" ({backup_ratio:.3f}); restore <= {TARGET_RESTORE}x: "
-              f"{verdict(restore_ratio <= TARGET_RESTORE)} ({restore_ratio:.3f}); archiving keeps"
+              f" cold ({backup_ratio:.3f}), {verdict(warm_backup_ratio <= TARGET_BACKUP)} "
+              f"forked ({warm_backup_ratio:.3f}); restore <= {TARGET_RESTORE}x: "
+              f"{verdict(restore_ratio <= TARGET_RESTORE)} cold ({restore_ratio:.3f}), "
+              f"{verdict(warm_restore_ratio <= TARGET_RESTORE)} forked "
+              f"({warm_restore_ratio:.3f}); archiving keeps"
               f" up with pgbench -c 4, lag < {TARGET_LAG:.0f} s: {verdict(lv.keeps_up)} (max "
               f"{max(lv.lags, default=0):.1f} s)")
         if backup_ratio > TARGET_BACKUP or restore_ratio > TARGET_RESTORE or not lv.keeps_up:
@@ -1079,7 +1122,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(phases) == len(rbs):
                 print("         pgBackRest backup steps (s, its log, the median run): "
                       + ", ".join(f"{k} {v:.1f}" for k, v in phases[rbs.index(rb)].items()))
-            print(f"         fixed cost of a vowvault command (backup show --json): {fixed:.1f} s;"
+            print(f"         fixed cost of a vowvault command (backup show --json): {fixed:.1f} s"
+                  f" cold, {fixed_warm:.2f} s forked;"
                   f" backup process wall {vb.wall:.1f} s, job wall {stages.get('wall', 0):.1f} s;"
                   f" restore process wall {vr.wall:.1f} s, restore_to "
                   f"{restore_engine if restore_engine is not None else float('nan'):.1f} s")
@@ -1093,6 +1137,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         kill_current()
+        if vv is not None:
+            vv.stop_warm()
         stop_all_clusters(root)
         if args.keep:
             print(f"kept {root} (clusters stopped)")
