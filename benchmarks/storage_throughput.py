@@ -168,11 +168,26 @@ GENERATORS: dict[str, Callable[[random.Random, int], bytes]] = {
     "csv": csv_text, "json": json_text, "note": note_text, "photo": photo_bytes}
 
 
-def _write_file(job: tuple[str, str, int, int]) -> int:
+def write_file(job: tuple[str, str, int, int]) -> int:
+    """Write one generated file: (path, kind, size, seed)."""
     path, kind, size, seed = job
     data = GENERATORS[kind](random.Random(seed), size)
     Path(path).write_bytes(data)
     return len(data)
+
+
+def photo_jobs(folder: Path, wedding: int, budget: int, rng: random.Random
+               ) -> list[tuple[str, str, int, int]]:
+    """Photos of 1.5 to 6 MiB filling ``budget`` bytes of ``folder`` (files to write)."""
+    jobs = []
+    n = 0
+    while budget > 0:
+        size = min(budget, rng.randrange(int(1.5 * MIB), 6 * MIB))
+        jobs.append((str(folder / f"IMG_{wedding:03d}{n:03d}.jpg"), "photo", size,
+                     rng.getrandbits(32)))
+        budget -= size
+        n += 1
+    return jobs
 
 
 def zstd_ratio(data: bytes) -> float:
@@ -215,14 +230,7 @@ def build_source(root: Path, mib: int, seed: int = 20_240_601) -> Source:
         (base / "photos").mkdir(parents=True)
         (base / "notes").mkdir()
         budget = per if w < weddings - 1 else total - per * (weddings - 1)
-        photos = int(budget * photo)
-        n = 0
-        while photos > 0:
-            size = min(photos, rng.randrange(int(1.5 * MIB), 6 * MIB))
-            jobs.append((str(base / "photos" / f"IMG_{w:03d}{n:03d}.jpg"), "photo", size,
-                         rng.getrandbits(32)))
-            photos -= size
-            n += 1
+        jobs += photo_jobs(base / "photos", w, int(budget * photo), rng)
         text = budget - int(budget * photo)
         notes = int(text * shares["note"])
         k = 0
@@ -237,7 +245,7 @@ def build_source(root: Path, mib: int, seed: int = 20_240_601) -> Source:
         jobs.append((str(base / "guests.json"), "json", guests, rng.getrandbits(32)))
         jobs.append((str(base / "events.csv"), "csv", rest - guests, rng.getrandbits(32)))
     with ProcessPoolExecutor(NCPU) as pool:
-        size = sum(pool.map(_write_file, jobs, chunksize=4))
+        size = sum(pool.map(write_file, jobs, chunksize=4))
     share = sum(j[2] for j in jobs if j[1] == "photo") / size
     estimate = 1 / (share + (1 - share) / text_ratio)
     print(f"source: {len(jobs)} files, {size / MIB:.0f} MiB in {weddings} wedding folders "

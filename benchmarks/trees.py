@@ -51,7 +51,7 @@ from typing import Any
 
 from backup_pg import Measured, measured
 from benchproc import install_references, kill_current, load
-from storage_throughput import GENERATORS
+from storage_throughput import GENERATORS, photo_jobs, write_file
 
 ROOT = Path(__file__).resolve().parent.parent
 VOWVAULT = str(ROOT / ".venv" / "bin" / "vowvault")
@@ -81,13 +81,6 @@ policies:
 """
 
 
-def _write(job: tuple[str, str, int, int]) -> int:
-    path, kind, size, seed = job
-    data = GENERATORS[kind](random.Random(seed), size)
-    Path(path).write_bytes(data)
-    return len(data)
-
-
 def build_tree(root: Path, mib: int, photo_share: float, seed: int = 20_270_612) -> list[
         tuple[str, str, int]]:
     """The tree; (path, kind, size) of every text file (what a change rewrites)."""
@@ -100,14 +93,7 @@ def build_tree(root: Path, mib: int, photo_share: float, seed: int = 20_270_612)
         base = root / SEASONS[w * 2 // weddings] / f"wedding-{w:03d}"
         (base / "photos").mkdir(parents=True)
         (base / "notes").mkdir()
-        photos = int(per * photo_share)
-        n = 0
-        while photos > 0:
-            size = min(photos, rng.randrange(int(1.5 * MIB), 6 * MIB))
-            jobs.append((str(base / "photos" / f"IMG_{w:03d}{n:03d}.jpg"), "photo", size,
-                         rng.getrandbits(32)))
-            photos -= size
-            n += 1
+        jobs += photo_jobs(base / "photos", w, int(per * photo_share), rng)
         text = per - int(per * photo_share)
         k = 0
         while text > 0:
@@ -119,7 +105,7 @@ def build_tree(root: Path, mib: int, photo_share: float, seed: int = 20_270_612)
             text -= size
             k += 1
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
-        size = sum(pool.map(_write, jobs, chunksize=16))
+        size = sum(pool.map(write_file, jobs, chunksize=16))
     print(f"source: {len(jobs)} files, {size / MIB:.0f} MiB in {weddings} wedding folders "
           f"under {len(SEASONS)} season folders (photos {photo_share:.0%} of the bytes)",
           flush=True)
