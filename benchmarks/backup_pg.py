@@ -52,7 +52,15 @@ from pathlib import Path
 from typing import Any
 
 from benchproc import CURRENT as _CURRENT
-from benchproc import install_references, kill_current, load, machine_cpu, server_cpu, shell
+from benchproc import (
+    install_references,
+    kill_current,
+    least_squares,
+    load,
+    machine_cpu,
+    server_cpu,
+    shell,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -768,6 +776,52 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def growth(args: argparse.Namespace, sizes: list[float]) -> int:
+    """Backups of a database of each size (``<db>_<MiB>m``, built or reused): vowvault and
+    the pipeline, ``--runs`` each alternating, medians, the least-squares slope in seconds
+    per GiB of pg_database_size and vowvault's own peak RSS (flat if memory is bounded)."""
+    import copy
+
+    rows: list[tuple[float, float, float, float, float]] = []
+    for gib in sizes:
+        a = copy.copy(args)
+        a.db, a.size_gib = f"{args.db}_{round(gib * 1024)}m", gib
+        ensure_database(a.db, gib)
+        size = db_size(a.db)
+        tmp = Path(tempfile.mkdtemp(prefix="vv-bench-"))
+        try:
+            bench = Bench(a, tmp)
+            bench.setup()
+            vs: list[BackupRun] = []
+            rs: list[RefRun] = []
+            for i in range(args.runs):
+                vs.append(vowvault_backup(bench))
+                rs.append(reference_backup(bench, i))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if args.drop:
+                drop_db(a.db)
+        v = statistics.median(x.wall for x in vs)
+        r = statistics.median(x.wall for x in rs)
+        rss = statistics.median(x.own_mib for x in vs)
+        rows.append((size / GIB, v, r, rss, statistics.median(x.cpu for x in vs)))
+        print(f"  {size / GIB:5.2f} GiB  vowvault {v:6.1f} s (cpu {rows[-1][4]:.1f} s, own rss "
+              f"{rss:.0f} MiB)  pipeline {r:6.1f} s  ratio {v / r:.2f}", flush=True)
+    print(f"\nlogical backup with verify, medians of {args.runs}")
+    print("  size GiB   vowvault s   pipeline s   ratio   vv own rss MiB")
+    for g, v, r, rss, _cpu in rows:
+        print(f"  {g:8.2f} {v:12.1f} {r:12.1f} {v / r:7.2f} {rss:16.0f}")
+    xs = [row[0] for row in rows]
+    for name, col in (("vowvault", 1), ("pipeline", 2)):
+        b, a0 = least_squares(xs, [row[col] for row in rows])
+        print(f"  {name:<9} {b:.2f} s per GiB + {a0:.2f} s fixed")
+    rss_all = [row[3] for row in rows]
+    print(f"  vowvault own peak RSS {min(rss_all):.0f}-{max(rss_all):.0f} MiB over "
+          f"{xs[0]:.2f}-{xs[-1]:.2f} GiB")
+    print(f"end: {load()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-gib", type=float, default=1.0, help="database size (default 1.0)")
@@ -778,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="vv_bench", help="benchmark database (default vv_bench)")
     p.add_argument("--restore-db", default="vv_bench_restore", help="restore target database")
     p.add_argument("--skip-restore", action="store_true", help="backup comparison only")
+    p.add_argument("--sizes", metavar="GIB,GIB,...",
+                   help="only how cost grows: backups (vowvault and the pipeline) of a database "
+                        "of each size, with the per-GiB slope and vowvault's peak RSS")
     args = p.parse_args(argv)
     if args.runs < 1 or args.size_gib <= 0:
         p.error("--runs must be >= 1 and --size-gib > 0")
@@ -789,6 +846,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up like Ctrl-C
     print(f"start: {load()}")
+    if args.sizes:
+        try:
+            return growth(args, [float(x) for x in args.sizes.split(",")])
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
     tmp = Path(tempfile.mkdtemp(prefix="vv-bench-"))
     bench = Bench(args, tmp)
     interrupted = False

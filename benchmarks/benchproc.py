@@ -80,3 +80,13 @@ def server_cpu() -> float:
         fields = stat[stat.rindex(")") + 2:].split()
         total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return total / tick
+
+
+def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line through the points."""
+    import statistics
+
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return b, my - b * mx

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_pg import Measured, measured
-from benchproc import install_references, kill_current, load
+from benchproc import install_references, kill_current, least_squares, load
 from storage_throughput import GENERATORS, photo_jobs, write_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -380,19 +380,12 @@ def growth(tmp: Path, sizes: list[int], args: argparse.Namespace) -> int:
               f"rss {med(rs, 'rss'):.0f} MiB)", flush=True)
         shutil.rmtree(source, ignore_errors=True)
 
-    def slope(ys: list[float]) -> tuple[float, float]:
-        xs = [r[0] / 1024 for r in rows]
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
-        return b, my - b * mx
-
     print(f"\nfull backup of a tree, medians of {args.runs} (photos {args.photo_share:.0%})")
     print("  size MiB   vowvault s   restic s   ratio   vv rss MiB   restic rss MiB")
     for mib, v, r_, vr, rr in rows:
         print(f"  {mib:8d} {v:12.2f} {r_:10.2f} {v / r_:7.2f} {vr:12.0f} {rr:16.0f}")
     for name, col in (("vowvault", 1), ("restic", 2)):
-        b, a = slope([row[col] for row in rows])
+        b, a = least_squares([r[0] / 1024 for r in rows], [row[col] for row in rows])
         print(f"  {name:<9} {b:.2f} s per GiB + {a:.2f} s fixed "
               f"({1024 / b if b else 0:.0f} MiB/s marginal)")
     rss = [row[3] for row in rows]
