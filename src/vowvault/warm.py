@@ -8,8 +8,9 @@ only) asks it to. Two kinds share the mechanics here:
 
 - ``flow``: the flow-run command of ``vowvault deploy --work-pool`` deployments
   (``deployments/launcher.py``), started by the first run, watching its worker;
-- ``cli``: the ``vowvault`` command itself (``vowvault.cli.entry``), started by
-  ``vowvault warm`` (or by a command run with ``VOWVAULT_WARM=auto``).
+- ``cli``: the ``vowvault`` command itself (``vowvault.cli.entry`` the client,
+  ``vowvault.cli.warmcli`` the warm process), started by ``vowvault warm`` (or by a command
+  run with ``VOWVAULT_WARM=auto``).
 
 What makes a fork safe, whichever the kind:
 
@@ -482,6 +483,12 @@ def cli_mode() -> str:
 _AT_START: dict[str, str] | None = None  # the command's environment before it changed any
 
 
+def remember_command_env(env: dict[str, str]) -> None:
+    """The environment this command was started with (a fork: the client's)."""
+    global _AT_START
+    _AT_START = dict(env)
+
+
 def command_env() -> dict[str, str]:
     """The environment this command was started with (a command may add to its own)."""
     return dict(os.environ) if _AT_START is None else dict(_AT_START)
@@ -541,7 +548,7 @@ def cli_forward(args: list[str]) -> None:
 
 def start_cli_warm(where: Path, fp: str, env: dict[str, str], watch: int | None = None,
                    idle: float | None = None) -> None:
-    argv = [sys.executable, "-m", "vowvault.warm", "--cli", fp]
+    argv = [sys.executable, "-m", "vowvault.cli.warmcli", "--cli", fp]
     if watch is not None:
         argv += ["--watch", str(watch)]
     if idle is not None:
@@ -562,108 +569,3 @@ def cli_warm_pid(where: Path, fp: str) -> int | None:
             return None
     except (OSError, ValueError):
         return None
-
-
-def _cli_warm_up() -> None:
-    """Import what commands import, starting nothing and printing nothing: the command
-    line (its consoles are made again in each fork: ``fresh_consoles``), the catalog with
-    its mappers configured, every module of the engine and the data plane."""
-    import importlib
-    import pkgutil
-
-    for name in ("typer", "typer.main", "typer.core", "rich.console", "rich.table",
-                 "rich.progress", "rich.markup", "pydantic", "sqlalchemy", "sqlalchemy.orm",
-                 "sqlalchemy.dialects.sqlite", "sqlalchemy.dialects.postgresql", "psycopg",
-                 "yaml", "croniter", "vowvault.catalog.db", "vowvault.catalog.models",
-                 "vowvault.catalog.audit", "vowvault.plan", "vowvault.settings"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    for package in ("engine", "repository", "sources", "codec", "storage", "keys", "policies"):
-        with contextlib.suppress(ImportError):
-            mod = importlib.import_module(f"vowvault.{package}")
-        for info in pkgutil.iter_modules(getattr(mod, "__path__", []),
-                                         prefix=f"vowvault.{package}."):
-            try:
-                importlib.import_module(info.name)
-            except ImportError:  # an optional SDK not installed: the command imports it
-                continue
-    with contextlib.suppress(ImportError):  # Typer's parameter coercion, made on first use
-        importlib.import_module("typer._adapters")
-    importlib.import_module("vowvault.cli.main")
-    for name in ("backups", "orchestration", "keys", "maintenance", "gdpr", "templates", "wal",
-                 "tables", "params"):
-        importlib.import_module(f"vowvault.cli.{name}")
-    from sqlalchemy.orm import configure_mappers
-
-    configure_mappers()  # what the first query of each command would do
-
-
-def _cli_main(argv: list[str]) -> None:
-    import argparse
-
-    # `python -m` put the working directory first on the path; the console script puts
-    # its own directory there: import what a cold `vowvault` imports
-    if sys.path and sys.path[0] in ("", os.getcwd()):
-        sys.path[0] = os.path.dirname(sys.executable)
-
-    parser = argparse.ArgumentParser(prog="python -m vowvault.warm")
-    parser.add_argument("--cli", required=True, metavar="FINGERPRINT")
-    parser.add_argument("--watch", type=int, metavar="PID")
-    parser.add_argument("--idle", type=float, metavar="SECONDS",
-                        default=float(os.environ.get("VOWVAULT_WARM_IDLE", "900")))
-    args = parser.parse_args(argv)
-    request = serve(args.cli, cli_fingerprint(), _cli_warm_up, args.watch, args.idle,
-                    _command_name)
-    adopt(request)  # only a fork gets here
-    import vowvault.warm as this  # as the command imports it (this file runs as __main__)
-
-    this._AT_START = dict(request["env"])
-    sys.argv = [str(request.get("argv0") or "vowvault"),
-                *[str(a) for a in request.get("argv", [])]]
-    # A console script's __main__ has no spec or package (Click names the program from
-    # them: `vowvault`, not `python -m vowvault.warm`)
-    main_module = sys.modules["__main__"]
-    main_module.__spec__ = None
-    main_module.__package__ = None
-    from vowvault.cli import main as cli
-
-    cli.fresh_consoles()
-    try:
-        cli.main()
-    except SystemExit as exc:
-        _exit_quickly(exc.code)
-
-
-def _exit_quickly(code: Any) -> None:
-    """End the fork as the interpreter would, without tearing down the modules the warm
-    process imported (about a tenth of a second, spent on nothing): wait for the
-    threads, run the exit handlers (logging's flush, weakref finalizers, temporary
-    directories), flush the standard streams, then leave with the command's exit code."""
-    import atexit
-    import threading
-
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # as the interpreter does with sys.exit("message")
-        sys.stderr.write(f"{code}\n")
-        status = 1
-    me = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not me and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status & 0xFF)
-
-
-def _command_name(request: dict[str, Any]) -> str:
-    """The command's words only (its options can name a DSN with a password)."""
-    return "vowvault " + " ".join(command_words([str(a) for a in request.get("argv", [])]))
-
-
-if __name__ == "__main__":
-    _cli_main(sys.argv[1:])
