@@ -71,7 +71,7 @@ def test_backup_list_verify_restore(cli, setup) -> None:
     assert "intact on 1 of 1 copies" in cli("backup", "verify", setup["id"][:8]).stdout
     out = setup["tmp"] / "restored"
     restored = cli("backup", "restore", setup["id"], "--to-dir", str(out)).stdout
-    assert "SHA-256 of each checked" in restored
+    assert "BLAKE3 of each checked" in restored
     assert (out / "guests.json").read_bytes() == (setup["src"] / "guests.json").read_bytes()
     shown = cli("backup", "show", setup["id"]).stdout
     assert "VERIFIED" in shown and "manifest" in shown

@@ -51,6 +51,9 @@ def test_every_format_fixture_restores(name: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     outcome = DirectoryDriver().restore(reader, {}, RestoreTarget(directory=out), [])
     assert outcome.validation["files"] == fixture["files"]
+    # Files' content digests: SHA-256 until 2026-12-03, BLAKE3 since
+    assert outcome.validation["checksum_per_file"] == (
+        "BLAKE3" if "content-blake3" in name else "SHA-256")
     assert state(out) == fixture["state"]
     # v1-…: manifests of format 1 (SHA-256 object digests); v2-…: format 2 (BLAKE3).
     manifest = reader.manifest

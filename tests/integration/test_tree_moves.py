@@ -235,3 +235,55 @@ def test_a_moved_file_is_taken_without_reading_only_under_its_own_name(tmp_path:
         assert where.same_file(st, "IMG_0002.CR3") is None
     finally:
         where.close()
+
+
+def test_a_chain_over_the_change_of_content_digest_restores_and_matches_by_either(
+        ctx: Context, policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full taken when files were recorded by SHA-256 (before 2026-12-03), then
+    incrementals by BLAKE3: unchanged files keep the parent's SHA-256, a copied file is
+    matched by hashing it with SHA-256 (the parent's digest), new files get BLAKE3; every
+    backup restores and verifies."""
+    from vowvault.repository import tree
+    from vowvault.sources import directory
+
+    src = tmp_path / "src"
+    album(src / "album", n=3)
+    name = policy("photos", source_yaml(src), backup_type="incremental")
+    monkeypatch.setattr(directory, "CONTENT_DIGEST", "sha256")
+    full = run_backup(ctx, name)
+    monkeypatch.setattr(directory, "CONTENT_DIGEST", tree.CONTENT_DIGEST)
+    state_full = tree_state(src)
+    shutil.copy2(src / "album" / "IMG_0001.jpg", src / "IMG_0001 copy.jpg")
+    (src / "new.txt").write_text("seating plan v2\n")
+    state_inc = tree_state(src)
+    inc = run_backup(ctx, name)
+    i = info(ctx, inc.job_id)
+    assert i["files_moved"] == 1 and i["files_unchanged"] == 3
+    assert inc.source_bytes == len("seating plan v2\n")
+    restores_to(ctx, full.job_id, state_full, tmp_path / "out-full")
+    restores_to(ctx, inc.job_id, state_inc, tmp_path / "out-inc")
+    assert verify_backup(ctx, inc.job_id).intact
+    done = restore_backup(ctx, inc.job_id, to_dir=tmp_path / "out-again")
+    assert done.validation["checksum_per_file"] == "BLAKE3 or SHA-256"
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "blake3"])
+def test_content_that_differs_from_its_recorded_digest_is_refused(algorithm: str) -> None:
+    from vowvault.errors import IntegrityError
+    from vowvault.repository import tree
+
+    data = os.urandom(70_000)
+    h = tree.content_hasher(algorithm)
+    h.update(data)
+    entry = tree.Entry(path="a.jpg", type="file", mode=0o644, uid=0, gid=0, mtime_ns=1,
+                       size=len(data))
+    entry.record_digest(algorithm, h.hexdigest())
+    assert b"".join(tree._checked(entry, iter([data[:100], data[100:]]))) == data
+    damaged = bytearray(data)
+    damaged[random.randrange(len(data))] ^= 0x01
+    with pytest.raises(IntegrityError, match=tree.digest_name(algorithm)):
+        b"".join(tree._checked(entry, iter([bytes(damaged)])))
+    entry.record_digest(algorithm, h.hexdigest())
+    entry.sha256 = entry.blake3 = None
+    with pytest.raises(IntegrityError, match="no recorded checksum"):
+        b"".join(tree._checked(entry, iter([data])))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
-import hashlib
 import logging
 import os
 import shutil
@@ -40,7 +39,16 @@ from vowvault.errors import (
 )
 from vowvault.repository.layout import DATA, INDEX
 from vowvault.repository.reader import BackupReader
-from vowvault.repository.tree import Entry, Held, IndexWriter, TreeReader, shown
+from vowvault.repository.tree import (
+    CONTENT_DIGEST,
+    Entry,
+    Held,
+    IndexWriter,
+    TreeReader,
+    content_hasher,
+    digest_name,
+    shown,
+)
 from vowvault.sources.base import (
     ErasureSpec,
     Progress,
@@ -379,7 +387,8 @@ class DirectorySnapshot:
 
     def _refer(self, entry: Entry, held: Entry) -> None:
         """``entry``'s content is ``held``'s, in the backup that stores it."""
-        entry.sha256, entry.size = held.sha256, held.size
+        entry.take_digest(held)
+        entry.size = held.size
         entry.backup, entry.offset = held.backup, held.offset
         self.references.add(str(held.backup))
         self.report.bytes_referenced += entry.size
@@ -391,7 +400,7 @@ class DirectorySnapshot:
         directory) is the same file, as an unchanged one is at its own path; a file of the
         same size and mtime (renamed itself, moved across file systems, copied with its
         times, or a path whose file was replaced) is read and hashed first, and is that
-        file only if its SHA-256 is the same."""
+        file only if its content hash (the one the parent recorded) is the same."""
         st = found.st
         same = elsewhere.same_file(st, found.name) if new_here else None
         if same is not None:
@@ -399,39 +408,42 @@ class DirectorySnapshot:
         candidates = elsewhere.same_size_and_mtime(st)
         if not candidates:
             return None
-        digest, read = self._hash(found)
+        algorithms = sorted({d[0] for held in candidates if (d := held.digest)})
+        digests, read = self._hash(found, algorithms)
         for held in candidates:
-            if digest is not None and held.sha256 == digest and held.size == read:
+            d = held.digest
+            if d is not None and digests.get(d[0]) == d[1] and held.size == read:
                 return held
         self.report.bytes_read_twice += read
         return None
 
-    def _hash(self, found: Found) -> tuple[str | None, int]:
-        """SHA-256 and size of what ``found`` holds now (None: it could not be read here;
-        the normal read reports why)."""
-        digest = hashlib.sha256()
+    def _hash(self, found: Found, algorithms: list[str]) -> tuple[dict[str, str], int]:
+        """Digests (by algorithm) and size of what ``found`` holds now (none: it could not
+        be read here; the normal read reports why)."""
+        hashers = {a: content_hasher(a) for a in algorithms}
         read = 0
         try:
             fd = open_found(found)
         except (Changed, OSError):
-            return None, 0
+            return {}, 0
         try:
             os.set_blocking(fd, True)
             while chunk := os.read(fd, READ_CHUNK):
-                digest.update(chunk)
+                for h in hashers.values():
+                    h.update(chunk)
                 read += len(chunk)
         except OSError:
-            return None, read
+            return {}, read
         finally:
             os.close(fd)
-        return digest.hexdigest(), read
+        return {a: h.hexdigest() for a, h in hashers.items()}, read
 
     def _file(self, found: Found, entry: Entry) -> Iterator[bytes]:
         """Yield one file's bytes; return how many were read (None: unreadable, changed
         or skipped). The file is opened without following a symlink, by its directory's
         descriptor, and read only if it is the file lstat chose."""
         rel = found.rel
-        digest = hashlib.sha256()
+        digest = content_hasher(CONTENT_DIGEST)
         read = 0
         try:
             fd = open_found(found)
@@ -464,7 +476,7 @@ class DirectorySnapshot:
                 yield chunk
         # The file may have grown or shrunk while read: record what was read.
         entry.size = read
-        entry.sha256 = digest.hexdigest()
+        entry.record_digest(CONTENT_DIGEST, digest.hexdigest())
         return read
 
     def index_lines(self) -> Iterator[bytes]:
@@ -479,7 +491,7 @@ class DirectorySnapshot:
 def _unchanged(previous: Entry, st: os.stat_result) -> bool:
     return (previous.type == "file" and previous.size == st.st_size
             and previous.mtime_ns == st.st_mtime_ns and previous.ctime_ns == st.st_ctime_ns
-            and previous.inode == st.st_ino and previous.sha256 is not None)
+            and previous.inode == st.st_ino and previous.digest is not None)
 
 
 def _kind(mode: int) -> str:
@@ -505,14 +517,14 @@ class _Elsewhere:
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
             self._db.execute("CREATE TABLE f (inode INTEGER, size INTEGER, mtime INTEGER, "
-                             "ctime INTEGER, name TEXT, sha256 TEXT, backup TEXT, "
-                             "off INTEGER)")
+                             "ctime INTEGER, name TEXT, sha256 TEXT, blake3 TEXT, "
+                             "backup TEXT, off INTEGER)")
             rows = ((_i64(e.inode), e.size, e.mtime_ns, e.ctime_ns, e.path.rpartition("/")[2],
-                     e.sha256, e.backup, e.offset)
+                     e.sha256, e.blake3, e.backup, e.offset)
                     for e in entries
-                    if e.type == "file" and e.sha256 is not None and e.backup is not None
+                    if e.type == "file" and e.digest is not None and e.backup is not None
                     and e.size > 0)
-            self._db.executemany("INSERT INTO f VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO f VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._db.execute("CREATE INDEX f_inode ON f (inode)")
             self._db.execute("CREATE INDEX f_size ON f (size, mtime)")
         except BaseException:
@@ -523,13 +535,14 @@ class _Elsewhere:
     def _entry(row: tuple[Any, ...]) -> Entry:
         return Entry(path="", type="file", mode=0, uid=0, gid=0, mtime_ns=row[2],
                      ctime_ns=row[3], inode=row[0] % (1 << 64), size=row[1], sha256=row[4],
-                     backup=row[5], offset=row[6])
+                     blake3=row[5], backup=row[6], offset=row[7])
 
     def same_file(self, st: os.stat_result, name: str) -> Entry | None:
         """The parent's file of that name with the same inode, size, mtime and ctime (a
         file of a moved or renamed folder; the name too, as inode numbers are not stable
         on every file system: FAT, exFAT or sshfs number files anew at each mount)."""
-        row = self._db.execute("SELECT inode, size, mtime, ctime, sha256, backup, off FROM f "
+        row = self._db.execute("SELECT inode, size, mtime, ctime, sha256, blake3, backup, off "
+                               "FROM f "
                                "WHERE inode = ? AND size = ? AND mtime = ? AND ctime = ? "
                                "AND name = ? LIMIT 1",
                                (_i64(st.st_ino), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
@@ -539,8 +552,9 @@ class _Elsewhere:
     def same_size_and_mtime(self, st: os.stat_result, limit: int = 8) -> list[Entry]:
         """Distinct contents of that size and mtime (a few: each costs nothing to compare
         once the file is hashed)."""
-        rows = self._db.execute("SELECT inode, size, mtime, ctime, sha256, backup, off FROM f "
-                                "WHERE size = ? AND mtime = ? GROUP BY sha256 LIMIT ?",
+        rows = self._db.execute("SELECT inode, size, mtime, ctime, sha256, blake3, backup, off "
+                                "FROM f WHERE size = ? AND mtime = ? GROUP BY sha256, blake3 "
+                                "LIMIT ?",
                                 (st.st_size, st.st_mtime_ns, limit)).fetchall()
         return [self._entry(r) for r in rows]
 
@@ -767,6 +781,7 @@ def write_tree(tree: TreeReader, writer: TreeWriter, erased: list[str],
     total = manifest.objects[DATA].plaintext_size + \
         int(manifest.source.get("bytes_referenced") or 0)
     done = files = withheld = withheld_dirs = dirs = 0
+    algorithms: set[str] = set()
 
     gone: set[str] = set()
 
@@ -798,7 +813,10 @@ def write_tree(tree: TreeReader, writer: TreeWriter, erased: list[str],
         writer.add(entry, counted(chunks) if chunks is not None else None)
         files += entry.type == "file"
         dirs += entry.type == "dir" and entry.path != ""
+        if entry.type == "file" and (recorded := entry.digest) is not None:
+            algorithms.add(recorded[0])
     writer.finish()
     return done, {"files": files, "directories": dirs, "checked": True,
-                  "sha256_per_file": True, "withheld": withheld,
-                  "withheld_folders": withheld_dirs}
+                  "checksum_per_file": " or ".join(digest_name(a) for a in
+                                                   sorted(algorithms)) or "BLAKE3",
+                  "withheld": withheld, "withheld_folders": withheld_dirs}
