@@ -158,6 +158,10 @@ class Side:
                 f"{size(self.added):>10}  outside {self.m.outside:.1f} s{extra}")
 
 
+WARM = False
+"""--warm: each round's vowvault commands fork from a `vowvault warm` process."""
+
+
 class Round:
     def __init__(self, tmp: Path, n: int, source: Path) -> None:
         self.dir = tmp / f"round-{n}"
@@ -178,6 +182,14 @@ class Round:
         subprocess.run(["restic", "init", "-q", "--repository-version", "2", "-r",
                         str(self.repo)], env=self.env, check=True, capture_output=True)
         self.last_job = ""
+        if WARM:  # this round's vowvault commands fork from its own warm process
+            subprocess.run([VOWVAULT, "warm", "--idle", "3600"], env=self.env, check=True,
+                           capture_output=True)
+
+    def done(self) -> None:
+        if WARM:
+            subprocess.run([VOWVAULT, "warm", "--stop"], env=self.env, capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def vowvault(self) -> Side:
         before = tree_bytes(self.store) if self.store.exists() else 0
@@ -261,7 +273,7 @@ def one_round(tmp: Path, n: int, source: Path, texts: list[tuple[str, str, int]]
         both("restore", restore=True)
     finally:
         (source / f"{SEASONS[1]}.renamed").rename(season)
-    shutil.rmtree(r.dir, ignore_errors=True)
+    r.done()
 
 
 def med(sides: list[Side], what: str = "wall") -> float:
@@ -325,8 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index-files", type=int, metavar="N",
                    help="instead of the rounds: what each run adds for a tree of N small "
                         "files (full, no change, 1%% of the files changed), both tools")
+    p.add_argument("--warm", action="store_true",
+                   help="vowvault's commands forked from `vowvault warm` (one per round), "
+                        "not cold")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
+    global WARM
+    WARM = args.warm
     signal.signal(signal.SIGTERM, _interrupt)
     install_references({"restic": "restic", "zstd": "zstd", "openssl": "openssl"})
     for tool in ("restic", "zstd", "openssl", "tar"):
@@ -334,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trees.py: {tool} is missing (apt-get install {tool})", file=sys.stderr)
             return 2
     tmp = Path(tempfile.mkdtemp(prefix="vv-trees-"))
-    print(f"{load()}; restic {_version(['restic', 'version'])}; temporary {tmp}", flush=True)
+    print(f"{load()}; restic {_version(['restic', 'version'])}; temporary {tmp}; vowvault "
+          f"{'forked from vowvault warm' if WARM else 'cold'}", flush=True)
     try:
         if args.sizes:
             return growth(tmp, [int(x) for x in args.sizes.split(",")], args)
@@ -373,7 +391,7 @@ def growth(tmp: Path, sizes: list[int], args: argparse.Namespace) -> int:
             for tool in (("vowvault", "restic") if n % 2 == 0 else ("restic", "vowvault")):
                 (vv if tool == "vowvault" else rs).append(r.vowvault() if tool == "vowvault"
                                                           else r.restic())
-            shutil.rmtree(r.dir, ignore_errors=True)
+            r.done()
         rows.append((mib, med(vv), med(rs), med(vv, "rss"), med(rs, "rss")))
         print(f"  {mib:6d} MiB  vowvault {med(vv):6.2f} s (cpu {med(vv, 'cpu'):.1f} s, rss "
               f"{med(vv, 'rss'):.0f} MiB)  restic {med(rs):6.2f} s (cpu {med(rs, 'cpu'):.1f} s, "
@@ -420,6 +438,7 @@ def index_growth(tmp: Path, files: int) -> int:
         v, rs = r.vowvault(), r.restic()
         print(f"  {label:<18} {v.m.wall:10.2f} {size(v.added):>12} {rs.m.wall:9.2f} "
               f"{size(rs.added):>12}", flush=True)
+    r.done()
     return 0
 
 
