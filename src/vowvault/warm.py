@@ -22,9 +22,11 @@ What makes a fork safe, whichever the kind:
 - A command is forked only when its environment is exactly the one the warm process
   imported with (apart from the variables its kind lists as per-run: Prefect's
   ``PREFECT__*``; the shell's ``PWD``, ``OLDPWD`` and ``_``), with the same interpreter (and
-  for flow runs the same working directory), and no imported file changed since (size and
-  mtime of every loaded module): else the client runs the command itself, as it would have
-  without a warm process, so a fork never differs from a fresh start in what it reads.
+  for flow runs the same working directory), the same process context (identity, umask,
+  resource limits, priority, control groups: what the fork inherits from the warm process),
+  and no imported file changed since (size and mtime of every loaded module): else the
+  client runs the command itself, as it would have without a warm process, so a fork never
+  differs from a fresh start in what it reads or how it runs.
 - The fork gets the client's stdin, stdout and stderr, its environment and working
   directory, and ends through the interpreter's normal shutdown. The client forwards
   SIGTERM, SIGINT and SIGHUP to it and exits with its exit status (a command killed by a
@@ -60,11 +62,36 @@ _HEADER = struct.Struct("!I")
 
 # ---------------------------------------------------------------------------- both ends
 
-def fingerprint(kind: str, env: dict[str, str], cwd: str | None, executable: str) -> str:
-    """What a warm process of ``kind`` must share with a command it forks."""
+def fingerprint(kind: str, env: dict[str, str], cwd: str | None, executable: str,
+                context: list[Any] | None = None) -> str:
+    """What a warm process of ``kind`` must share with a command it forks: the
+    environment (but its per-command variables), the interpreter, for flow runs the working
+    directory, and this process's own context (``process_context``)."""
     kept = sorted((k, v) for k, v in env.items() if not per_command(kind, k))
-    blob = json.dumps([kind, executable, cwd, kept]).encode()
+    here = process_context() if context is None else context
+    blob = json.dumps([kind, executable, cwd, kept, here]).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def process_context() -> list[Any]:
+    """What a fork inherits from the warm process rather than from its client, and so must
+    be the same for both: the identity (uids, gids, supplementary groups), the umask (the
+    mode of every file a restore creates), the resource limits (open files, file size,
+    memory), the scheduling priority and the control groups (CPU and memory quotas, a
+    systemd unit's)."""
+    import resource
+
+    mask = os.umask(0o077)
+    os.umask(mask)
+    limits = [(name, resource.getrlimit(getattr(resource, name)))
+              for name in sorted(n for n in dir(resource) if n.startswith("RLIMIT_"))]
+    try:
+        with open("/proc/self/cgroup") as f:
+            cgroups = f.read()
+    except OSError:
+        cgroups = ""
+    return [os.getresuid(), os.getresgid(), sorted(os.getgroups()), mask, limits,
+            os.getpriority(os.PRIO_PROCESS, 0), cgroups]
 
 
 def per_command(kind: str, name: str) -> bool:

@@ -112,6 +112,19 @@ def test_another_environment_or_a_passphrase_command_starts_cold(
                   {"VOWVAULT_WARM": "off"}):
         done = _run({**warm_env, **extra}, "backup", "list")
         assert done.returncode == 0, done.stderr
+    # What a fork would inherit from the warm process instead of its caller: the umask,
+    # a resource limit, the scheduling priority
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    other = 0o077 if mask != 0o077 else 0o027
+    for change in (lambda: os.umask(other),
+                   lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max(64, soft // 2), hard)),
+                   lambda: os.nice(1)):
+        done = _run(warm_env, "backup", "list", preexec_fn=change)
+        assert done.returncode == 0, done.stderr
     # keys commands may ask for a passphrase on /dev/tty, which a fork has not got
     assert _run(warm_env, "keys", "list").returncode in (0, 1)
     assert len(_forks(runtime)) == before
