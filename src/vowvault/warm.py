@@ -555,6 +555,8 @@ def cli_forward(args: list[str]) -> None:
     where = runtime_dir(create=mode == "auto")
     if where is None:
         return
+    if mode != "auto" and not any(n.endswith(".sock") for n in os.listdir(where)):
+        return  # no warm process at all: nothing more to compute
     global _AT_START
     env = _AT_START = dict(os.environ)
     fp = cli_fingerprint(env)
