@@ -547,6 +547,7 @@ def command_words(args: list[str]) -> list[str]:
 def cli_forward(args: list[str]) -> None:
     """Run ``vowvault ARGS`` in this environment's warm process, if there is one, and end
     as it ended; else return (the caller runs the command itself)."""
+    remember_command_env(dict(os.environ))  # before the command adds to it (-v does)
     mode = cli_mode()
     if mode == "off" or not sys.platform.startswith("linux"):
         return
@@ -557,8 +558,7 @@ def cli_forward(args: list[str]) -> None:
         return
     if mode != "auto" and not any(n.endswith(".sock") for n in os.listdir(where)):
         return  # no warm process at all: nothing more to compute
-    global _AT_START
-    env = _AT_START = dict(os.environ)
+    env = command_env()
     fp = cli_fingerprint(env)
     sock = connect(where / f"{fp}.sock") if (where / f"{fp}.sock").exists() else None
     if sock is None:
