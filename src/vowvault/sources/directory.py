@@ -577,12 +577,19 @@ class _Lookahead:
 
     def __init__(self, entries: Iterator[Entry]) -> None:
         self._it = entries
-        self._head: Entry | None = next(self._it, None)
+        self._head: Entry | None = None
+        self._head_key: tuple[str, ...] = ()
+        self._advance()
+
+    def _advance(self) -> None:
+        self._head = next(self._it, None)
+        if self._head is not None:
+            self._head_key = self._head.key()
 
     def find(self, key: tuple[str, ...]) -> Entry | None:
-        while self._head is not None and self._head.key() < key:
-            self._head = next(self._it, None)
-        if self._head is not None and self._head.key() == key:
+        while self._head is not None and self._head_key < key:
+            self._advance()
+        if self._head is not None and self._head_key == key:
             return self._head
         return None
 
