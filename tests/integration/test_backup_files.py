@@ -172,6 +172,42 @@ def test_a_file_vanishing_mid_backup_fails_the_job_cleanly(ctx: Context, policy,
     assert not backup_files(tmp_path / "storage")
 
 
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_tree_is_counted_for_its_progress_only_when_someone_watches(
+        ctx: Context, policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        watched: bool) -> None:
+    """A progress that shows totals gets the tree's size from a pre-walk; one that does not
+    (no terminal, no bar) gets none, and the tree is walked once."""
+    from vowvault.sources import directory
+
+    src = tmp_path / "src"
+    (src / "album").mkdir(parents=True)
+    for i in range(4):
+        (src / "album" / f"IMG_{i}.jpg").write_bytes(os.urandom(200_000))
+    name = policy("photos", source_yaml(src))
+    walks = []
+    real_walk = directory.walk
+
+    def counted_walk(*args, **kw):  # type: ignore[no-untyped-def]
+        walks.append(1)
+        return real_walk(*args, **kw)
+
+    monkeypatch.setattr(directory, "walk", counted_walk)
+    totals: list[int | None] = []
+
+    class Watch:
+        shows_totals = watched
+
+        def __call__(self, what: str, done: int, total: int | None) -> None:
+            if what == "read":
+                totals.append(total)
+
+    ctx.progress = Watch()
+    run_backup(ctx, name)
+    assert totals and set(totals) == ({800_000} if watched else {None})
+    assert len(walks) == (2 if watched else 1)
+
+
 def test_ctrl_c_during_a_backup_stops_it_cleanly(ctx: Context, policy, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A real SIGINT while the stages run: they stop, the job ends FAILED with nothing left

@@ -59,6 +59,8 @@ class ProgressBar:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  DownloadColumn(binary_units=True), _Speed(), console=_err,
                                  disable=not enabled)
+        self.shows_totals = enabled
+        """Not on a terminal, no bar: the engine need not count totals for it."""
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> ProgressBar:

@@ -411,6 +411,7 @@ def launch(ctx: Context, prepared: Prepared, driver: SourceDriver, snapshot: Sna
                     BackupPipeline(spec, snapshot, copies, describe))
     if request is not None:
         request.progress = run.report
+        request.progress_totals = bool(getattr(ctx.progress, "shows_totals", True))
     runs.register(str(prepared.job_id), run)
     run.begin()
     return run

@@ -26,8 +26,16 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _no_progress(what: str, done: int, total: int | None) -> None:
-    return None
+class _NoProgress:
+    """No one watches: nothing is reported, and no totals are counted for it."""
+
+    shows_totals = False
+
+    def __call__(self, what: str, done: int, total: int | None) -> None:
+        return None
+
+
+_no_progress = _NoProgress()
 
 
 @dataclass

@@ -45,6 +45,9 @@ class SnapshotRequest:
     """An incremental or differential backup: the backup it builds on (the source decides
     what it needs of it: a tree's index, say)."""
     progress: Progress = no_progress
+    progress_totals: bool = True
+    """Whether someone watches the progress's totals (else a source does not pre-walk to
+    count them: a tree's second stat of every file)."""
     backup_id: str | None = None
     """The backup being taken (a tree's index names it beside the files it stores)."""
     parent_references: dict[str, BackupReader] | None = None

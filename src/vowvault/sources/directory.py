@@ -624,7 +624,8 @@ class TreeSnapshot(Snapshot):
                                  within=self.request.within, own_id=self.request.backup_id,
                                  parent_chunks=TreeReader(parent, refs).chunk_table()
                                  if parent is not None else None)
-        _files, total = snap.estimate()
+        # The total only for someone who watches it: the pre-walk stats every file again
+        total = snap.estimate()[1] if self.request.progress_totals else None
         done = 0
 
         def read(n: int) -> None:
