@@ -9,7 +9,6 @@ order (20 MB and TOASTed tables included); a partitioned table's data is dumped 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import random
 import subprocess
@@ -132,8 +131,11 @@ def _restore(archive: Path, url: str) -> None:
                     str(archive)], check=True, capture_output=True)
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def digest_hex(data: bytes) -> str:
+    """The table digest new backups record (BLAKE3 since 2026-12-03)."""
+    import blake3
+
+    return blake3.blake3(data).hexdigest()
 
 
 def _tap(data: bytes, sizes: Callable[[], int]) -> ArchiveSummary:
@@ -253,8 +255,8 @@ def test_column_lists_are_pg_dumps_text(rich: Dumped) -> None:
     assert split_column_list(weird.columns) == ["id", 'Weird "Col"', "UPPER", "with space"]
     assert by_name["no_columns"].columns == ""
     assert by_name["no_columns"].rows == 2
-    empty = sha256_hex(b"")
-    assert (by_name["empty_table"].rows, by_name["empty_table"].sha256) == (0, empty)
+    empty = digest_hex(b"")
+    assert (by_name["empty_table"].rows, by_name["empty_table"].hexdigest) == (0, empty)
 
 
 def test_terminator_is_not_part_of_the_digest(rich: Dumped) -> None:
@@ -266,7 +268,7 @@ def test_terminator_is_not_part_of_the_digest(rich: Dumped) -> None:
         with cur.copy('COPY "Sales Data"."Mixed Case ""Quoted"" Table" TO STDOUT') as copy:
             text = b"".join(bytes(b) for b in copy)
     by_name = {t.name: t for t in rich.summary.tables}
-    assert by_name['Mixed Case "Quoted" Table'].sha256 == sha256_hex(text)
+    assert by_name['Mixed Case "Quoted" Table'].hexdigest == digest_hex(text)
     assert by_name['Mixed Case "Quoted" Table'].rows == text.count(b"\n") == 3
 
 
@@ -280,10 +282,10 @@ def test_restored_database_gives_the_same_digests(rich: Dumped, restored: str) -
     assert _toasted_rows(restored, "public.toasty") > 0
     big = next(t for t in rich.summary.tables if t.name == "big")
     assert table_digest(restored, "public", "big", big.columns, rich.summary.settings) == (
-        big.rows, big.sha256)
+        big.rows, big.hexdigest)
     weird = next(t for t in rich.summary.tables if t.schema == "Sales Data")
     assert table_digest(restored, weird.schema, weird.name, weird.columns,
-                        rich.summary.settings) == (weird.rows, weird.sha256)
+                        rich.summary.settings) == (weird.rows, weird.hexdigest)
 
 
 def test_psql_readers_give_the_main_connections_digests(rich: Dumped, restored: str) -> None:
@@ -298,6 +300,32 @@ def test_psql_readers_give_the_main_connections_digests(rich: Dumped, restored: 
         wrong = {**rich.summary.settings, "TimeZone": "UTC"}
         assert database_digests(restored, rich.summary, settings=wrong, workers=2) == \
             database_digests(restored, rich.summary, settings=wrong, workers=0) != alone
+
+
+def test_a_summary_of_sha256_digests_still_validates(rich: Dumped, restored: str) -> None:
+    """Backups taken before 2026-12-03 recorded each table's SHA-256: their summaries (as
+    the manifest holds them) are validated by SHA-256, on the main connection and by psql
+    readers, and a wrong digest of either kind is told apart."""
+    import hashlib
+
+    from vowvault.sources import pgarchive
+
+    old = pgarchive.ArchiveSummary.from_json(rich.summary.to_json())
+    for t in old.tables:
+        rows, hexd = table_digest(restored, t.schema, t.name, t.columns, old.settings,
+                                  algorithm="sha256")
+        assert rows == t.rows
+        t.sha256, t.blake3 = hexd, None
+    as_stored = old.to_json()
+    assert all("blake3" not in t and len(t["sha256"]) == 64 for t in as_stored["tables"])
+    old = pgarchive.ArchiveSummary.from_json(as_stored)
+    assert all(t.algorithm == "sha256" for t in old.tables)
+    assert database_digests(restored, old, workers=0) == old.digests()
+    with mock.patch.object(pgarchive, "PSQL_FROM", 0):
+        assert database_digests(restored, old, workers=2) == old.digests()
+    empty = next(t for t in old.tables if t.rows == 0)
+    assert empty.sha256 == hashlib.sha256(b"").hexdigest()
+    assert old.digests() != rich.summary.digests()  # the two kinds never compare equal
 
 
 def test_a_table_missing_from_the_restore_is_named(rich: Dumped, databases) -> None:
@@ -522,7 +550,7 @@ def test_synthetic_archive_versions(minor: int) -> None:
         assert summary.version == (1, minor, 0)
         assert summary.encoding == "UTF8"
         assert summary.tables == [TableDigest("public", "t", 'a, "B"', 2,
-                                              sha256_hex(b"1\tone\n\\N\t\\\\.\n"))]
+                                              blake3=digest_hex(b"1\tone\n\\N\t\\\\.\n"))]
         assert (summary.blobs, summary.blob_bytes) == (2, 5)
 
 
@@ -605,7 +633,7 @@ def test_every_framing_and_feed_size_gives_the_rows_digest(
         summary = _tap(data, lambda: feed)
     assert summary.error is None, summary.error
     assert summary.tables == [TableDigest("public", "t", 'a, "B"', text.count(b"\n"),
-                                          sha256_hex(text))]
+                                          blake3=digest_hex(text))]
     assert (summary.blobs, summary.blob_bytes) == (2, 5)
 
 
@@ -627,7 +655,7 @@ def test_a_damaged_chunk_header_is_never_digested_as_rows(
     expected = _walk_one_by_one(bytes(data), start)
     if summary.error is None:
         assert expected is not None
-        assert [(t.rows, t.sha256) for t in summary.tables] == [expected]
+        assert [(t.rows, t.hexdigest) for t in summary.tables] == [expected]
 
 
 def _walk_one_by_one(data: bytes, pos: int) -> tuple[int, str] | None:
@@ -645,8 +673,8 @@ def _walk_one_by_one(data: bytes, pos: int) -> tuple[int, str] | None:
         pos += n
     body = bytes(text)
     if body.startswith(b"\\."):
-        return 0, sha256_hex(b"")
+        return 0, digest_hex(b"")
     end = body.find(b"\n\\.")
     if end >= 0:
         body = body[:end + 1]
-    return body.count(b"\n"), sha256_hex(body)
+    return body.count(b"\n"), digest_hex(body)

@@ -479,7 +479,7 @@ def validate(database: dict[str, Any], dsn: str, password: str | None) -> dict[s
         got = found.get((t.schema, t.name))
         if got is None:
             problems.append(f"{t.schema}.{t.name}: missing")
-        elif got != (t.rows, t.sha256):
+        elif got != (t.rows, t.hexdigest):
             problems.append(f"{t.schema}.{t.name}: {got[0]} rows (expected {t.rows})"
                             + ("" if got[0] != t.rows else ", content differs"))
     if problems:
