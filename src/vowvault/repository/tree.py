@@ -428,7 +428,8 @@ class TreeReader:
 
 
 CONTENT_DIGEST = "blake3"
-"""What new backups record of each file's content (about 5x SHA-256's speed here)."""
+"""What new backups record of each file's content (3.5x SHA-256's speed on one core here:
+5.8 against 1.6 GB/s)."""
 _NAMES = {"blake3": "BLAKE3", "sha256": "SHA-256"}
 
 

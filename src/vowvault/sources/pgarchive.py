@@ -92,7 +92,7 @@ INHERITED_SETTINGS = ("TimeZone", "bytea_output", "lc_monetary", "server_encodin
 
 TABLE_DIGEST = "blake3"
 """What new backups record of each table's COPY text (SHA-256 until 2026-12-03: still read).
-BLAKE3 runs at about 4 GB/s on one core here, SHA-256 at 0.75: the backup hashes every
+BLAKE3 runs at 5.8 GB/s on one core here, SHA-256 at 1.6: the backup hashes every
 table once and a validated restore once more."""
 
 
