@@ -88,7 +88,6 @@ def _warm_up() -> None:
     """Import what a run imports, in the engine's order (Prefect first, as
     ``python -m prefect.engine`` does), starting nothing."""
     import importlib
-    import pkgutil
 
     for name in ("prefect", "prefect.engine", "prefect.flow_engine", "prefect._internal.metrics",
                  "prefect.deployments.steps.core", "prefect.concurrency.sync",
@@ -96,13 +95,7 @@ def _warm_up() -> None:
         importlib.import_module(name)
     for name in ("flows.backup", "flows.maintenance", "flows.dr_drill"):
         importlib.import_module(name)
-    for package in ("engine", "repository", "sources", "codec", "storage"):
-        mod = importlib.import_module(f"vowvault.{package}")
-        for info in pkgutil.iter_modules(mod.__path__, prefix=f"vowvault.{package}."):
-            try:
-                importlib.import_module(info.name)
-            except ImportError:  # an optional SDK not installed: the run imports it (or not)
-                continue
+    _warm.import_packages(("engine", "repository", "sources", "codec", "storage"))
 
 
 def warm(fp: str, watch: int) -> dict[str, Any]:

@@ -28,7 +28,8 @@ What makes a fork safe, whichever the kind:
   client runs the command itself, as it would have without a warm process, so a fork never
   differs from a fresh start in what it reads or how it runs.
 - The fork gets the client's stdin, stdout and stderr, its environment and working
-  directory, and ends through the interpreter's normal shutdown. The client forwards
+  directory; it ends as a fresh process would (threads joined, exit handlers run, streams
+  flushed; a flow run through the interpreter's whole shutdown). The client forwards
   SIGTERM, SIGINT and SIGHUP to it and exits with its exit status (a command killed by a
   signal kills the client with the same signal). If the client dies (SIGKILL), the fork is
   killed: it holds the read end of a pipe the client holds open.
@@ -62,14 +63,12 @@ _HEADER = struct.Struct("!I")
 
 # ---------------------------------------------------------------------------- both ends
 
-def fingerprint(kind: str, env: dict[str, str], cwd: str | None, executable: str,
-                context: list[Any] | None = None) -> str:
+def fingerprint(kind: str, env: dict[str, str], cwd: str | None, executable: str) -> str:
     """What a warm process of ``kind`` must share with a command it forks: the
     environment (but its per-command variables), the interpreter, for flow runs the working
     directory, and this process's own context (``process_context``)."""
     kept = sorted((k, v) for k, v in env.items() if not per_command(kind, k))
-    here = process_context() if context is None else context
-    blob = json.dumps([kind, executable, cwd, kept, here]).encode()
+    blob = json.dumps([kind, executable, cwd, kept, process_context()]).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
@@ -299,6 +298,21 @@ def stale(stamps: dict[str, tuple[int, int]]) -> bool:
         if (st.st_size, st.st_mtime_ns) != stamp:
             return True
     return False
+
+
+def import_packages(packages: tuple[str, ...]) -> None:
+    """Import every module of these vowvault packages (what a warm process preloads); a
+    module whose optional SDK is not installed is left for the command to import (or not)."""
+    import importlib
+    import pkgutil
+
+    for package in packages:
+        mod = importlib.import_module(f"vowvault.{package}")
+        for info in pkgutil.iter_modules(mod.__path__, prefix=f"vowvault.{package}."):
+            try:
+                importlib.import_module(info.name)
+            except ImportError:
+                continue
 
 
 def serve(fp: str, fingerprint_now: str, warm_up: Callable[[], None], watch: int | None,

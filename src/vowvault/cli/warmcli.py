@@ -19,7 +19,6 @@ def _cli_warm_up() -> None:
     line (its consoles are made again in each fork: ``fresh_consoles``), the catalog with
     its mappers configured, every module of the engine and the data plane."""
     import importlib
-    import pkgutil
 
     for name in ("typer", "typer.main", "typer.core", "rich.console", "rich.table",
                  "rich.progress", "rich.markup", "pydantic", "sqlalchemy", "sqlalchemy.orm",
@@ -28,15 +27,8 @@ def _cli_warm_up() -> None:
                  "vowvault.catalog.audit", "vowvault.plan", "vowvault.settings"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    for package in ("engine", "repository", "sources", "codec", "storage", "keys", "policies"):
-        with contextlib.suppress(ImportError):
-            mod = importlib.import_module(f"vowvault.{package}")
-        for info in pkgutil.iter_modules(getattr(mod, "__path__", []),
-                                         prefix=f"vowvault.{package}."):
-            try:
-                importlib.import_module(info.name)
-            except ImportError:  # an optional SDK not installed: the command imports it
-                continue
+    warm.import_packages(("engine", "repository", "sources", "codec", "storage", "keys",
+                          "policies"))
     with contextlib.suppress(ImportError):  # Typer's parameter coercion, made on first use
         importlib.import_module("typer._adapters")
     importlib.import_module("vowvault.cli.main")
@@ -56,7 +48,7 @@ def _cli_main(argv: list[str]) -> None:
     if sys.path and sys.path[0] in ("", os.getcwd()):
         sys.path[0] = os.path.dirname(sys.executable)
 
-    parser = argparse.ArgumentParser(prog="python -m vowvault.warm")
+    parser = argparse.ArgumentParser(prog="python -m vowvault.cli.warmcli")
     parser.add_argument("--cli", required=True, metavar="FINGERPRINT")
     parser.add_argument("--watch", type=int, metavar="PID")
     parser.add_argument("--idle", type=float, metavar="SECONDS",
