@@ -60,6 +60,8 @@ from benchproc import (
     machine_cpu,
     server_cpu,
     shell,
+    start_warm,
+    stop_warm,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -553,13 +555,11 @@ class Bench:
         r = measured([VOWVAULT, "policies", "apply", str(policy)], env=self.env)
         print("policies apply: " + " ".join(r.stdout.split()))
         if getattr(self.args, "warm", False):  # every later vowvault command forks from it
-            w = measured([VOWVAULT, "warm", "--idle", "7200"], env=self.env)
-            print("vowvault warm: " + " ".join(w.stdout.split()))
+            print(f"vowvault warm: {start_warm(VOWVAULT, self.env)}")
 
     def stop_warm(self) -> None:
         if getattr(self.args, "warm", False) and self.env:
-            subprocess.run([VOWVAULT, "warm", "--stop"], env=self.env, capture_output=True,
-                           check=False)
+            stop_warm(VOWVAULT, self.env)
 
     def settings(self) -> Any:
         from vowvault.settings import Settings

@@ -90,3 +90,16 @@ def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
     sxx = sum((x - mx) ** 2 for x in xs)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
     return b, my - b * mx
+
+
+def start_warm(vowvault: str, env: dict[str, str]) -> str:
+    """`vowvault warm` for ``env`` (not timed): that environment's later vowvault commands
+    fork from it. Its one-line answer."""
+    done = subprocess.run([vowvault, "warm", "--idle", "7200"], env=env, capture_output=True,
+                          text=True, check=True, stdin=subprocess.DEVNULL)
+    return " ".join(done.stdout.split())
+
+
+def stop_warm(vowvault: str, env: dict[str, str]) -> None:
+    subprocess.run([vowvault, "warm", "--stop"], env=env, capture_output=True, check=False,
+                   stdin=subprocess.DEVNULL)

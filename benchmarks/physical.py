@@ -70,7 +70,15 @@ from pathlib import Path
 from typing import Any
 
 from benchproc import CURRENT as _CURRENT
-from benchproc import install_references, kill_current, load, machine_cpu, shell
+from benchproc import (
+    install_references,
+    kill_current,
+    load,
+    machine_cpu,
+    shell,
+    start_warm,
+    stop_warm,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -384,10 +392,10 @@ class Vowvault:
 
     def start_warm(self) -> str:
         """`vowvault warm` for the measured environment (not timed)."""
-        return " ".join(run([VOWVAULT, "warm", "--idle", "7200"], env=self.env).stdout.split())
+        return start_warm(VOWVAULT, self.env)
 
     def stop_warm(self) -> None:
-        run([VOWVAULT, "warm", "--stop"], env=self.env, check=False)
+        stop_warm(VOWVAULT, self.env)
 
     def backup(self, warm: bool = False) -> tuple[Measured, dict[str, Any], float]:
         """The run, the job as `backup show --json` gives it, and how long that show took

@@ -50,7 +50,14 @@ from pathlib import Path
 from typing import Any
 
 from backup_pg import Measured, measured
-from benchproc import install_references, kill_current, least_squares, load
+from benchproc import (
+    install_references,
+    kill_current,
+    least_squares,
+    load,
+    start_warm,
+    stop_warm,
+)
 from storage_throughput import GENERATORS, photo_jobs, write_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,12 +190,11 @@ class Round:
                         str(self.repo)], env=self.env, check=True, capture_output=True)
         self.last_job = ""
         if WARM:  # this round's vowvault commands fork from its own warm process
-            subprocess.run([VOWVAULT, "warm", "--idle", "3600"], env=self.env, check=True,
-                           capture_output=True)
+            start_warm(VOWVAULT, self.env)
 
     def done(self) -> None:
         if WARM:
-            subprocess.run([VOWVAULT, "warm", "--stop"], env=self.env, capture_output=True)
+            stop_warm(VOWVAULT, self.env)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def vowvault(self) -> Side:

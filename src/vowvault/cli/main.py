@@ -54,7 +54,6 @@ ALIASES = {"backups": "backup", "db": "catalog", "verify": "backup verify",
 """Old spellings that still work for one release, and what they are now."""
 
 
-
 def _console_settings() -> tuple[dict[str, Any], dict[str, Any]]:
     """Wide when piped (tests, logs), the terminal's width otherwise."""
     return ({"highlight": False, "soft_wrap": True,

@@ -100,9 +100,10 @@ def warm(
     = 900.0,
 ) -> None:
     """Keep a warm process for this environment: later commands in the same environment
-    fork from it instead of importing everything again (a few hundredths of a second of
-    start-up instead of most of one). Any change of environment variable, interpreter or
-    installed code makes commands start cold again, as they would without it.
+    fork from it instead of importing everything again (about a tenth of a second of
+    start-up instead of about one). Any change of environment variable, process context
+    (umask, limits, groups), interpreter or installed code makes commands start cold again,
+    as they would without it.
 
     Example: `vowvault warm`
     """
